@@ -1,0 +1,216 @@
+/*
+ * assemble.c - turning each writer's byte stream into whole-line records.
+ *
+ * The kernel hands the helper chunks that each come from one process (the
+ * socket has SO_PASSCRED), but a chunk may end mid-line and chunks of many
+ * writers interleave.  Each (pid, stream) gets a slot holding its unfinished
+ * line.  Rules (docs/format.md):
+ *   '\n' ends a line; "\r\n" counts as '\n'.
+ *   A lone '\r' starts a redraw (tqdm): the state before it becomes a '~'
+ *   snapshot, at most one per snapshot_ms, and is otherwise discarded, so a
+ *   progress bar never grows into one huge line.
+ *   A line longer than one record's payload leaves in '+' fragments.
+ *   A partial line idle for idle_ms leaves as a '+' fragment (or, in a redraw,
+ *   as a snapshot) so that output of a hung writer is still seen.
+ * Slots are freed once their line is done, when their writer has exited,
+ * and the least recently used is evicted when all are busy: memory is fixed.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <signal.h>
+#include <string.h>
+
+#include "internal.h"
+
+static void emit(struct fdl_assembler *assembler, struct fdl_slot *slot, char mark,
+                 const unsigned char *payload, size_t length, int64_t now_ms)
+{
+    char record[FDL_RECORD_MAX];
+    size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->pid, slot->stream,
+                                    mark, payload, length);
+    assembler->sink(assembler->context, record, size, mark);
+    slot->open_chain = mark == FDL_MARK_FRAGMENT;
+}
+
+static void emit_buffer(struct fdl_assembler *assembler, struct fdl_slot *slot, char mark,
+                        int64_t now_ms)
+{
+    emit(assembler, slot, mark, slot->buffer, slot->length, now_ms);
+    slot->length = 0;
+}
+
+static void end_line(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
+{
+    emit_buffer(assembler, slot, FDL_MARK_LINE, now_ms);
+    slot->redraw = 0;
+}
+
+static int snapshot_due(const struct fdl_assembler *assembler, const struct fdl_slot *slot,
+                        int64_t now_ms)
+{
+    return now_ms - slot->last_snapshot_ms >= assembler->snapshot_ms;
+}
+
+/* A carriage return not followed by '\n': what was drawn so far is overwritten. */
+static void carriage_return(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
+{
+    /* An open fragment chain must be terminated so the reader can rejoin it. */
+    if (slot->open_chain || (slot->length > 0 && snapshot_due(assembler, slot, now_ms))) {
+        emit_buffer(assembler, slot, FDL_MARK_SNAPSHOT, now_ms);
+        slot->last_snapshot_ms = now_ms;
+    }
+    slot->length = 0;
+    slot->redraw = 1;
+}
+
+static void append(struct fdl_assembler *assembler, struct fdl_slot *slot,
+                   const unsigned char *data, size_t length, int64_t now_ms)
+{
+    size_t capacity = fdl_payload_max(&assembler->format);
+    while (length > 0) {
+        if (slot->length == capacity)
+            emit_buffer(assembler, slot, FDL_MARK_FRAGMENT, now_ms);
+        size_t take = capacity - slot->length;
+        if (take > length)
+            take = length;
+        memcpy(slot->buffer + slot->length, data, take);
+        slot->length += take;
+        data += take;
+        length -= take;
+    }
+}
+
+static int slot_idle(const struct fdl_slot *slot)
+{
+    return slot->length == 0 && !slot->pending_cr && !slot->redraw && !slot->open_chain;
+}
+
+/* Flush whatever the slot holds as it stands: the writer is gone or evicted. */
+static void flush_slot(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
+{
+    if (slot->pending_cr) {
+        slot->pending_cr = 0;
+        carriage_return(assembler, slot, now_ms);
+    }
+    if (slot->length > 0)
+        emit_buffer(assembler, slot, slot->redraw ? FDL_MARK_SNAPSHOT : FDL_MARK_FRAGMENT, now_ms);
+    slot->pid = 0;
+}
+
+static struct fdl_slot *find_slot(struct fdl_assembler *assembler, int pid, int stream,
+                                  int64_t now_ms)
+{
+    struct fdl_slot *last = &assembler->slots[assembler->last_slot];
+    if (last->pid == pid && last->stream == stream)
+        return last;
+    int free_index = -1, oldest_index = 0;
+    for (int i = 0; i < FDL_SLOT_COUNT; i++) {
+        struct fdl_slot *slot = &assembler->slots[i];
+        if (slot->pid == pid && slot->stream == stream) {
+            assembler->last_slot = i;
+            return slot;
+        }
+        if (slot->pid == 0 && free_index < 0)
+            free_index = i;
+        if (slot->last_data_ms < assembler->slots[oldest_index].last_data_ms)
+            oldest_index = i;
+    }
+    if (free_index < 0) {
+        /* Every slot busy: the writer heard from least recently gives way. */
+        free_index = oldest_index;
+        flush_slot(assembler, &assembler->slots[free_index], now_ms);
+    }
+    struct fdl_slot *slot = &assembler->slots[free_index];
+    memset(slot, 0, offsetof(struct fdl_slot, buffer));
+    slot->pid = pid;
+    slot->stream = stream;
+    slot->last_snapshot_ms = INT64_MIN / 2;
+    assembler->last_slot = free_index;
+    return slot;
+}
+
+void fdl_assembler_init(struct fdl_assembler *assembler, const char *name, const char *node,
+                        int raw, int snapshot_ms, fdl_record_sink sink, void *context)
+{
+    memset(assembler, 0, sizeof *assembler);
+    fdl_format_init(&assembler->format, name, node, raw);
+    assembler->snapshot_ms = snapshot_ms;
+    assembler->sink = sink;
+    assembler->context = context;
+}
+
+/* The first '\n' or '\r' in data, or data + length. */
+static const unsigned char *find_line_break(const unsigned char *data, size_t length)
+{
+    const unsigned char *end = data + length;
+    const unsigned char *newline = memchr(data, '\n', length);
+    const unsigned char *limit = newline ? newline : end;
+    const unsigned char *carriage = memchr(data, '\r', (size_t)(limit - data));
+    return carriage ? carriage : limit;
+}
+
+void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
+                        const unsigned char *data, size_t length, int64_t now_ms)
+{
+    struct fdl_slot *slot = find_slot(assembler, pid, stream, now_ms);
+    const unsigned char *end = data + length;
+    slot->last_data_ms = now_ms;
+    while (data < end) {
+        if (slot->pending_cr) {
+            slot->pending_cr = 0;
+            if (*data == '\n') {
+                end_line(assembler, slot, now_ms);
+                data++;
+                continue;
+            }
+            carriage_return(assembler, slot, now_ms);
+        }
+        const unsigned char *brk = find_line_break(data, (size_t)(end - data));
+        append(assembler, slot, data, (size_t)(brk - data), now_ms);
+        if (brk == end)
+            break;
+        if (*brk == '\n')
+            end_line(assembler, slot, now_ms);
+        else
+            slot->pending_cr = 1;
+        data = brk + 1;
+    }
+    if (slot_idle(slot))
+        slot->pid = 0;
+}
+
+void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idle_ms)
+{
+    for (int i = 0; i < FDL_SLOT_COUNT; i++) {
+        struct fdl_slot *slot = &assembler->slots[i];
+        if (slot->pid == 0 || now_ms - slot->last_data_ms < idle_ms)
+            continue;
+        if (slot->pending_cr) {
+            slot->pending_cr = 0;
+            carriage_return(assembler, slot, now_ms);
+        }
+        if (slot->length > 0) {
+            if (!slot->redraw) {
+                emit_buffer(assembler, slot, FDL_MARK_FRAGMENT, now_ms);
+            } else if (snapshot_due(assembler, slot, now_ms)) {
+                emit_buffer(assembler, slot, FDL_MARK_SNAPSHOT, now_ms);
+                slot->last_snapshot_ms = now_ms;
+            }
+        }
+        if (kill(slot->pid, 0) != 0 && errno == ESRCH)
+            flush_slot(assembler, slot, now_ms);
+    }
+}
+
+void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int64_t now_ms)
+{
+    for (int i = 0; i < FDL_SLOT_COUNT; i++)
+        if (assembler->slots[i].pid != 0 && assembler->slots[i].stream == stream)
+            flush_slot(assembler, &assembler->slots[i], now_ms);
+}
+
+void fdl_assembler_note(struct fdl_assembler *assembler, int pid, const char *text, int64_t now_ms)
+{
+    struct fdl_slot note = {.pid = pid, .stream = FDL_STREAM_META};
+    emit(assembler, &note, FDL_MARK_LINE, (const unsigned char *)text, strlen(text), now_ms);
+}

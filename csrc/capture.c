@@ -1,0 +1,120 @@
+/*
+ * capture.c - the capture channels and putting them on fds 1 and 2.
+ *
+ * A channel is an AF_UNIX stream socket pair rather than a pipe: with
+ * SO_PASSCRED on the reading end the kernel never merges bytes of two
+ * writers into one read and tells the pid of each, so lines of an actor and
+ * of its children can be assembled separately.  A pipe mixes them.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <sys/socket.h>
+#include <sys/statfs.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "fdlog.h"
+
+/* Room for bursts while the helper is busy; the kernel caps it at wmem_max. */
+#define CHANNEL_BUFFER_BYTES (4 * 1024 * 1024)
+
+int fdl_channel_open(int *read_fd, int *write_fd)
+{
+    int pair[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, pair) != 0)
+        return -errno;
+    int on = 1, size = CHANNEL_BUFFER_BYTES;
+    if (setsockopt(pair[0], SOL_SOCKET, SO_PASSCRED, &on, sizeof on) != 0 ||
+        shutdown(pair[0], SHUT_WR) != 0 || shutdown(pair[1], SHUT_RD) != 0) {
+        int error = errno;
+        close(pair[0]);
+        close(pair[1]);
+        return -error;
+    }
+    /* Best effort: a smaller buffer only means writers wait sooner. */
+    (void)setsockopt(pair[1], SOL_SOCKET, SO_SNDBUF, &size, sizeof size);
+    (void)setsockopt(pair[0], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
+    *read_fd = pair[0];
+    *write_fd = pair[1];
+    return 0;
+}
+
+/* dup2 can fail with EBUSY while another thread opens a file (Linux) or EINTR. */
+static int dup2_retrying(int from, int to)
+{
+    for (int attempt = 0; attempt < 1000; attempt++) {
+        if (dup2(from, to) >= 0)
+            return 0;
+        if (errno != EBUSY && errno != EINTR)
+            return -errno;
+    }
+    return -EBUSY;
+}
+
+int fdl_capture(int out_fd, int err_fd, int *saved)
+{
+    fflush(NULL);
+    saved[0] = fcntl(1, F_DUPFD_CLOEXEC, 3);
+    saved[1] = fcntl(2, F_DUPFD_CLOEXEC, 3);
+    if ((saved[0] < 0 && errno != EBADF) || (saved[1] < 0 && errno != EBADF)) {
+        int error = errno;
+        if (saved[0] >= 0)
+            close(saved[0]);
+        if (saved[1] >= 0)
+            close(saved[1]);
+        return -error;
+    }
+    int rc = dup2_retrying(out_fd, 1);
+    if (rc == 0)
+        rc = dup2_retrying(err_fd, 2);
+    if (rc != 0)
+        fdl_release(saved);
+    return rc;
+}
+
+int fdl_release(int *saved)
+{
+    fflush(NULL);
+    int rc = 0;
+    for (int i = 0; i < 2; i++) {
+        int target = i + 1;
+        int step = saved[i] >= 0 ? dup2_retrying(saved[i], target) : (close(target), 0);
+        if (step != 0 && rc == 0)
+            rc = step;
+        if (saved[i] >= 0)
+            close(saved[i]);
+        saved[i] = -1;
+    }
+    return rc;
+}
+
+/* statfs magic numbers of filesystems where O_APPEND alone does not keep
+ * appends from several machines whole (linux/magic.h and the vendors). */
+static const unsigned long NETWORK_FILESYSTEMS[] = {
+    0x6969,     /* NFS */
+    0xFF534D42, /* CIFS */
+    0xFE534D42, /* SMB2 */
+    0x517B,     /* SMB */
+    0x0BD00BD0, /* Lustre */
+    0x47504653, /* GPFS */
+    0x19830326, /* BeeGFS */
+    0x00C36400, /* CephFS */
+    0x65735546, /* FUSE: GlusterFS, and the rest */
+    0x01021997, /* 9p */
+    0x5346414F, /* AFS */
+    0x7461636F, /* OCFS2 */
+    0x01161970, /* GFS2 */
+};
+
+int fdl_needs_lock(int fd)
+{
+    struct statfs st;
+    if (fstatfs(fd, &st) != 0)
+        return -errno;
+    for (size_t i = 0; i < sizeof NETWORK_FILESYSTEMS / sizeof NETWORK_FILESYSTEMS[0]; i++)
+        if ((unsigned long)(unsigned int)st.f_type == NETWORK_FILESYSTEMS[i])
+            return 1;
+    return 0;
+}

@@ -1,0 +1,88 @@
+/*
+ * fdlog.h - the public interface of skyrl_fdlog's C core.
+ *
+ * This header is also the cffi cdef (skyrl_fdlog/_build.py strips the
+ * preprocessor lines), so it holds only plain declarations: no macros with
+ * arguments, no includes the cdef needs.  Every call that can fail returns 0
+ * or a positive value on success and -errno on failure.
+ */
+#ifndef FDLOG_H
+#define FDLOG_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* Why fdl_open_log refused a path; the Python layer turns it into advice. */
+enum fdl_refusal {
+    FDL_OK = 0,
+    FDL_SYSCALL = 1,        /* a system call failed; errno says why */
+    FDL_SYMLINK = 2,        /* the log file or a guarded directory is a symlink */
+    FDL_NOT_DIRECTORY = 3,  /* a component of the directory path is not a directory */
+    FDL_FOREIGN_DIRECTORY = 4, /* owned by another user inside a sticky world-writable directory */
+    FDL_HARD_LINK = 5,      /* the log file has other names */
+    FDL_NOT_REGULAR = 6,    /* the log path exists but is not a regular file */
+    FDL_FOREIGN_FILE = 7    /* the log file is owned by another user inside a sticky world-writable directory */
+};
+
+struct fdl_open_result {
+    int refusal;            /* enum fdl_refusal */
+    int owner_uid;          /* for FDL_FOREIGN_*: the owner found */
+    char culprit[4096];     /* the path at fault */
+};
+
+/* Flags of fdl_open_log. */
+enum fdl_open_flags {
+    FDL_OPEN_EXCLUSIVE = 1  /* fail with -EEXIST when the file exists (new run files) */
+};
+
+/* Open (creating directories and the file as needed) a log for appending.
+ * Returns the fd (O_APPEND, close-on-exec) or -errno, with `result` saying why. */
+int fdl_open_log(const char *path, int flags, struct fdl_open_result *result);
+
+/* Whether appends to fd need a lock around each batch (network and FUSE
+ * filesystems): 1 yes, 0 no, -errno when fstatfs fails. */
+int fdl_needs_lock(int fd);
+
+/* A capture channel: an AF_UNIX stream socket pair whose reading end has
+ * SO_PASSCRED, so every chunk read carries its writer's pid. */
+int fdl_channel_open(int *read_fd, int *write_fd);
+
+/* Flush C stdio, save fds 1 and 2 (close-on-exec copies into saved[0..1])
+ * and put out_fd on 1 and err_fd on 2. */
+int fdl_capture(int out_fd, int err_fd, int *saved);
+
+/* Flush C stdio and put saved[0..1] back on fds 1 and 2, closing them. */
+int fdl_release(int *saved);
+
+/* Settings of one helper process, passed on its command line. */
+struct fdl_helper_settings {
+    const char *helper_path;  /* the skyrl-fdlog-helper executable */
+    const char *log_path;     /* for messages only; the helper writes to log_fd */
+    const char *name;         /* actor name in records */
+    const char *node;         /* node name in records */
+    int raw;                  /* 1: payload only, no prefix */
+    int lock;                 /* 1: fcntl lock + fdatasync around each batch */
+    int idle_ms;              /* flush a partial line after this idle time */
+    int snapshot_ms;          /* at most one carriage-return snapshot per this time */
+    long buffer_bytes;        /* output kept in memory while the log cannot be written */
+    int restarted_after;      /* pid of a helper that died, 0 on first start */
+};
+
+/* Start a helper that reads out_read and err_read and appends records to
+ * log_fd.  It detaches (no zombie, own session) and reports its pid through
+ * *status_fd, which stays open until the helper exits: EOF there means the
+ * helper is gone.  Returns 0 or -errno. */
+int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
+                     int out_read, int err_read, int *status_fd, int *helper_pid);
+
+/* Test entry point: run the line assembler over chunks of input as the
+ * helper would, at fixed times, and write the records to out.
+ * chunk i is data[offsets[i] .. offsets[i]+lengths[i]) from pids[i] on
+ * streams[i] (1 or 2) at times_ms[i]; close_at_end flushes as at EOF.
+ * Returns the bytes written to out, or -ENOSPC when out is too small. */
+long fdl_test_assemble(const char *name, const char *node, int raw, int snapshot_ms,
+                       const unsigned char *data, const long *offsets, const long *lengths,
+                       const int *pids, const int *streams, const long long *times_ms,
+                       long chunk_count, int close_at_end,
+                       unsigned char *out, long out_capacity);
+
+#endif

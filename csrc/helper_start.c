@@ -1,0 +1,152 @@
+/*
+ * helper_start.c - starting the helper process that writes the log.
+ *
+ * The helper is a separate executable started with posix_spawn, not a fork
+ * of the actor: it carries none of the actor's memory (its RSS stays small),
+ * it runs no code of the actor's after fork, and it lives on when the actor
+ * segfaults or is OOM killed.  It detaches itself (forks once more, setsid)
+ * so it never becomes a zombie of the actor and terminal or process-group
+ * signals meant for the actor do not reach it.
+ *
+ * Its fds: 0-2 /dev/null, 3 the log, 4 and 5 the reading ends of the out and
+ * err channels, 6 the status pipe on which it says "READY <pid>" and which
+ * it holds open until it exits.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "fdlog.h"
+
+#define READY_TIMEOUT_MS 10000
+#define FIRST_PRIVATE_FD 100 /* above the fds the helper is given */
+
+extern char **environ;
+
+/* Copies of the fds to hand over, numbered out of the way of 3..6 so the
+ * dup2 file actions cannot overwrite one another. */
+static int hand_over(int fds[4], int copies[4])
+{
+    for (int i = 0; i < 4; i++) {
+        copies[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD);
+        if (copies[i] < 0) {
+            int error = errno;
+            while (i-- > 0)
+                close(copies[i]);
+            return -error;
+        }
+    }
+    return 0;
+}
+
+static int spawn(const struct fdl_helper_settings *s, int copies[4], pid_t *child)
+{
+    char raw[16], lock[16], idle[32], snapshot[32], buffer[48], restarted[32];
+    snprintf(raw, sizeof raw, "raw=%d", s->raw);
+    snprintf(lock, sizeof lock, "lock=%d", s->lock);
+    snprintf(idle, sizeof idle, "idle_ms=%d", s->idle_ms);
+    snprintf(snapshot, sizeof snapshot, "snapshot_ms=%d", s->snapshot_ms);
+    snprintf(buffer, sizeof buffer, "buffer_bytes=%ld", s->buffer_bytes);
+    snprintf(restarted, sizeof restarted, "restarted_after=%d", s->restarted_after);
+    size_t name_size = strlen(s->name) + 6, node_size = strlen(s->node) + 6,
+           path_size = strlen(s->log_path) + 6;
+    char *name = malloc(name_size), *node = malloc(node_size), *path = malloc(path_size);
+    int rc = -ENOMEM;
+    if (name == NULL || node == NULL || path == NULL)
+        goto out;
+    snprintf(name, name_size, "name=%s", s->name);
+    snprintf(node, node_size, "node=%s", s->node);
+    snprintf(path, path_size, "path=%s", s->log_path);
+    char *argv[] = {"skyrl-fdlog-helper", name, node, path, raw, lock, idle, snapshot,
+                    buffer, restarted, NULL};
+
+    posix_spawn_file_actions_t actions;
+    posix_spawnattr_t attributes;
+    if ((rc = posix_spawn_file_actions_init(&actions)) != 0) {
+        rc = -rc;
+        goto out;
+    }
+    posix_spawnattr_init(&attributes);
+    /* Start with default signal handling whatever the actor set (Python ignores SIGPIPE). */
+    sigset_t all, none;
+    sigfillset(&all);
+    sigemptyset(&none);
+    posix_spawnattr_setsigdefault(&attributes, &all);
+    posix_spawnattr_setsigmask(&attributes, &none);
+    posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
+    for (int target = 0; target < 3; target++)
+        posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
+    for (int i = 0; i < 4; i++)
+        posix_spawn_file_actions_adddup2(&actions, copies[i], 3 + i);
+    rc = -posix_spawn(child, s->helper_path, &actions, &attributes, argv, environ);
+    posix_spawn_file_actions_destroy(&actions);
+    posix_spawnattr_destroy(&attributes);
+out:
+    free(name);
+    free(node);
+    free(path);
+    return rc;
+}
+
+/* Wait for "READY <pid>\n"; anything else is the helper's reason for failing. */
+static int await_ready(int status_fd, int *helper_pid)
+{
+    char line[512];
+    size_t used = 0;
+    while (used < sizeof line - 1) {
+        struct pollfd p = {.fd = status_fd, .events = POLLIN};
+        int ready = poll(&p, 1, READY_TIMEOUT_MS);
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready <= 0)
+            return -ETIMEDOUT;
+        ssize_t n = read(status_fd, line + used, 1);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -ECHILD; /* the helper exited before it was ready */
+        if (line[used++] == '\n')
+            break;
+    }
+    line[used] = '\0';
+    if (sscanf(line, "READY %d", helper_pid) != 1)
+        return -EPROTO;
+    return 0;
+}
+
+int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
+                     int out_read, int err_read, int *status_fd, int *helper_pid)
+{
+    int status[2];
+    if (pipe2(status, O_CLOEXEC) != 0)
+        return -errno;
+    int fds[4] = {log_fd, out_read, err_read, status[1]}, copies[4];
+    int rc = hand_over(fds, copies);
+    if (rc == 0) {
+        pid_t child;
+        rc = spawn(settings, copies, &child);
+        for (int i = 0; i < 4; i++)
+            close(copies[i]);
+        if (rc == 0) {
+            /* The first process only forks the real helper and exits: reap it. */
+            while (waitpid(child, NULL, 0) < 0 && errno == EINTR)
+                ;
+        }
+    }
+    close(status[1]);
+    if (rc == 0)
+        rc = await_ready(status[0], helper_pid);
+    if (rc != 0) {
+        close(status[0]);
+        return rc;
+    }
+    *status_fd = status[0];
+    return 0;
+}

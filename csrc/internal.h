@@ -1,0 +1,79 @@
+/*
+ * internal.h - pieces shared by the helper executable and the extension:
+ * record formatting and per-writer line assembly.  Not part of the API.
+ */
+#ifndef FDLOG_INTERNAL_H
+#define FDLOG_INTERNAL_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* Every record, its '\n' included, fits one write(2) that POSIX keeps whole. */
+#define FDL_RECORD_MAX 4096
+/* The longest prefix: 24 (time) + 64 (node) + 64 (name) + 10 (pid) + 12 (separators, stream, mark). */
+#define FDL_PREFIX_MAX 174
+/* Payload bytes per record: fixed per format so that splitting depends on the bytes alone. */
+#define FDL_PAYLOAD_MAX_PREFIXED 3840
+#define FDL_PAYLOAD_MAX_RAW (FDL_RECORD_MAX - 1)
+#define FDL_NAME_MAX 64
+
+enum fdl_stream { FDL_STREAM_OUT = 1, FDL_STREAM_ERR = 2, FDL_STREAM_META = 3 };
+
+/* Marks after the stream name: see docs/format.md. */
+#define FDL_MARK_LINE ':'
+#define FDL_MARK_FRAGMENT '+'
+#define FDL_MARK_SNAPSHOT '~'
+
+struct fdl_record_format {
+    char name[FDL_NAME_MAX + 1];
+    char node[FDL_NAME_MAX + 1];
+    int raw;
+    /* cached "YYYY-MM-DDTHH:MM:SS." for the last second formatted */
+    int64_t cached_second;
+    char cached_time[24];
+};
+
+void fdl_format_init(struct fdl_record_format *format, const char *name, const char *node, int raw);
+size_t fdl_payload_max(const struct fdl_record_format *format);
+/* Writes one record (at most FDL_RECORD_MAX bytes, '\n' included) to out; returns its length. */
+size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t now_ms, int pid,
+                         int stream, char mark, const unsigned char *payload, size_t length);
+
+/* Receives each finished record. */
+typedef void (*fdl_record_sink)(void *context, const char *record, size_t length, char mark);
+
+#define FDL_SLOT_COUNT 128
+
+/* The line being assembled for one (pid, stream). */
+struct fdl_slot {
+    int pid;                /* 0: slot free */
+    int stream;
+    int pending_cr;         /* saw '\r' last: '\n' may follow (CRLF) or a redraw starts */
+    int redraw;             /* the buffer holds a state drawn after a carriage return */
+    int open_chain;         /* the last record emitted for this slot was a fragment */
+    int64_t last_data_ms;
+    int64_t last_snapshot_ms;
+    size_t length;
+    unsigned char buffer[FDL_PAYLOAD_MAX_RAW];
+};
+
+struct fdl_assembler {
+    struct fdl_record_format format;
+    int snapshot_ms;
+    fdl_record_sink sink;
+    void *context;
+    int last_slot;          /* the slot used last: consecutive reads often come from one writer */
+    struct fdl_slot slots[FDL_SLOT_COUNT];
+};
+
+void fdl_assembler_init(struct fdl_assembler *assembler, const char *name, const char *node,
+                        int raw, int snapshot_ms, fdl_record_sink sink, void *context);
+void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
+                        const unsigned char *data, size_t length, int64_t now_ms);
+/* Flush partial lines idle for idle_ms and free the slots of writers that have exited. */
+void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idle_ms);
+/* The stream reached EOF (or the helper stops): flush every line of it as it stands. */
+void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int64_t now_ms);
+/* A record written by skyrl_fdlog itself. */
+void fdl_assembler_note(struct fdl_assembler *assembler, int pid, const char *text, int64_t now_ms);
+
+#endif

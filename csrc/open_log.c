@@ -1,0 +1,154 @@
+/*
+ * open_log.c - opening the log file without being tricked into writing
+ * somewhere else.
+ *
+ * Missing directories are created (mode 0750 masked by the umask); the file
+ * is created with 0640 masked by the umask and opened O_APPEND|O_NOFOLLOW.
+ * Refused, with the culprit path reported:
+ *   - the log file as a symlink (O_NOFOLLOW), with other hard links, or not a
+ *     regular file;
+ *   - a directory component that is not a directory;
+ *   - inside a sticky world-writable directory such as /tmp, a directory,
+ *     symlink or log file owned by another user (not root): the classic
+ *     way to make someone else's program write into a file you control.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fdlog.h"
+
+#define DIRECTORY_MODE 0750
+#define FILE_MODE 0640
+
+static int refuse(struct fdl_open_result *result, int refusal, const char *culprit, size_t length,
+                  int owner, int error)
+{
+    result->refusal = refusal;
+    result->owner_uid = owner;
+    if (length >= sizeof result->culprit)
+        length = sizeof result->culprit - 1;
+    memcpy(result->culprit, culprit, length);
+    result->culprit[length] = '\0';
+    return -error;
+}
+
+static int sticky_world_writable(const struct stat *st)
+{
+    return S_ISDIR(st->st_mode) && (st->st_mode & S_ISVTX) && (st->st_mode & S_IWOTH);
+}
+
+static int foreign(uid_t owner)
+{
+    return owner != geteuid() && owner != 0;
+}
+
+/* Make sure path[0..length) is a directory we may trust, creating it if missing. */
+static int ensure_directory(const char *path, size_t length, const struct stat *parent,
+                            struct stat *st, struct fdl_open_result *result)
+{
+    char component[4096];
+    if (length >= sizeof component)
+        return refuse(result, FDL_SYSCALL, path, length, -1, ENAMETOOLONG);
+    memcpy(component, path, length);
+    component[length] = '\0';
+    if (lstat(component, st) != 0) {
+        if (errno != ENOENT)
+            return refuse(result, FDL_SYSCALL, path, length, -1, errno);
+        if (mkdir(component, DIRECTORY_MODE) != 0 && errno != EEXIST)
+            return refuse(result, FDL_SYSCALL, path, length, -1, errno);
+        if (lstat(component, st) != 0)
+            return refuse(result, FDL_SYSCALL, path, length, -1, errno);
+    }
+    int guarded = parent != NULL && sticky_world_writable(parent);
+    if (S_ISLNK(st->st_mode)) {
+        if (guarded && foreign(st->st_uid))
+            return refuse(result, FDL_SYMLINK, path, length, (int)st->st_uid, ELOOP);
+        if (stat(component, st) != 0)
+            return refuse(result, FDL_SYSCALL, path, length, -1, errno);
+    }
+    if (!S_ISDIR(st->st_mode))
+        return refuse(result, FDL_NOT_DIRECTORY, path, length, -1, ENOTDIR);
+    if (guarded && foreign(st->st_uid))
+        return refuse(result, FDL_FOREIGN_DIRECTORY, path, length, (int)st->st_uid, EPERM);
+    return 0;
+}
+
+/* Walk the directory part of path from the root, checking each component. */
+static int ensure_parents(const char *path, size_t directory_length, struct stat *parent,
+                          struct fdl_open_result *result)
+{
+    struct stat previous, current;
+    int have_previous = 0;
+    size_t start = path[0] == '/' ? 1 : 0;
+    if (start == 1) {
+        if (stat("/", &previous) != 0)
+            return refuse(result, FDL_SYSCALL, "/", 1, -1, errno);
+        have_previous = 1;
+    } else if (stat(".", &previous) == 0) {
+        have_previous = 1;
+    }
+    for (size_t i = start; i <= directory_length; i++) {
+        if (i < directory_length && path[i] != '/')
+            continue;
+        if (i == 0 || path[i - 1] == '/')
+            continue; /* repeated slashes */
+        int rc = ensure_directory(path, i, have_previous ? &previous : NULL, &current, result);
+        if (rc != 0)
+            return rc;
+        previous = current;
+        have_previous = 1;
+    }
+    *parent = previous;
+    return have_previous ? 0 : refuse(result, FDL_SYSCALL, ".", 1, -1, ENOENT);
+}
+
+int fdl_open_log(const char *path, int flags, struct fdl_open_result *result)
+{
+    memset(result, 0, sizeof *result);
+    result->owner_uid = -1;
+    size_t length = strlen(path);
+    if (length == 0 || path[length - 1] == '/')
+        return refuse(result, FDL_NOT_REGULAR, path, length, -1, EISDIR);
+    const char *slash = strrchr(path, '/');
+    struct stat parent;
+    int rc = ensure_parents(path, slash ? (size_t)(slash - path) : 0, &parent, result);
+    if (rc != 0)
+        return rc;
+
+    /* O_NONBLOCK: opening a planted FIFO must not hang; cleared below. */
+    int open_flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
+    if (flags & FDL_OPEN_EXCLUSIVE)
+        open_flags |= O_EXCL;
+    int fd = open(path, open_flags, FILE_MODE);
+    if (fd < 0) {
+        int error = errno;
+        struct stat st;
+        if (error == ELOOP || (lstat(path, &st) == 0 && S_ISLNK(st.st_mode)))
+            return refuse(result, FDL_SYMLINK, path, length, -1, ELOOP);
+        return refuse(result, FDL_SYSCALL, path, length, -1, error);
+    }
+    struct stat st;
+    if (fstat(fd, &st) != 0) {
+        int error = errno;
+        close(fd);
+        return refuse(result, FDL_SYSCALL, path, length, -1, error);
+    }
+    int refusal = FDL_OK, error = 0;
+    if (!S_ISREG(st.st_mode))
+        refusal = FDL_NOT_REGULAR, error = EINVAL;
+    else if (st.st_nlink > 1)
+        refusal = FDL_HARD_LINK, error = EMLINK;
+    else if (sticky_world_writable(&parent) && foreign(st.st_uid))
+        refusal = FDL_FOREIGN_FILE, error = EPERM;
+    else if (fcntl(fd, F_SETFL, O_APPEND) != 0)
+        refusal = FDL_SYSCALL, error = errno;
+    if (refusal != FDL_OK) {
+        close(fd);
+        return refuse(result, refusal, path, length, (int)st.st_uid, error);
+    }
+    return fd;
+}

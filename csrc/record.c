@@ -1,0 +1,90 @@
+/*
+ * record.c - formatting one record: "TIME NODE NAME[PID] STREAM<mark> PAYLOAD\n".
+ *
+ * The fields before the payload never contain a space (names are sanitised),
+ * so a reader finds the payload after the fifth space whatever it contains.
+ */
+#define _GNU_SOURCE
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "internal.h"
+
+static int is_name_byte(unsigned char c, int allow_colon)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           c == '.' || c == '_' || c == '-' || (allow_colon && c == ':');
+}
+
+/* Copy at most FDL_NAME_MAX bytes, replacing bytes a reader could mistake for a separator. */
+static void sanitise(char *out, const char *in, int allow_colon)
+{
+    size_t i = 0;
+    for (; in != NULL && in[i] != '\0' && i < FDL_NAME_MAX; i++)
+        out[i] = is_name_byte((unsigned char)in[i], allow_colon) ? in[i] : '_';
+    if (i == 0)
+        out[i++] = '-';
+    out[i] = '\0';
+}
+
+void fdl_format_init(struct fdl_record_format *format, const char *name, const char *node, int raw)
+{
+    memset(format, 0, sizeof *format);
+    sanitise(format->name, name, 1);
+    sanitise(format->node, node, 0);
+    format->raw = raw;
+    format->cached_second = -1;
+}
+
+size_t fdl_payload_max(const struct fdl_record_format *format)
+{
+    return format->raw ? FDL_PAYLOAD_MAX_RAW : FDL_PAYLOAD_MAX_PREFIXED;
+}
+
+static const char *stream_name(int stream)
+{
+    switch (stream) {
+    case FDL_STREAM_OUT: return "out";
+    case FDL_STREAM_ERR: return "err";
+    default: return "fdlog";
+    }
+}
+
+/* "YYYY-MM-DDTHH:MM:SS.mmmZ", 24 bytes; the part up to the second is cached. */
+static void format_time(struct fdl_record_format *format, char *out, int64_t now_ms)
+{
+    int64_t second = now_ms / 1000;
+    if (second != format->cached_second) {
+        time_t t = (time_t)second;
+        struct tm tm;
+        gmtime_r(&t, &tm);
+        strftime(format->cached_time, sizeof format->cached_time, "%Y-%m-%dT%H:%M:%S.", &tm);
+        format->cached_second = second;
+    }
+    memcpy(out, format->cached_time, 20);
+    int ms = (int)(now_ms % 1000);
+    out[20] = (char)('0' + ms / 100);
+    out[21] = (char)('0' + ms / 10 % 10);
+    out[22] = (char)('0' + ms % 10);
+    out[23] = 'Z';
+}
+
+size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t now_ms, int pid,
+                         int stream, char mark, const unsigned char *payload, size_t length)
+{
+    size_t used = 0;
+    if (!format->raw) {
+        format_time(format, out, now_ms);
+        used = 24;
+        used += (size_t)snprintf(out + used, FDL_PREFIX_MAX + 1 - used, " %s %s[%d] %s%c ",
+                                 format->node, format->name, pid, stream_name(stream), mark);
+    }
+    size_t room = FDL_RECORD_MAX - 1 - used;
+    if (length > room)
+        length = room; /* callers never pass more than fdl_payload_max() */
+    memcpy(out + used, payload, length);
+    used += length;
+    out[used++] = '\n';
+    return used;
+}

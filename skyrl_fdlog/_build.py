@@ -1,0 +1,35 @@
+"""cffi build script (out-of-line API mode, limited API so one wheel serves CPython 3.9+).
+
+The cdef is csrc/fdlog.h itself with its preprocessor lines removed, so the
+header and the binding can never disagree.
+"""
+
+from pathlib import Path
+
+import cffi
+
+CSRC = Path("csrc")
+EXTENSION_SOURCES = ["open_log.c", "capture.c", "helper_start.c", "assemble.c", "record.c", "test_entry.c"]
+HELPER_SOURCES = ["helper.c", "assemble.c", "record.c"]
+COMPILE_ARGS = ["-std=gnu11", "-O2", "-fvisibility=hidden"]
+
+
+def header_declarations() -> str:
+    """fdlog.h without the lines cffi's parser cannot read (#include, #ifndef, ...)."""
+    header = (Path(__file__).resolve().parent.parent / CSRC / "fdlog.h").read_text()
+    return "\n".join(line for line in header.splitlines() if not line.lstrip().startswith("#"))
+
+
+ffibuilder = cffi.FFI()
+ffibuilder.cdef(header_declarations())
+ffibuilder.set_source(
+    "skyrl_fdlog._fdlog",
+    '#include "fdlog.h"',
+    sources=[str(CSRC / name) for name in EXTENSION_SOURCES],
+    include_dirs=[str(CSRC)],
+    extra_compile_args=COMPILE_ARGS,
+    py_limited_api=True,
+)
+
+if __name__ == "__main__":
+    ffibuilder.compile(verbose=True)

@@ -1,0 +1,55 @@
+"""Where logs go: the run's file name, the environment variables, opening safely."""
+
+from __future__ import annotations
+
+import errno
+import os
+import time
+from pathlib import Path
+
+from skyrl_fdlog._errors import open_refusal
+from skyrl_fdlog._fdlog import ffi, lib
+
+DEFAULT_LOG_PATH = "/tmp/skyrl-logs"
+LOG_FILE_VARIABLE = "SKYRL_LOG_FILE"
+DUMP_VARIABLE = "SKYRL_DUMP_INFRA_LOG_TO_STDOUT"
+TRUE_WORDS = ("1", "true", "yes")
+
+
+def dump_to_stdout() -> bool:
+    """Whether SKYRL_DUMP_INFRA_LOG_TO_STDOUT asks for infra output on stdout (1, true, yes)."""
+    return os.environ.get(DUMP_VARIABLE, "").strip().lower() in TRUE_WORDS
+
+
+def open_log(path: str | os.PathLike, *, exclusive: bool = False) -> int:
+    """Open path for appending (creating directories and file) and return the fd.
+
+    Raises FdlogError naming the path at fault when the path is unsafe or unusable.
+    """
+    text = os.fspath(path)
+    result = ffi.new("struct fdl_open_result *")
+    fd = lib.fdl_open_log(os.fsencode(text), lib.FDL_OPEN_EXCLUSIVE if exclusive else 0, result)
+    if fd < 0:
+        raise open_refusal(text, -fd, result)
+    return fd
+
+
+def infra_log_path(log_path: str | os.PathLike = DEFAULT_LOG_PATH) -> Path:
+    """Create log_path and a new, empty infra-YYMMDD_HHMMSS.log in it; return its path.
+
+    An existing file is never reused: a second run within the same second gets
+    infra-YYMMDD_HHMMSS-2.log, then -3, and so on.
+    """
+    directory = Path(os.path.abspath(os.fspath(log_path)))
+    stamp = time.strftime("%y%m%d_%H%M%S")
+    attempt = 1
+    while True:
+        suffix = "" if attempt == 1 else f"-{attempt}"
+        candidate = directory / f"infra-{stamp}{suffix}.log"
+        try:
+            os.close(open_log(candidate, exclusive=True))
+            return candidate
+        except OSError as error:
+            if error.errno != errno.EEXIST:
+                raise
+        attempt += 1

@@ -1,0 +1,51 @@
+"""Shared helpers: every test that touches fds 1 and 2 runs its code in a child process."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def run_python(code: str, *, env: dict | None = None, timeout: float = 120,
+               check: bool = True) -> subprocess.CompletedProcess:
+    """Run `code` in a fresh interpreter with stdout and stderr captured."""
+    full_env = {**os.environ, **(env or {})}
+    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
+                            capture_output=True, timeout=timeout)
+    if check and result.returncode != 0:
+        raise AssertionError(f"child failed ({result.returncode}):\nstdout: {result.stdout[-3000:]!r}"
+                             f"\nstderr: {result.stderr[-3000:]!r}")
+    return result
+
+
+def wait_for(predicate, timeout: float = 15.0, interval: float = 0.05):
+    """Poll until predicate() is truthy; return its value or fail after timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {predicate}")
+        time.sleep(interval)
+
+
+def pid_alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Path:
+    return tmp_path / "logs" / "infra.log"

@@ -28,7 +28,10 @@ class Record:
 def parse(data: bytes) -> tuple[list[Record], list[bytes]]:
     """Records of a whole file, and the lines that are not records."""
     records, bad = [], []
-    for line in data.split(b"\n")[:-1] if data.endswith(b"\n") else data.split(b"\n"):
+    lines = data.split(b"\n")
+    if lines[-1] == b"":
+        lines.pop()  # the empty text after the final newline (or of an empty file)
+    for line in lines:
         match = RECORD.match(line)
         if match is None:
             bad.append(line)

@@ -1,0 +1,124 @@
+"""Property tests of the line assembler through its C test entry point (fdl_test_assemble)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from records import lines_by_writer, parse
+from skyrl_fdlog._fdlog import ffi, lib
+
+PAYLOAD_MAX = 3840
+
+
+def assemble(chunks: list[tuple[int, int, bytes]], *, raw: bool = False, snapshot_ms: int = 5000,
+             times: list[int] | None = None, close: bool = True) -> bytes:
+    """Feed (pid, stream, bytes) chunks as the helper would; return the records written."""
+    data = b"".join(chunk for _, _, chunk in chunks)
+    offsets, position = [], 0
+    for _, _, chunk in chunks:
+        offsets.append(position)
+        position += len(chunk)
+    times = times or [1_700_000_000_000] * len(chunks)
+    capacity = 2 * len(data) + 300 * (len(data) // 100 + len(chunks) + 4)
+    out = ffi.new("unsigned char[]", capacity)
+    size = lib.fdl_test_assemble(b"Actor", b"node", raw, snapshot_ms, ffi.from_buffer(data),
+                                 ffi.new("long[]", offsets), ffi.new("long[]", [len(c) for _, _, c in chunks]),
+                                 ffi.new("int[]", [p for p, _, _ in chunks]),
+                                 ffi.new("int[]", [s for _, s, _ in chunks]),
+                                 ffi.new("long long[]", times), len(chunks), close, out, capacity)
+    assert size >= 0
+    return ffi.buffer(out, size)[:]
+
+
+def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
+    points = sorted({c % (len(data) + 1) for c in cuts} | {0, len(data)})
+    return [data[a:b] for a, b in zip(points, points[1:])]
+
+
+streams = st.binary(max_size=20000) | st.lists(
+    st.sampled_from([b"a", b"\n", b"\r", b"\r\n", b"\0", b"\xff\xfe", b"x" * 5000, b"\x1b[2K"]),
+    max_size=60).map(b"".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=streams, cuts=st.lists(st.integers(min_value=0), max_size=30))
+def test_any_chunking_gives_the_same_records(data, cuts):
+    """However the kernel splits one writer's bytes into reads, the records are the same."""
+    whole = assemble([(7, 1, data)])
+    pieces = split_at(data, cuts)
+    assert assemble([(7, 1, piece) for piece in pieces]) == whole
+
+
+@settings(max_examples=200, deadline=None)
+@given(a=streams, b=streams, cuts=st.lists(st.integers(min_value=0), max_size=20),
+       order=st.lists(st.booleans(), max_size=60))
+def test_interleaved_writers_are_assembled_separately(a, b, cuts, order):
+    """Chunks of two writers in any interleaving give each writer the lines it would get alone."""
+    pieces_a, pieces_b = split_at(a, cuts), split_at(b, cuts[::-1])
+    chunks = []
+    while pieces_a or pieces_b:
+        take_a = pieces_a and (not pieces_b or (order.pop() if order else True))
+        chunks.append((11, 1, pieces_a.pop(0)) if take_a else (22, 2, pieces_b.pop(0)))
+    together = lines_by_writer(parse(assemble(chunks))[0])
+    alone_a = lines_by_writer(parse(assemble([(11, 1, a)]))[0])
+    alone_b = lines_by_writer(parse(assemble([(22, 2, b)]))[0])
+    assert together == {**alone_a, **alone_b}
+
+
+@settings(max_examples=200, deadline=None)
+@given(lines=st.lists(st.binary(max_size=9000).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+                      max_size=8),
+       tail=st.binary(max_size=9000).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")))
+def test_lines_rejoin_exactly_and_records_fit_pipe_buf(lines, tail):
+    """Without carriage returns, rejoined records give back every line byte for byte, a
+    trailing partial line is marked partial, and no record exceeds PIPE_BUF."""
+    data = b"".join(line + b"\n" for line in lines) + tail
+    out = assemble([(5, 1, data)])
+    records, bad = parse(out)
+    assert bad == []
+    assert all(len(r.payload) <= PAYLOAD_MAX for r in records)
+    assert max((len(line) + 1 for line in out.split(b"\n")), default=0) <= 4096
+    expected = [(line, ":") for line in lines] + ([(tail, "partial")] if tail else [])
+    assert lines_by_writer(records).get((5, "out"), []) == expected
+
+
+def test_one_mebibyte_line_splits_into_fragments():
+    """A 1 MiB line becomes 273 '+' fragments and a final ':' record that rejoin exactly."""
+    line = bytes(range(256)).replace(b"\n", b"N").replace(b"\r", b"R") * 4096
+    records, _ = parse(assemble([(9, 1, line + b"\n")]))
+    assert [r.mark for r in records] == ["+"] * 273 + [":"]
+    assert b"".join(r.payload for r in records) == line
+
+
+def test_redraws_are_rate_limited_by_time():
+    """A bar redrawn every 100 ms for 12 s gives a snapshot at most every 5 s plus its final line."""
+    chunks = [(3, 2, f"\r{i}%".encode()) for i in range(121)] + [(3, 2, b"\n")]
+    times = [1_000_000 + 100 * i for i in range(122)]
+    records, _ = parse(assemble(chunks, times=times))
+    assert [(r.mark, r.payload) for r in records] == [("~", b"0%"), ("~", b"50%"), ("~", b"100%"),
+                                                      (":", b"120%")]
+
+
+def test_fragment_then_redraw_closes_the_chain():
+    """A fragment chain interrupted by a carriage return is closed by a snapshot, so a reader
+    never glues the redrawn text onto the earlier fragment."""
+    long = b"y" * 5000
+    records, _ = parse(assemble([(4, 1, long + b"\rnext\n")]))
+    assert [r.mark for r in records] == ["+", "~", ":"]
+    assert lines_by_writer(records)[(4, "out")] == [(long, "~"), (b"next", ":")]
+
+
+def test_many_writers_beyond_the_slot_table():
+    """More writers with unfinished lines than slots: the oldest are flushed as fragments and
+    their lines still rejoin."""
+    chunks = [(1000 + i, 1, f"start {i} ".encode()) for i in range(300)]
+    chunks += [(1000 + i, 1, f"end {i}\n".encode()) for i in range(300)]
+    records, _ = parse(assemble(chunks))
+    lines = lines_by_writer(records)
+    assert all(lines[(1000 + i, "out")] == [(f"start {i} end {i}".encode(), ":")] for i in range(300))
+
+
+def test_raw_format_payloads_only():
+    """fmt='raw' records are the bare lines."""
+    assert assemble([(1, 1, b"one\ntwo\r\n")], raw=True) == b"one\ntwo\n"

@@ -26,8 +26,8 @@ static void emit(struct fdl_assembler *assembler, struct fdl_slot *slot, char ma
                  const unsigned char *payload, size_t length, int64_t now_ms)
 {
     char record[FDL_RECORD_MAX];
-    size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->pid, slot->stream,
-                                    mark, payload, length);
+    size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->label,
+                                    slot->label_length, mark, payload, length);
     assembler->sink(assembler->context, record, size, mark);
     slot->open_chain = mark == FDL_MARK_FRAGMENT;
 }
@@ -121,9 +121,10 @@ static struct fdl_slot *find_slot(struct fdl_assembler *assembler, int pid, int 
         flush_slot(assembler, &assembler->slots[free_index], now_ms);
     }
     struct fdl_slot *slot = &assembler->slots[free_index];
-    memset(slot, 0, offsetof(struct fdl_slot, buffer));
+    memset(slot, 0, offsetof(struct fdl_slot, label_length));
     slot->pid = pid;
     slot->stream = stream;
+    slot->label_length = fdl_format_label(&assembler->format, slot->label, pid, stream);
     slot->last_snapshot_ms = INT64_MIN / 2;
     assembler->last_slot = free_index;
     return slot;
@@ -212,5 +213,6 @@ void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int
 void fdl_assembler_note(struct fdl_assembler *assembler, int pid, const char *text, int64_t now_ms)
 {
     struct fdl_slot note = {.pid = pid, .stream = FDL_STREAM_META};
+    note.label_length = fdl_format_label(&assembler->format, note.label, pid, FDL_STREAM_META);
     emit(assembler, &note, FDL_MARK_LINE, (const unsigned char *)text, strlen(text), now_ms);
 }

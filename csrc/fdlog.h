@@ -63,6 +63,7 @@ struct fdl_helper_settings {
     int lock;                 /* 1: fcntl lock + fdatasync around each batch */
     int idle_ms;              /* flush a partial line after this idle time */
     int snapshot_ms;          /* at most one carriage-return snapshot per this time */
+    int gather_us;            /* after a wakeup, let more output arrive for this long */
     long buffer_bytes;        /* output kept in memory while the log cannot be written */
     int restarted_after;      /* pid of a helper that died, 0 on first start */
 };

@@ -34,9 +34,13 @@ struct fdl_record_format {
 
 void fdl_format_init(struct fdl_record_format *format, const char *name, const char *node, int raw);
 size_t fdl_payload_max(const struct fdl_record_format *format);
+/* The part of a record's prefix that is fixed per writer, " NODE NAME[PID] STREAM"
+ * (empty in raw format); out needs FDL_PREFIX_MAX bytes.  Returns its length. */
+size_t fdl_format_label(const struct fdl_record_format *format, char *out, int pid, int stream);
 /* Writes one record (at most FDL_RECORD_MAX bytes, '\n' included) to out; returns its length. */
-size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t now_ms, int pid,
-                         int stream, char mark, const unsigned char *payload, size_t length);
+size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t now_ms,
+                         const char *label, size_t label_length, char mark,
+                         const unsigned char *payload, size_t length);
 
 /* Receives each finished record. */
 typedef void (*fdl_record_sink)(void *context, const char *record, size_t length, char mark);
@@ -52,6 +56,8 @@ struct fdl_slot {
     int open_chain;         /* the last record emitted for this slot was a fragment */
     int64_t last_data_ms;
     int64_t last_snapshot_ms;
+    size_t label_length;
+    char label[FDL_PREFIX_MAX]; /* formatted once per writer: the per-record cost is a copy */
     size_t length;
     unsigned char buffer[FDL_PAYLOAD_MAX_RAW];
 };

@@ -70,15 +70,26 @@ static void format_time(struct fdl_record_format *format, char *out, int64_t now
     out[23] = 'Z';
 }
 
-size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t now_ms, int pid,
-                         int stream, char mark, const unsigned char *payload, size_t length)
+size_t fdl_format_label(const struct fdl_record_format *format, char *out, int pid, int stream)
+{
+    if (format->raw)
+        return 0;
+    int length = snprintf(out, FDL_PREFIX_MAX, " %s %s[%d] %s", format->node, format->name, pid,
+                          stream_name(stream));
+    return length < 0 ? 0 : (size_t)length;
+}
+
+size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t now_ms,
+                         const char *label, size_t label_length, char mark,
+                         const unsigned char *payload, size_t length)
 {
     size_t used = 0;
     if (!format->raw) {
         format_time(format, out, now_ms);
-        used = 24;
-        used += (size_t)snprintf(out + used, FDL_PREFIX_MAX + 1 - used, " %s %s[%d] %s%c ",
-                                 format->node, format->name, pid, stream_name(stream), mark);
+        memcpy(out + 24, label, label_length);
+        used = 24 + label_length;
+        out[used++] = mark;
+        out[used++] = ' ';
     }
     size_t room = FDL_RECORD_MAX - 1 - used;
     if (length > room)

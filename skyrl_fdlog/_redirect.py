@@ -31,6 +31,8 @@ FORMATS = ("prefixed", "raw")
 LOCK_MODES = ("auto", "always", "never")
 HELPER_VARIABLE = "SKYRL_FDLOG_HELPER"
 RESTORE_WAIT_SECONDS = 5.0
+# After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
+GATHER_US = 300
 
 
 @dataclass
@@ -134,6 +136,7 @@ def _make_settings(redirection: Redirection, idle_flush: float, snapshot_interva
     settings.idle_ms = max(1, int(idle_flush * 1000))
     settings.snapshot_ms = max(0, int(snapshot_interval * 1000))
     settings.buffer_bytes = buffer_bytes
+    settings.gather_us = int(os.environ.get("SKYRL_FDLOG_GATHER_US", GATHER_US))
     redirection._settings = settings
     redirection._keepalive = strings  # cffi frees the strings with their last reference
 

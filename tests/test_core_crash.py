@@ -44,12 +44,17 @@ def test_lines_before_a_crash_land_and_an_orphan_keeps_writing(log_file, death):
 
 def test_helper_killed_output_continues_without_broken_pipe(log_file):
     """SIGKILL of the helper: the actor never sees BrokenPipeError, a new helper takes over,
-    says so in a 'fdlog' record, and every line written before and after is in the log."""
+    says so in a 'fdlog' record, and every line is in the log: those written while no helper
+    ran waited in the channel.  (Only what a helper had read but not yet written dies with it;
+    the test lets the first helper finish its lines before killing it.)"""
     run_python(f"""
         import os, signal, time, skyrl_fdlog
         r = skyrl_fdlog.redirect({str(log_file)!r})
         for i in range(500):
             print("line", i)
+        deadline = time.time() + 10
+        while b"line 499\\n" not in open({str(log_file)!r}, "rb").read() and time.time() < deadline:
+            time.sleep(0.01)
         first = r.helper_pid
         os.kill(first, signal.SIGKILL)
         for i in range(500, 1000):

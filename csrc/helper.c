@@ -1,20 +1,13 @@
 /*
  * helper.c - the skyrl-fdlog-helper executable: reads the capture channels,
- * assembles lines per writer and appends records to the log.
+ * assembles lines per writer (assemble.c) and hands records to the writing
+ * thread (log_writer.c).
  *
  * Started by fdl_helper_start (helper_start.c) with the log on fd 3, the out
  * and err channels on 4 and 5 and the status pipe on 6.  It exits once every
  * writer has closed the channels (orphaned children included) and all
- * records are written, or after SIGTERM once what is readable is written.
- *
- * Writing: records are packed into batches of at most PIPE_BUF bytes, each
- * one write(2) on an O_APPEND fd, so no record is ever torn by another
- * writer of the file.  With lock=1 (network filesystems) each run of writes
- * holds a whole-file fcntl lock and ends with fdatasync: the lock makes an
- * NFS client revalidate the file size, the sync pushes the data out before
- * another machine appends.  When writing fails (disk full, EIO) batches wait
- * in a bounded queue; beyond it records are dropped and counted, and one
- * "dropped" record says so once writing works again.
+ * records are written, or after SIGTERM once what is readable is written;
+ * its last words on the status pipe say which ("EXIT eof" / "EXIT term").
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -36,10 +29,7 @@ enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, FIRST_UNUSED_FD = 7 };
 
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ROUND 64        /* per channel, so one busy writer cannot starve the other */
-#define BATCHES_PER_LOCK 64       /* bound the time one lock is held */
-#define RETRY_MIN_MS 50
-#define RETRY_MAX_MS 2000
-#define GIVE_UP_AFTER_MS 10000    /* at exit, how long to keep retrying a failing log */
+#define GIVE_UP_AFTER_MS 10000    /* at exit, how long to wait for a failing or hung log */
 
 struct settings {
     const char *name, *node, *path;
@@ -47,26 +37,7 @@ struct settings {
     long buffer_bytes;
 };
 
-struct batch {
-    size_t length, written;
-    int records;
-    char data[FDL_RECORD_MAX];
-};
-
-/* Batches waiting to be written: a ring of fixed size, so memory is bounded. */
-struct queue {
-    struct batch *ring;
-    size_t capacity, head, count;
-    struct batch open;            /* being filled */
-    long dropped_records, dropped_bytes;
-    int drop_error;               /* errno of the failure that made the queue fill */
-    int last_error;
-    int64_t retry_at_ms;
-    int retry_ms;
-};
-
 static struct settings settings;
-static struct queue queue;
 static struct fdl_assembler *assembler;
 static volatile sig_atomic_t stop_requested;
 
@@ -77,127 +48,11 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static int64_t monotonic_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
-static void push_batch(const struct batch *batch)
-{
-    if (queue.count == queue.capacity) {
-        queue.dropped_records += batch->records;
-        queue.dropped_bytes += (long)batch->length;
-        queue.drop_error = queue.last_error;
-        return;
-    }
-    struct batch *slot = &queue.ring[(queue.head + queue.count) % queue.capacity];
-    memcpy(slot, batch, offsetof(struct batch, data) + batch->length);
-    slot->written = 0;
-    queue.count++;
-}
-
-static void note_drops(void)
-{
-    char text[256];
-    snprintf(text, sizeof text,
-             "dropped %ld records (%ld bytes) while %s could not be written: %s",
-             queue.dropped_records, queue.dropped_bytes, settings.path,
-             strerror(queue.drop_error ? queue.drop_error : EIO));
-    queue.dropped_records = queue.dropped_bytes = 0;
-    struct fdl_record_format format;
-    fdl_format_init(&format, settings.name, settings.node, settings.raw);
-    char label[FDL_PREFIX_MAX];
-    size_t label_length = fdl_format_label(&format, label, getpid(), FDL_STREAM_META);
-    struct batch marker = {.records = 1};
-    marker.length = fdl_format_record(&format, marker.data, now_ms(), label, label_length,
-                                      FDL_MARK_LINE, (const unsigned char *)text, strlen(text));
-    push_batch(&marker);
-}
-
-/* Move the batch being filled into the queue. */
-static void seal_batch(void)
-{
-    if (queue.open.length == 0)
-        return;
-    if (queue.dropped_records > 0 && queue.count + 1 < queue.capacity)
-        note_drops();
-    push_batch(&queue.open);
-    queue.open.length = 0;
-    queue.open.records = 0;
-}
-
 static void collect_record(void *context, const char *record, size_t length, char mark)
 {
     (void)context;
     (void)mark;
-    if (queue.open.length + length > FDL_RECORD_MAX)
-        seal_batch();
-    memcpy(queue.open.data + queue.open.length, record, length);
-    queue.open.length += length;
-    queue.open.records++;
-}
-
-static int lock_log(short type)
-{
-    struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
-    while (fcntl(LOG_FD, F_SETLKW, &lock) != 0)
-        if (errno != EINTR)
-            return -errno;
-    return 0;
-}
-
-/* Write queued batches; returns 0 or the errno that stopped it. */
-static int write_queue(void)
-{
-    int error = 0;
-    if (settings.lock && (error = -lock_log(F_WRLCK)) != 0)
-        return error;
-    for (int n = 0; queue.count > 0 && n < BATCHES_PER_LOCK; n++) {
-        struct batch *batch = &queue.ring[queue.head];
-        ssize_t wrote = write(LOG_FD, batch->data + batch->written, batch->length - batch->written);
-        if (wrote < 0) {
-            if (errno == EINTR) {
-                n--;
-                continue;
-            }
-            error = errno;
-            break;
-        }
-        /* A short write (disk filling up) leaves the rest for the next write. */
-        batch->written += (size_t)wrote;
-        if (batch->written == batch->length) {
-            queue.head = (queue.head + 1) % queue.capacity;
-            queue.count--;
-        }
-    }
-    if (settings.lock) {
-        if (error == 0 && fdatasync(LOG_FD) != 0 && errno != EINVAL)
-            error = errno;
-        lock_log(F_UNLCK);
-    }
-    return error;
-}
-
-static void flush_queue(void)
-{
-    seal_batch();
-    while (queue.count > 0) {
-        int64_t now = monotonic_ms();
-        if (now < queue.retry_at_ms)
-            return;
-        int error = write_queue();
-        if (error == 0) {
-            queue.retry_ms = RETRY_MIN_MS;
-            queue.last_error = 0;
-            continue;
-        }
-        queue.last_error = error;
-        queue.retry_at_ms = now + queue.retry_ms;
-        queue.retry_ms = queue.retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : queue.retry_ms * 2;
-        return;
-    }
+    fdl_writer_add(record, length);
 }
 
 /* Read what a channel has; returns 0 at EOF, 1 while it stays open. */
@@ -301,10 +156,6 @@ static int any_line_pending(void)
 
 static int poll_timeout(void)
 {
-    if (queue.count > 0) {
-        int64_t wait = queue.retry_at_ms - monotonic_ms();
-        return wait < 0 ? 0 : (int)wait;
-    }
     if (any_line_pending())
         return settings.idle_ms / 4 > 10 ? settings.idle_ms / 4 : 10;
     return -1;
@@ -318,14 +169,12 @@ int main(int argc, char **argv)
     }
     detach();
     install_signals();
-    queue.capacity = (size_t)(settings.buffer_bytes / (long)sizeof(struct batch));
-    if (queue.capacity < 2)
-        queue.capacity = 2;
-    queue.ring = malloc(queue.capacity * sizeof(struct batch));
-    queue.retry_ms = RETRY_MIN_MS;
+    struct fdl_writer_settings writer = {.fd = LOG_FD, .path = settings.path, .name = settings.name,
+                                         .node = settings.node, .raw = settings.raw,
+                                         .lock = settings.lock, .buffer_bytes = settings.buffer_bytes};
     assembler = calloc(1, sizeof *assembler);
-    if (queue.ring == NULL || assembler == NULL) {
-        dprintf(STATUS_FD, "ERROR out of memory\n");
+    if (assembler == NULL || fdl_writer_start(&writer) != 0) {
+        dprintf(STATUS_FD, "ERROR cannot allocate the helper's buffers or thread\n");
         return 1;
     }
     fdl_assembler_init(assembler, settings.name, settings.node, settings.raw,
@@ -363,7 +212,7 @@ int main(int argc, char **argv)
             }
         }
         fdl_assembler_tick(assembler, now_ms(), settings.idle_ms);
-        flush_queue();
+        fdl_writer_flush();
     }
     /* SIGTERM: take what is already readable, then finish every line as it stands. */
     for (int i = 0; i < 2; i++)
@@ -371,9 +220,7 @@ int main(int argc, char **argv)
             read_channel(channels[i].fd, streams[i]);
     fdl_assembler_close_stream(assembler, FDL_STREAM_OUT, now_ms());
     fdl_assembler_close_stream(assembler, FDL_STREAM_ERR, now_ms());
-    int64_t give_up_at = monotonic_ms() + GIVE_UP_AFTER_MS;
-    for (flush_queue(); queue.count > 0 && monotonic_ms() < give_up_at; flush_queue())
-        poll(NULL, 0, poll_timeout());
+    fdl_writer_finish(GIVE_UP_AFTER_MS);
     dprintf(STATUS_FD, "EXIT %s\n", stop_requested ? "term" : "eof");
     return 0;
 }

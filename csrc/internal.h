@@ -82,4 +82,20 @@ void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int
 /* A record written by skyrl_fdlog itself. */
 void fdl_assembler_note(struct fdl_assembler *assembler, int pid, const char *text, int64_t now_ms);
 
+/* The helper's writing side (log_writer.c). */
+struct fdl_writer_settings {
+    int fd;                   /* the log, O_APPEND */
+    const char *path;         /* to reopen after logrotate, and for messages */
+    const char *name, *node;
+    int raw, lock;
+    long buffer_bytes;        /* queue size: beyond it records are dropped and counted */
+};
+int fdl_writer_start(const struct fdl_writer_settings *settings);
+/* Append a record to the batch being filled (reading side only). */
+void fdl_writer_add(const char *record, size_t length);
+/* Hand the batch being filled to the writing thread. */
+void fdl_writer_flush(void);
+/* Write everything queued, waiting at most give_up_ms; 0 or -ETIMEDOUT. */
+int fdl_writer_finish(int give_up_ms);
+
 #endif

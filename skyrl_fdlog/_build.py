@@ -10,7 +10,7 @@ import cffi
 
 CSRC = Path("csrc")
 EXTENSION_SOURCES = ["open_log.c", "capture.c", "helper_start.c", "assemble.c", "record.c", "test_entry.c"]
-HELPER_SOURCES = ["helper.c", "assemble.c", "record.c"]
+HELPER_SOURCES = ["helper.c", "log_writer.c", "open_log.c", "assemble.c", "record.c"]
 COMPILE_ARGS = ["-std=gnu11", "-O2", "-fvisibility=hidden"]
 
 

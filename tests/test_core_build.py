@@ -42,7 +42,7 @@ def sanitized(tmp_path_factory) -> dict:
     """The helper and a C driver of the extension's code, built with ASan and UBSan."""
     directory = tmp_path_factory.mktemp("asan")
     helper = directory / "skyrl-fdlog-helper"
-    compile_c([CSRC / name for name in HELPER_SOURCES], helper, *SANITIZE)
+    compile_c([CSRC / name for name in HELPER_SOURCES], helper, *SANITIZE, "-pthread")
     driver = directory / "capture_smoke"
     compile_c([ROOT / "tests" / "c" / "capture_smoke.c",
                *(CSRC / name for name in EXTENSION_SOURCES)], driver, *SANITIZE)

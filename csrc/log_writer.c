@@ -1,0 +1,284 @@
+/*
+ * log_writer.c - the helper's writing side: a bounded queue of batches and
+ * a thread that appends them to the log.
+ *
+ * Records are packed into batches of at most PIPE_BUF bytes, each one
+ * write(2) on an O_APPEND fd, so no record is ever torn by another writer of
+ * the file.  With lock=1 (network filesystems) each run of writes holds a
+ * whole-file fcntl lock and ends with fdatasync: the lock makes an NFS
+ * client revalidate the file size, the sync pushes the data out before
+ * another machine appends (GlusterFS's write-behind loses appends without it).
+ *
+ * Writing runs in its own thread so that a log filesystem that hangs or
+ * fails (disk full, EIO) never stops the reading side: the actor's writes
+ * keep draining into the queue.  When the queue is full, records are dropped
+ * and counted, and one "dropped" record says so once there is room again.
+ * Once a second the thread checks that the path still names the open file;
+ * after logrotate moved or removed it, the path is opened anew.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "fdlog.h"
+#include "internal.h"
+
+#define BATCHES_PER_LOCK 64   /* bound the time one lock is held */
+#define RETRY_MIN_MS 50
+#define RETRY_MAX_MS 2000
+#define REOPEN_CHECK_MS 1000
+
+struct batch {
+    size_t length;
+    size_t written;               /* a write cut short by a full disk resumes here */
+    int records;
+    char data[FDL_RECORD_MAX];
+};
+
+static struct {
+    struct fdl_writer_settings settings;
+    pthread_mutex_t mutex;
+    pthread_cond_t wake;
+    pthread_t thread;
+    struct batch *ring;           /* capacity batches; head..head+count-1 wait to be written */
+    size_t capacity, head, count;
+    struct batch open;            /* being filled by the reading side */
+    long dropped_records, dropped_bytes;
+    int last_error;               /* errno of the last failed write, 0 after a success */
+    int drop_error;
+    int finishing;
+} w = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+
+static int64_t clock_ms(clockid_t clock)
+{
+    struct timespec ts;
+    clock_gettime(clock, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* One record of skyrl_fdlog's own ('fdlog' stream) into batch. */
+static void format_note(struct batch *batch, const char *text)
+{
+    struct fdl_record_format format;
+    fdl_format_init(&format, w.settings.name, w.settings.node, w.settings.raw);
+    char label[FDL_PREFIX_MAX];
+    size_t label_length = fdl_format_label(&format, label, getpid(), FDL_STREAM_META);
+    batch->records = 1;
+    batch->written = 0;
+    batch->length = fdl_format_record(&format, batch->data, clock_ms(CLOCK_REALTIME), label,
+                                      label_length, FDL_MARK_LINE, (const unsigned char *)text,
+                                      strlen(text));
+}
+
+/* Called with the mutex held. */
+static void push_locked(const struct batch *batch)
+{
+    if (w.count == w.capacity) {
+        w.dropped_records += batch->records;
+        w.dropped_bytes += (long)batch->length;
+        if (w.last_error != 0)
+            w.drop_error = w.last_error;
+        return;
+    }
+    struct batch *slot = &w.ring[(w.head + w.count) % w.capacity];
+    memcpy(slot, batch, offsetof(struct batch, data) + batch->length);
+    slot->written = 0;
+    w.count++;
+}
+
+void fdl_writer_flush(void)
+{
+    if (w.open.length == 0)
+        return;
+    pthread_mutex_lock(&w.mutex);
+    if (w.dropped_records > 0 && w.count + 2 <= w.capacity) {
+        char text[512];
+        snprintf(text, sizeof text, "dropped %ld records (%ld bytes) while %s could not be written: %s",
+                 w.dropped_records, w.dropped_bytes, w.settings.path,
+                 strerror(w.drop_error ? w.drop_error : ENOBUFS));
+        struct batch marker;
+        format_note(&marker, text);
+        w.dropped_records = w.dropped_bytes = 0;
+        w.drop_error = 0;
+        push_locked(&marker);
+    }
+    push_locked(&w.open);
+    pthread_cond_signal(&w.wake);
+    pthread_mutex_unlock(&w.mutex);
+    w.open.length = 0;
+    w.open.records = 0;
+}
+
+void fdl_writer_add(const char *record, size_t length)
+{
+    if (w.open.length + length > FDL_RECORD_MAX)
+        fdl_writer_flush();
+    memcpy(w.open.data + w.open.length, record, length);
+    w.open.length += length;
+    w.open.records++;
+}
+
+static int lock_log(short type)
+{
+    struct flock lock = {.l_type = type, .l_whence = SEEK_SET, .l_start = 0, .l_len = 0};
+    while (fcntl(w.settings.fd, F_SETLKW, &lock) != 0)
+        if (errno != EINTR)
+            return errno;
+    return 0;
+}
+
+/* A write cut short (disk full) left a record torn in the file.  Appending its rest
+ * later would glue it to whatever lies there then, so end the torn piece with a
+ * newline, count the record as dropped and go on with the next whole one. */
+static int skip_torn_record(struct batch *batch)
+{
+    const char *end = memchr(batch->data + batch->written, '\n', batch->length - batch->written);
+    ssize_t wrote = write(w.settings.fd, "\n", 1);
+    if (wrote != 1)
+        return wrote < 0 ? errno : EIO;
+    batch->written = (size_t)(end - batch->data) + 1;
+    pthread_mutex_lock(&w.mutex);
+    w.dropped_records++;
+    w.dropped_bytes += (long)(end - batch->data);
+    w.drop_error = ENOSPC;
+    pthread_mutex_unlock(&w.mutex);
+    return 0;
+}
+
+static int write_batch(struct batch *batch)
+{
+    while (batch->written < batch->length) {
+        if (batch->written > 0 && batch->data[batch->written - 1] != '\n') {
+            int error = skip_torn_record(batch);
+            if (error != 0)
+                return error;
+            continue;
+        }
+        ssize_t wrote = write(w.settings.fd, batch->data + batch->written,
+                              batch->length - batch->written);
+        if (wrote < 0) {
+            if (errno == EINTR)
+                continue;
+            return errno;
+        }
+        batch->written += (size_t)wrote;
+    }
+    return 0;
+}
+
+/* Write up to BATCHES_PER_LOCK batches from the head of the queue; 0 or an errno. */
+static int write_some(void)
+{
+    int error = w.settings.lock ? lock_log(F_WRLCK) : 0;
+    for (int n = 0; error == 0 && n < BATCHES_PER_LOCK; n++) {
+        pthread_mutex_lock(&w.mutex);
+        struct batch *batch = w.count > 0 ? &w.ring[w.head] : NULL;
+        pthread_mutex_unlock(&w.mutex);
+        if (batch == NULL)
+            break;
+        /* The reading side only appends behind the head, so the batch is ours to read. */
+        error = write_batch(batch);
+        if (error == 0) {
+            pthread_mutex_lock(&w.mutex);
+            w.head = (w.head + 1) % w.capacity;
+            w.count--;
+            pthread_mutex_unlock(&w.mutex);
+        }
+    }
+    if (w.settings.lock) {
+        if (error == 0 && fdatasync(w.settings.fd) != 0 && errno != EINVAL)
+            error = errno;
+        lock_log(F_UNLCK);
+    }
+    return error;
+}
+
+/* logrotate moved or removed the file: open the path anew and say so in the new file. */
+static void reopen_if_moved(void)
+{
+    struct stat open_file, named;
+    if (fstat(w.settings.fd, &open_file) != 0)
+        return;
+    if (stat(w.settings.path, &named) == 0 && named.st_dev == open_file.st_dev &&
+        named.st_ino == open_file.st_ino)
+        return;
+    struct fdl_open_result result;
+    int fd = fdl_open_log(w.settings.path, 0, &result);
+    if (fd < 0)
+        return; /* keep writing to the old file rather than nowhere; try again later */
+    dup3(fd, w.settings.fd, O_CLOEXEC);
+    close(fd);
+    char text[512];
+    snprintf(text, sizeof text, "%s was moved or removed; reopened it", w.settings.path);
+    struct batch note;
+    format_note(&note, text);
+    write_batch(&note);
+}
+
+static void *writer_main(void *unused)
+{
+    (void)unused;
+    int retry_ms = RETRY_MIN_MS;
+    int64_t next_reopen_check = clock_ms(CLOCK_MONOTONIC) + REOPEN_CHECK_MS;
+    pthread_mutex_lock(&w.mutex);
+    for (;;) {
+        while (w.count == 0 && !w.finishing)
+            pthread_cond_wait(&w.wake, &w.mutex);
+        if (w.count == 0)
+            break;
+        pthread_mutex_unlock(&w.mutex);
+        if (clock_ms(CLOCK_MONOTONIC) >= next_reopen_check) {
+            reopen_if_moved();
+            next_reopen_check = clock_ms(CLOCK_MONOTONIC) + REOPEN_CHECK_MS;
+        }
+        int error = write_some();
+        pthread_mutex_lock(&w.mutex);
+        w.last_error = error;
+        if (error != 0) {
+            /* Disk full or EIO: wait, then try again; the reading side keeps queueing. */
+            pthread_mutex_unlock(&w.mutex);
+            struct timespec pause = {retry_ms / 1000, (long)(retry_ms % 1000) * 1000000L};
+            nanosleep(&pause, NULL);
+            retry_ms = retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : retry_ms * 2;
+            pthread_mutex_lock(&w.mutex);
+        } else {
+            retry_ms = RETRY_MIN_MS;
+        }
+    }
+    pthread_mutex_unlock(&w.mutex);
+    return NULL;
+}
+
+int fdl_writer_start(const struct fdl_writer_settings *settings)
+{
+    w.settings = *settings;
+    w.capacity = (size_t)(settings->buffer_bytes / (long)sizeof(struct batch));
+    if (w.capacity < 4)
+        w.capacity = 4;
+    w.ring = malloc(w.capacity * sizeof(struct batch));
+    if (w.ring == NULL)
+        return -ENOMEM;
+    int rc = pthread_create(&w.thread, NULL, writer_main, NULL);
+    return -rc;
+}
+
+int fdl_writer_finish(int give_up_ms)
+{
+    fdl_writer_flush();
+    pthread_mutex_lock(&w.mutex);
+    w.finishing = 1;
+    pthread_cond_signal(&w.wake);
+    pthread_mutex_unlock(&w.mutex);
+    struct timespec deadline;
+    clock_gettime(CLOCK_REALTIME, &deadline);
+    deadline.tv_sec += give_up_ms / 1000;
+    /* A log that stays unwritable (or hangs) must not keep the helper alive forever. */
+    return pthread_timedjoin_np(w.thread, NULL, &deadline) == 0 ? 0 : -ETIMEDOUT;
+}

@@ -154,11 +154,15 @@ static int any_line_pending(void)
     return 0;
 }
 
+/* How often unfinished lines are checked for the idle flush. */
+static int tick_interval_ms(void)
+{
+    return settings.idle_ms / 4 > 10 ? settings.idle_ms / 4 : 10;
+}
+
 static int poll_timeout(void)
 {
-    if (any_line_pending())
-        return settings.idle_ms / 4 > 10 ? settings.idle_ms / 4 : 10;
-    return -1;
+    return any_line_pending() ? tick_interval_ms() : -1;
 }
 
 int main(int argc, char **argv)
@@ -191,6 +195,7 @@ int main(int argc, char **argv)
     struct pollfd channels[2] = {{.fd = OUT_FD, .events = POLLIN}, {.fd = ERR_FD, .events = POLLIN}};
     const int streams[2] = {FDL_STREAM_OUT, FDL_STREAM_ERR};
     int open_channels = 2;
+    int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
         int ready = poll(channels, 2, poll_timeout());
         if (ready < 0 && errno != EINTR)
@@ -211,7 +216,11 @@ int main(int argc, char **argv)
                 open_channels--;
             }
         }
-        fdl_assembler_tick(assembler, now_ms(), settings.idle_ms);
+        int64_t now = now_ms();
+        if (now >= next_tick) { /* idle lines need no attention on every round */
+            fdl_assembler_tick(assembler, now, settings.idle_ms);
+            next_tick = now + tick_interval_ms();
+        }
         fdl_writer_flush();
     }
     /* SIGTERM: take what is already readable, then finish every line as it stands. */

@@ -11,8 +11,11 @@
  *
  * Writing runs in its own thread so that a log filesystem that hangs or
  * fails (disk full, EIO) never stops the reading side: the actor's writes
- * keep draining into the queue.  When the queue is full, records are dropped
- * and counted, and one "dropped" record says so once there is room again.
+ * keep draining into the queue.  A full queue in front of a healthy but
+ * slower log makes the reading side wait (the actor is slowed, nothing is
+ * lost); in front of a failing log, or one that made no progress for
+ * STALL_MS, records are dropped and counted instead, and one "dropped"
+ * record says so once there is room again.
  * Once a second the thread checks that the path still names the open file;
  * after logrotate moved or removed it, the path is opened anew.
  */
@@ -34,6 +37,7 @@
 #define RETRY_MIN_MS 50
 #define RETRY_MAX_MS 2000
 #define REOPEN_CHECK_MS 1000
+#define STALL_MS 1000         /* a full queue that long without progress: the log hangs */
 
 struct batch {
     size_t length;
@@ -45,16 +49,19 @@ struct batch {
 static struct {
     struct fdl_writer_settings settings;
     pthread_mutex_t mutex;
-    pthread_cond_t wake;
+    pthread_cond_t wake;          /* to the writing thread: batches are waiting */
+    pthread_cond_t room;          /* to the reading side: a batch was written */
     pthread_t thread;
     struct batch *ring;           /* capacity batches; head..head+count-1 wait to be written */
     size_t capacity, head, count;
     struct batch open;            /* being filled by the reading side */
     long dropped_records, dropped_bytes;
     int last_error;               /* errno of the last failed write, 0 after a success */
+    int stalled;                  /* the log let the reading side wait STALL_MS in vain */
     int drop_error;
     int finishing;
-} w = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
+} w = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
+       .room = PTHREAD_COND_INITIALIZER};
 
 static int64_t clock_ms(clockid_t clock)
 {
@@ -77,14 +84,34 @@ static void format_note(struct batch *batch, const char *text)
                                       strlen(text));
 }
 
+/* Called with the mutex held: wait for room while the log keeps up. */
+static void wait_for_room_locked(void)
+{
+    int64_t deadline = clock_ms(CLOCK_MONOTONIC) + STALL_MS;
+    while (w.count == w.capacity && w.last_error == 0 && !w.stalled) {
+        if (clock_ms(CLOCK_MONOTONIC) >= deadline) {
+            w.stalled = 1; /* hung: drop from now on rather than block the actor */
+            break;
+        }
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_nsec += 100 * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&w.room, &w.mutex, &until);
+    }
+}
+
 /* Called with the mutex held. */
 static void push_locked(const struct batch *batch)
 {
+    wait_for_room_locked();
     if (w.count == w.capacity) {
         w.dropped_records += batch->records;
         w.dropped_bytes += (long)batch->length;
-        if (w.last_error != 0)
-            w.drop_error = w.last_error;
+        w.drop_error = w.last_error != 0 ? w.last_error : ETIMEDOUT;
         return;
     }
     struct batch *slot = &w.ring[(w.head + w.count) % w.capacity];
@@ -100,9 +127,11 @@ void fdl_writer_flush(void)
     pthread_mutex_lock(&w.mutex);
     if (w.dropped_records > 0 && w.count + 2 <= w.capacity) {
         char text[512];
-        snprintf(text, sizeof text, "dropped %ld records (%ld bytes) while %s could not be written: %s",
-                 w.dropped_records, w.dropped_bytes, w.settings.path,
-                 strerror(w.drop_error ? w.drop_error : ENOBUFS));
+        snprintf(text, sizeof text, "dropped %ld records (%ld bytes) while %s %s%s", w.dropped_records,
+                 w.dropped_bytes, w.settings.path,
+                 w.drop_error == ETIMEDOUT ? "made no progress for over a second" :
+                                             "could not be written: ",
+                 w.drop_error == ETIMEDOUT ? "" : strerror(w.drop_error));
         struct batch marker;
         format_note(&marker, text);
         w.dropped_records = w.dropped_bytes = 0;
@@ -189,6 +218,8 @@ static int write_some(void)
             pthread_mutex_lock(&w.mutex);
             w.head = (w.head + 1) % w.capacity;
             w.count--;
+            w.stalled = 0;
+            pthread_cond_signal(&w.room);
             pthread_mutex_unlock(&w.mutex);
         }
     }

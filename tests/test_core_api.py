@@ -344,3 +344,20 @@ def test_helper_is_not_a_child_and_leaves_no_zombie(log_file):
     actor, helper_parent, children = map(int, result.stdout.split())
     assert helper_parent != actor
     assert children == 0
+
+
+def test_full_buffer_in_front_of_a_healthy_log_waits_instead_of_dropping(log_file):
+    """With a tiny in-memory buffer (16 KiB) and 100,000 lines written as fast as possible, the
+    helper makes the writer wait rather than drop: every line lands and no 'dropped' record."""
+    run_python(f"""
+        import os, skyrl_fdlog
+        skyrl_fdlog.redirect({str(log_file)!r}, buffer_bytes=16 * 1024)
+        data = b"".join(b"%06d %s\\n" % (i, b"y" * 100) for i in range(100_000))
+        view = memoryview(data)
+        while view:
+            view = view[os.write(1, view[:1 << 20]):]
+        skyrl_fdlog.restore(timeout=60)
+    """)
+    lines = log_lines(log_file)
+    assert len(lines) == 100_000 and not any(b"dropped" in line for line in lines)
+    assert lines == [b"%06d %s" % (i, b"y" * 100) for i in range(100_000)]

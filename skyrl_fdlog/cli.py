@@ -1,0 +1,365 @@
+"""The ``skyrl-fdlog`` console script: cat, tail, stats and demo over infra logs.
+
+Exit status: 0 on success; 1 when ``stats`` finds malformed records; 2 for a usage error
+(a missing file, a bad regex or time), reported in one line that names the value, never
+as a traceback; 130 on Ctrl-C; 141 when the reader of our output goes away (like a
+command killed by SIGPIPE).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import BinaryIO
+
+from ._dedup import DEFAULT_WINDOW_S, Deduplicator
+from ._filters import FilterError, Filters, compile_grep, parse_time
+from ._follow import Follower, last_newline_end, run_files
+from ._stats import collect
+from ._terminal import Printer, use_color
+from .reader import (
+    CHUNK_BYTES,
+    LineJoiner,
+    LineSplitter,
+    Record,
+    RecordParser,
+    iter_records,
+    merge_by_time,
+)
+
+PROG = "skyrl-fdlog"
+# In follow mode a line whose writer went quiet mid-line is shown as a partial line
+# after this long (the writer itself flushes a partial line after 1 s idle).
+PARTIAL_AFTER_S = 2.0
+
+
+class UsageError(Exception):
+    """A problem with what the user asked for; printed as one line, exit status 2."""
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    # demo hands everything after it to the demo, Hydra-style overrides included, so it is
+    # dispatched before argparse could take an override for one of its own options.
+    if args[:1] == ["demo"]:
+        return _demo(args[1:])
+    try:
+        options = _parser().parse_args(args)
+    except SystemExit as exc:  # --help (0), or argparse's own usage error (2)
+        return 0 if exc.code is None else int(exc.code)
+    run: Callable[[argparse.Namespace], int] = options.run
+    try:
+        return run(options)
+    except UsageError as exc:
+        print(f"{PROG}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # Point stdout at /dev/null so the interpreter's final flush cannot fail again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Read skyrl_fdlog infra logs: rejoined, filtered, safe to print."
+    )
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    selection = argparse.ArgumentParser(add_help=False)
+    group = selection.add_argument_group("selection (repeat an option for alternatives)")
+    group.add_argument("--actor", action="append", default=[], metavar="NAME",
+                       help="actor name or shell pattern such as 'VLLM*'")
+    group.add_argument("--pid", action="append", type=int, default=[])
+    group.add_argument("--node", action="append", default=[], metavar="NAME",
+                       help="node name or shell pattern")
+    group.add_argument("--stream", action="append", default=[],
+                       choices=("out", "err", "fdlog"))
+    group.add_argument("--since", metavar="TIME",
+                       help="ISO 8601 time (UTC unless it has a zone) or a duration ago "
+                            "(30s, 10m, 2h, 1d); inclusive")
+    group.add_argument("--until", metavar="TIME", help="like --since")
+    group.add_argument("--grep", metavar="REGEX", help="Python regex searched in the payload")
+
+    display = argparse.ArgumentParser(add_help=False)
+    group = display.add_argument_group("display")
+    group.add_argument("--no-prefix", action="store_true",
+                       help="print payloads only, one line per original line")
+    group.add_argument("--raw-bytes", action="store_true",
+                       help="print payload bytes unchanged, escape sequences included")
+    group.add_argument("--color", choices=("auto", "always", "never"), default="auto",
+                       help="colour per actor; auto: on a terminal, unless NO_COLOR is set")
+    group.add_argument("--dedup", action="store_true",
+                       help="collapse a line that several writers repeat, as Ray does")
+    group.add_argument("--dedup-window", type=_seconds, default=DEFAULT_WINDOW_S,
+                       metavar="SECONDS", help="how long repeats are held (default 5)")
+
+    cat = commands.add_parser("cat", parents=[selection, display],
+                              help="print logs, merged by time when several are given")
+    cat.add_argument("files", nargs="+", metavar="FILE", help="a log file, or - for stdin")
+    cat.set_defaults(run=_cat)
+
+    tail = commands.add_parser("tail", parents=[selection, display],
+                               help="print the end of a log and follow it")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
+    tail.add_argument("-n", "--lines", type=int, default=10, metavar="N",
+                      help="how many lines to print first (default 10)")
+    tail.add_argument("target", metavar="FILE|DIR",
+                      help="a log file, or a log directory: its newest infra-*.log")
+    tail.set_defaults(run=_tail)
+
+    stats = commands.add_parser("stats",
+                                help="counts per writer; status 1 if any record is malformed")
+    stats.add_argument("files", nargs="+", metavar="FILE")
+    stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    stats.set_defaults(run=_stats)
+
+    commands.add_parser("demo", help="run the demo with every later argument "
+                                     "(Hydra-style overrides such as trainer.log_path=/x)")
+    return parser
+
+
+def _seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not seconds >= 0:  # also false for nan
+        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds, 0 or more")
+    return seconds
+
+
+# --- commands ---------------------------------------------------------------------------
+
+
+def _cat(options: argparse.Namespace) -> int:
+    filters = _filters(options)
+    output = _Output(options)
+    with contextlib.ExitStack() as stack:
+        streams = [stack.enter_context(_open_input(name)) for name in options.files]
+        per_file = [iter_records(stream) for stream in streams]
+        records = per_file[0] if len(per_file) == 1 else merge_by_time(*per_file)
+        output.show(_select(records, filters, LineJoiner(), finish=True))
+    output.close()
+    return 0
+
+
+def _tail(options: argparse.Namespace) -> int:
+    if options.lines < 0:
+        raise UsageError(f"invalid -n value {options.lines}: expected 0 or more lines")
+    filters = _filters(options)
+    output = _Output(options)
+    target = Path(options.target)
+    directory = target if target.is_dir() else None
+    files: list[Path] = []
+    if directory is not None:
+        files = run_files(directory)
+        path = files[-1] if files else None
+        if path is None and not options.follow:
+            raise UsageError(f"no infra-*.log in {str(target)!r}")
+    elif target.exists():
+        path = target
+    else:
+        raise UsageError(f"cannot read {str(target)!r}: no such file or directory")
+
+    joiner = LineJoiner()
+    offset = 0
+    if path is not None:
+        lines, joiner, offset = _last_lines(path, options.lines, filters, options.follow)
+        output.show(lines)
+    if options.follow:
+        follower = Follower(path, offset, directory=directory, known=files,
+                            on_notice=output.notice)
+        _follow(follower, filters, joiner, output)
+    output.close()
+    return 0
+
+
+def _follow(follower: Follower, filters: Filters, joiner: LineJoiner, output: _Output) -> None:
+    """Show what the follower reads until interrupted; idle polls release waiting lines."""
+    record_test = filters.record_test()
+    line_test = filters.line_test()
+    lines: Iterable[Record]
+    for batch in follower:
+        if batch:
+            records = filter(record_test, batch) if record_test else batch
+            lines = joiner.lines(records, finish=False)
+        else:
+            lines = joiner.flush_idle(PARTIAL_AFTER_S)
+        output.show(filter(line_test, lines) if line_test else lines)
+        output.tick(idle=not batch)
+
+
+def _stats(options: argparse.Namespace) -> int:
+    with contextlib.ExitStack() as stack:
+        streams = [stack.enter_context(_open_input(name)) for name in options.files]
+        stats = collect(merge_by_time(*map(iter_records, streams)))
+    if options.json:
+        print(json.dumps(stats.to_json(), indent=2))
+    else:
+        print(stats.render(), end="")
+        if stats.records and stats.unparsable == stats.records:
+            print("no record has the prefixed format: is this a fmt=\"raw\" log?")
+    if stats.malformed:
+        print(f"{PROG}: {stats.malformed} malformed records", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _demo(overrides: list[str]) -> int:
+    try:
+        from .demo import main as demo_main  # imported here: it pulls in the capture core
+    except ImportError as exc:
+        print(f"{PROG}: error: the demo cannot start: {exc}", file=sys.stderr)
+        return 2
+    return demo_main(overrides)
+
+
+# --- shared plumbing --------------------------------------------------------------------
+
+
+def _filters(options: argparse.Namespace) -> Filters:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    try:
+        return Filters(
+            actors=options.actor,
+            pids=options.pid,
+            nodes=options.node,
+            streams=options.stream,
+            since_ms=parse_time(options.since, "--since", now) if options.since else None,
+            until_ms=parse_time(options.until, "--until", now) if options.until else None,
+            grep=compile_grep(options.grep) if options.grep is not None else None,
+        )
+    except FilterError as exc:
+        raise UsageError(str(exc)) from None
+
+
+class _Output:
+    """The end of every command's pipeline: optional dedup, then the printer."""
+
+    def __init__(self, options: argparse.Namespace) -> None:
+        out = sys.stdout.buffer
+        self._printer = Printer(
+            out,
+            prefix=not options.no_prefix,
+            raw_bytes=options.raw_bytes,
+            color=use_color(options.color, out),
+        )
+        self._dedup = Deduplicator(options.dedup_window) if options.dedup else None
+
+    def show(self, lines: Iterable[Record]) -> None:
+        write = self._printer.write
+        if self._dedup is None:
+            for line in lines:
+                write(line)
+        else:
+            push = self._dedup.push
+            for line in lines:
+                for item in push(line):
+                    write(item)
+
+    def tick(self, idle: bool) -> None:
+        """Make output visible; when idle, also close dedup windows that ended by the clock
+        (no later line may come to close them)."""
+        if idle and self._dedup is not None:
+            for item in self._dedup.expire(int(time.time() * 1000)):
+                self._printer.write(item)
+        self._printer.flush()
+
+    def notice(self, message: str) -> None:
+        """Tell the user something about the reading itself, on stderr."""
+        self._printer.flush()
+        print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+    def close(self) -> None:
+        """Print what dedup still holds, and flush."""
+        if self._dedup is not None:
+            for item in self._dedup.flush():
+                self._printer.write(item)
+        self._printer.flush()
+
+
+@contextlib.contextmanager
+def _open_input(name: str) -> Iterator[BinaryIO]:
+    if name == "-":
+        yield sys.stdin.buffer
+        return
+    if os.path.isdir(name):
+        raise UsageError(f"{name!r} is a directory; give its log files, or use: {PROG} tail {name}")
+    try:
+        stream = open(name, "rb", buffering=0)
+    except OSError as exc:
+        raise UsageError(f"cannot read {name!r}: {exc.strerror or exc}") from None
+    with stream:
+        yield stream
+
+
+def _select(
+    records: Iterable[Record], filters: Filters, joiner: LineJoiner, finish: bool
+) -> Iterator[Record]:
+    """The lines of ``records`` that pass ``filters``, joined by ``joiner``."""
+    record_test = filters.record_test()
+    if record_test is not None:
+        records = filter(record_test, records)
+    lines = joiner.lines(records, finish)
+    line_test = filters.line_test()
+    return filter(line_test, lines) if line_test is not None else lines
+
+
+def _last_lines(
+    path: Path, count: int, filters: Filters, follow: bool
+) -> tuple[list[Record], LineJoiner, int]:
+    """The last ``count`` selected lines of ``path``, the joiner holding the chains still
+    open, and the offset where reading stopped.
+
+    Reads back from the end in growing windows until ``count`` lines are found, so a small
+    tail of a huge file is quick; memory holds ``count`` lines and one chunk.  When
+    following, a record still being written is left for the follower.  A chain that began
+    before the window shows as a line without its start.
+    """
+    with open(path, "rb", buffering=0) as stream:
+        size = os.fstat(stream.fileno()).st_size
+        end = last_newline_end(stream, size) if follow else size
+        window = 1 << 16
+        while True:
+            start = max(0, end - window)
+            attempt = LineJoiner()
+            records = _records_between(stream, start, end)
+            found = collections.deque(_select(records, filters, attempt, not follow), count)
+            if len(found) >= count or start == 0:
+                break
+            window *= 4
+    return list(found), attempt, end
+
+
+def _records_between(stream: BinaryIO, start: int, end: int) -> Iterator[Record]:
+    """The records whose lines begin at or after ``start`` and end by ``end``."""
+    parse = RecordParser().parse
+    splitter = LineSplitter()
+    # Reading from the byte before start tells whether start begins a line: if it does,
+    # the first piece is empty; either way the first piece is not a whole line.
+    position = max(0, start - 1)
+    stream.seek(position)
+    skip_first = start > 0
+    while position < end:
+        data = stream.read(min(CHUNK_BYTES, end - position))
+        if not data:
+            break
+        position += len(data)
+        for line in splitter.feed(data):
+            if skip_first:
+                skip_first = False
+            else:
+                yield parse(line)
+    if splitter.rest and not skip_first:
+        yield parse(splitter.rest, truncated=True)

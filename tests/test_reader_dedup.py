@@ -1,0 +1,67 @@
+"""The deduplicator behind --dedup (skyrl_fdlog._dedup), driven directly."""
+
+from __future__ import annotations
+
+import pytest
+
+from skyrl_fdlog._dedup import Deduplicator, Repeat, pattern_of
+from skyrl_fdlog.reader import Record
+from test_reader_helpers import T0
+
+
+def line(payload: bytes, pid: int, offset_ms: int = 0) -> Record:
+    return Record("", T0 + offset_ms, "node-1", "W", pid, "out", ":", payload)
+
+
+@pytest.mark.parametrize("payload, key", [
+    (b"loaded shard 1 from 0x7f3a in 2.5s", b"loaded shard # from # in #"),
+    (b"  spaced \t out  7 ", b"spaced out #"),
+    (b"step1 done", b"# done"),
+    (b"uuid 3f2a-bb91-c0de", b"uuid #"),
+    (b"0.5 0.25", None),
+    (b"42", None),
+    (b"", None),
+    (b"   ", None),
+])
+def test_pattern_keeps_words_and_merges_every_word_with_a_digit(payload, key):
+    """The matching key keeps digit-free words, turns each word holding a digit into one
+    placeholder, folds white space; a payload of numbers only (or nothing) has no key."""
+    assert pattern_of(payload) == key
+
+
+def test_streams_are_matched_apart():
+    """The same text on out and on err are different patterns, as Ray keeps a
+    deduplicator per stream."""
+    dedup = Deduplicator()
+    first = line(b"ready", 1)
+    other_stream = Record("", T0, "node-1", "W", 2, "err", ":", b"ready")
+    assert dedup.push(first) == [first]
+    assert dedup.push(other_stream) == [other_stream]
+
+
+def test_open_windows_are_capped_and_the_oldest_closes_early():
+    """With max_patterns windows open, a new pattern closes the oldest one first (printing
+    what it held), so memory stays bounded on a log of ever-new lines."""
+    dedup = Deduplicator(max_patterns=2)
+    dedup.push(line(b"alpha", 1))
+    dedup.push(line(b"alpha", 2))
+    dedup.push(line(b"alpha", 3))
+    dedup.push(line(b"beta", 1))
+    out = dedup.push(line(b"gamma", 1))
+    assert [(type(o).__name__, getattr(o, "count", None)) for o in out] == [
+        ("Repeat", 2), ("Record", None)]
+    assert out[0].line.pid == 3 and out[1].payload == b"gamma"
+    assert len(dedup._windows) == 2
+
+
+def test_expire_closes_windows_by_the_clock():
+    """expire(now) closes every window opened a window or more before now, and only those."""
+    dedup = Deduplicator(window_s=1.0)
+    for pid in (1, 2, 3):
+        dedup.push(line(b"ready", pid))
+    dedup.push(line(b"steady", 1, offset_ms=500))
+    assert dedup.expire(T0 + 999) == []
+    (summary,) = dedup.expire(T0 + 1000)
+    assert isinstance(summary, Repeat) and summary.count == 2
+    assert dedup.expire(T0 + 1500) == []  # "steady" repeated nothing: forgotten silently
+    assert dedup.flush() == []

@@ -20,6 +20,7 @@ from skyrl_fdlog._version import __version__
 _HOMES = {
     "FdlogError": "skyrl_fdlog._errors",
     "DEFAULT_LOG_PATH": "skyrl_fdlog._paths",
+    "LOG_FILE_VARIABLE": "skyrl_fdlog._paths",
     "dump_to_stdout": "skyrl_fdlog._paths",
     "infra_log_path": "skyrl_fdlog._paths",
     "Redirection": "skyrl_fdlog._redirect",
@@ -32,7 +33,8 @@ __all__ = ["__version__", *sorted(_HOMES)]
 
 if TYPE_CHECKING:
     from skyrl_fdlog._errors import FdlogError
-    from skyrl_fdlog._paths import DEFAULT_LOG_PATH, dump_to_stdout, infra_log_path
+    from skyrl_fdlog._paths import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, dump_to_stdout,
+                                    infra_log_path)
     from skyrl_fdlog._redirect import Redirection, active, redirect, restore
 
 

@@ -80,9 +80,15 @@ static void append(struct fdl_assembler *assembler, struct fdl_slot *slot,
     }
 }
 
-static int slot_idle(const struct fdl_slot *slot)
+/* Free the slot when it holds nothing the writer's next bytes depend on: no unfinished
+ * line, no open fragment chain, no redraw, and no snapshot rate limit still running
+ * (else how the bytes were split into reads would change which snapshots appear). */
+static void release_if_idle(const struct fdl_assembler *assembler, struct fdl_slot *slot,
+                            int64_t now_ms)
 {
-    return slot->length == 0 && !slot->pending_cr && !slot->redraw && !slot->open_chain;
+    if (slot->length == 0 && !slot->pending_cr && !slot->redraw && !slot->open_chain &&
+        snapshot_due(assembler, slot, now_ms))
+        slot->pid = 0;
 }
 
 /* Flush whatever the slot holds as it stands: the writer is gone or evicted. */
@@ -176,8 +182,7 @@ void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
             slot->pending_cr = 1;
         data = brk + 1;
     }
-    if (slot_idle(slot))
-        slot->pid = 0;
+    release_if_idle(assembler, slot, now_ms);
 }
 
 void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idle_ms)
@@ -200,6 +205,8 @@ void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idl
         }
         if (kill(slot->pid, 0) != 0 && errno == ESRCH)
             flush_slot(assembler, slot, now_ms);
+        else
+            release_if_idle(assembler, slot, now_ms);
     }
 }
 

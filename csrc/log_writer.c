@@ -56,6 +56,7 @@ static struct {
     size_t capacity, head, count;
     struct batch open;            /* being filled by the reading side */
     long dropped_records, dropped_bytes;
+    long cut_records;             /* of the dropped, records a failed write left cut short */
     int last_error;               /* errno of the last failed write, 0 after a success */
     int stalled;                  /* the log let the reading side wait STALL_MS in vain */
     int drop_error;
@@ -120,24 +121,34 @@ static void push_locked(const struct batch *batch)
     w.count++;
 }
 
+/* Called with the mutex held: the "dropped" record, in front of what follows the drops. */
+static void queue_drop_note_locked(void)
+{
+    char cause[256], cut[96] = "";
+    if (w.drop_error == ETIMEDOUT)
+        snprintf(cause, sizeof cause, "made no progress for over a second");
+    else
+        snprintf(cause, sizeof cause, "could not be written: %s", strerror(w.drop_error));
+    if (w.cut_records > 0)
+        snprintf(cut, sizeof cut, "; %ld of them were cut short by the failed write and end early",
+                 w.cut_records);
+    char text[768];
+    snprintf(text, sizeof text, "dropped %ld records (%ld bytes) while %s %s%s", w.dropped_records,
+             w.dropped_bytes, w.settings.path, cause, cut);
+    struct batch marker;
+    format_note(&marker, text);
+    w.dropped_records = w.dropped_bytes = w.cut_records = 0;
+    w.drop_error = 0;
+    push_locked(&marker);
+}
+
 void fdl_writer_flush(void)
 {
     if (w.open.length == 0)
         return;
     pthread_mutex_lock(&w.mutex);
-    if (w.dropped_records > 0 && w.count + 2 <= w.capacity) {
-        char text[512];
-        snprintf(text, sizeof text, "dropped %ld records (%ld bytes) while %s %s%s", w.dropped_records,
-                 w.dropped_bytes, w.settings.path,
-                 w.drop_error == ETIMEDOUT ? "made no progress for over a second" :
-                                             "could not be written: ",
-                 w.drop_error == ETIMEDOUT ? "" : strerror(w.drop_error));
-        struct batch marker;
-        format_note(&marker, text);
-        w.dropped_records = w.dropped_bytes = 0;
-        w.drop_error = 0;
-        push_locked(&marker);
-    }
+    if (w.dropped_records > 0 && w.count + 2 <= w.capacity)
+        queue_drop_note_locked();
     push_locked(&w.open);
     pthread_cond_signal(&w.wake);
     pthread_mutex_unlock(&w.mutex);
@@ -175,6 +186,7 @@ static int skip_torn_record(struct batch *batch)
     batch->written = (size_t)(end - batch->data) + 1;
     pthread_mutex_lock(&w.mutex);
     w.dropped_records++;
+    w.cut_records++;
     w.dropped_bytes += (long)(end - batch->data);
     w.drop_error = ENOSPC;
     pthread_mutex_unlock(&w.mutex);
@@ -202,24 +214,34 @@ static int write_batch(struct batch *batch)
     return 0;
 }
 
-/* Write up to BATCHES_PER_LOCK batches from the head of the queue; 0 or an errno. */
+static void pop_locked(size_t batches)
+{
+    w.head = (w.head + batches) % w.capacity;
+    w.count -= batches;
+    w.stalled = 0;
+    pthread_cond_signal(&w.room);
+}
+
+/* Write up to BATCHES_PER_LOCK batches from the head of the queue; 0 or an errno.
+ * Under the lock a batch leaves the queue only once fdatasync has stored it: on a
+ * network filesystem a write can "succeed" into a cache that is then lost. */
 static int write_some(void)
 {
     int error = w.settings.lock ? lock_log(F_WRLCK) : 0;
+    size_t unsynced = 0;
     for (int n = 0; error == 0 && n < BATCHES_PER_LOCK; n++) {
         pthread_mutex_lock(&w.mutex);
-        struct batch *batch = w.count > 0 ? &w.ring[w.head] : NULL;
+        struct batch *batch = unsynced < w.count ? &w.ring[(w.head + unsynced) % w.capacity] : NULL;
         pthread_mutex_unlock(&w.mutex);
         if (batch == NULL)
             break;
         /* The reading side only appends behind the head, so the batch is ours to read. */
         error = write_batch(batch);
-        if (error == 0) {
+        if (error == 0 && w.settings.lock) {
+            unsynced++;
+        } else if (error == 0) {
             pthread_mutex_lock(&w.mutex);
-            w.head = (w.head + 1) % w.capacity;
-            w.count--;
-            w.stalled = 0;
-            pthread_cond_signal(&w.room);
+            pop_locked(1);
             pthread_mutex_unlock(&w.mutex);
         }
     }
@@ -227,30 +249,52 @@ static int write_some(void)
         if (error == 0 && fdatasync(w.settings.fd) != 0 && errno != EINVAL)
             error = errno;
         lock_log(F_UNLCK);
+        pthread_mutex_lock(&w.mutex);
+        if (error == 0) {
+            pop_locked(unsynced);
+        } else {
+            /* Not known to be stored: write them again (a duplicate beats a loss). */
+            for (size_t i = 0; i < unsynced; i++)
+                w.ring[(w.head + i) % w.capacity].written = 0;
+        }
+        pthread_mutex_unlock(&w.mutex);
     }
     return error;
 }
 
-/* logrotate moved or removed the file: open the path anew and say so in the new file. */
-static void reopen_if_moved(void)
+/* Open the path anew onto the log's fd and say why in the (new) file. */
+static void reopen(const char *why)
 {
-    struct stat open_file, named;
-    if (fstat(w.settings.fd, &open_file) != 0)
-        return;
-    if (stat(w.settings.path, &named) == 0 && named.st_dev == open_file.st_dev &&
-        named.st_ino == open_file.st_ino)
-        return;
     struct fdl_open_result result;
     int fd = fdl_open_log(w.settings.path, 0, &result);
     if (fd < 0)
-        return; /* keep writing to the old file rather than nowhere; try again later */
+        return; /* keep the old fd rather than none; the next check tries again */
     dup3(fd, w.settings.fd, O_CLOEXEC);
     close(fd);
     char text[512];
-    snprintf(text, sizeof text, "%s was moved or removed; reopened it", w.settings.path);
+    snprintf(text, sizeof text, "%s %s; reopened it", w.settings.path, why);
     struct batch note;
     format_note(&note, text);
     write_batch(&note);
+}
+
+/* logrotate moved or removed the file, or the fd died with a network filesystem's server. */
+static void reopen_if_moved(void)
+{
+    struct stat open_file, named;
+    if (fstat(w.settings.fd, &open_file) != 0) {
+        reopen("could not be checked (its server may have restarted)");
+        return;
+    }
+    if (stat(w.settings.path, &named) != 0 || named.st_dev != open_file.st_dev ||
+        named.st_ino != open_file.st_ino)
+        reopen("was moved or removed");
+}
+
+/* Errors after which the open fd may never work again, though the path would. */
+static int fd_may_be_dead(int error)
+{
+    return error == ENOTCONN || error == ESTALE || error == EIO || error == EBADF;
 }
 
 static void *writer_main(void *unused)
@@ -260,6 +304,9 @@ static void *writer_main(void *unused)
     int64_t next_reopen_check = clock_ms(CLOCK_MONOTONIC) + REOPEN_CHECK_MS;
     pthread_mutex_lock(&w.mutex);
     for (;;) {
+        /* Writing works again and nothing followed the drops: report them now. */
+        if (w.count == 0 && w.dropped_records > 0 && w.last_error == 0)
+            queue_drop_note_locked();
         while (w.count == 0 && !w.finishing)
             pthread_cond_wait(&w.wake, &w.mutex);
         if (w.count == 0)
@@ -275,6 +322,10 @@ static void *writer_main(void *unused)
         if (error != 0) {
             /* Disk full or EIO: wait, then try again; the reading side keeps queueing. */
             pthread_mutex_unlock(&w.mutex);
+            if (fd_may_be_dead(error)) {
+                reopen_if_moved();
+                next_reopen_check = clock_ms(CLOCK_MONOTONIC) + REOPEN_CHECK_MS;
+            }
             struct timespec pause = {retry_ms / 1000, (long)(retry_ms % 1000) * 1000000L};
             nanosleep(&pause, NULL);
             retry_ms = retry_ms * 2 > RETRY_MAX_MS ? RETRY_MAX_MS : retry_ms * 2;

@@ -293,14 +293,24 @@ def _restore_locked(timeout: float = RESTORE_WAIT_SECONDS) -> None:
     lib.fdl_release(redirection._saved_fds)
     # The helper exits once every writer is gone; our copies of the reading
     # ends only matter for restarting it, which no longer happens.
-    for fd in redirection._channel_reads:
-        os.close(fd)
+    _close_quietly(*redirection._channel_reads)
     _state_lock.release()
     try:
         redirection._watchdog.join(timeout)
     finally:
         _state_lock.acquire()
-    os.close(redirection._log_fd)
+    _close_quietly(redirection._log_fd)
+
+
+def _close_quietly(*fds: int) -> None:
+    """Close fds we own; a failing close (a network filesystem whose server went away
+    reports ENOTCONN) must not turn restore() into a crash: the helper holds its own copies."""
+    for fd in fds:
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 def _forget_in_child() -> None:
@@ -311,14 +321,8 @@ def _forget_in_child() -> None:
     if redirection is None:
         return
     _active = None
-    fds = [redirection._log_fd, redirection._status_fd, *redirection._channel_reads,
-           *(redirection._saved_fds or ())]
-    for fd in fds:
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    _close_quietly(redirection._log_fd, redirection._status_fd, *redirection._channel_reads,
+                   *(redirection._saved_fds or ()))
 
 
 def active() -> Redirection | None:

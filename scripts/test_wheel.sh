@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Tests what scripts/build_wheel.sh built, as a user gets it:
+#   1. for each Python version given (default 3.9 and 3.13, the oldest and the newest CPython
+#      the one abi3 wheel serves): a fresh venv, `pip install` of the wheel in wheelhouse/,
+#      then the core tests plus tests/test_wheel_install.py against the installed package;
+#   2. a fresh venv that installs dist/'s sdist (compiled there by the default cc), then
+#      tests/test_wheel_install.py against it.
+# The tests run from an empty directory with `python -I`, so `import skyrl_fdlog` can only
+# find site-packages; tests/test_wheel_install.py asserts that it did.
+#
+# Usage: scripts/test_wheel.sh [VERSION ...]      e.g. scripts/test_wheel.sh 3.9 3.11 3.13
+# Environment: SDIST=0 skips step 2; SDIST_PYTHON is its interpreter (default python3.11).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+VERSIONS=("$@")
+((${#VERSIONS[@]})) || VERSIONS=(3.9 3.13)
+PYENV_ROOT=${PYENV_ROOT:-$HOME/.pyenv}
+
+took() { awk -v a="$1" -v b="$EPOCHREALTIME" -v what="$2" 'BEGIN { printf "==> %s: %.1f s\n", what, b - a }'; }
+quiet_pip() { "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; }
+fail() { echo "test_wheel.sh: $*" >&2; exit 1; }
+
+shopt -s nullglob
+wheels=(wheelhouse/*.whl)
+((${#wheels[@]} == 1)) || fail "expected one wheel in wheelhouse/ (run scripts/build_wheel.sh), found ${#wheels[*]}"
+wheel=$ROOT/${wheels[0]}
+sdists=(dist/skyrl_fdlog-*.tar.gz)
+
+# The core tests, less test_core_build.py: it compiles csrc/ itself with gcc and ASan and
+# imports skyrl_fdlog._build from the source tree, so it tests the sources, not an install.
+tests=()
+for file in tests/test_core_*.py; do
+    [[ $file == tests/test_core_build.py ]] || tests+=("$ROOT/$file")
+done
+tests+=("$ROOT/tests/test_wheel_install.py")
+
+interpreter() {  # the newest pyenv CPython of that version, else pythonX.Y on PATH
+    local found=("$PYENV_ROOT"/versions/"$1".*/bin/python)
+    if ((${#found[@]})); then printf '%s\n' "${found[@]}" | sort -V | tail -1
+    elif command -v "python$1" >/dev/null; then command -v "python$1"
+    else fail "no Python $1: not in $PYENV_ROOT/versions, no python$1 on PATH"; fi
+}
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+mkdir "$work/run"   # the tests' working directory: nothing importable in it
+begin=$EPOCHREALTIME
+
+# install_and_test NAME PYTHON TARGET TEST...: fresh venv, install TARGET, run the tests.
+# Every step says `|| return 1`: set -e does not apply inside a function called by `if`.
+install_and_test() {
+    local name=$1 python=$2 target=$3 step
+    shift 3
+    local venv=$work/venv-$name
+    step=$EPOCHREALTIME
+    "$python" -m venv "$venv" || return 1
+    quiet_pip "$venv/bin/python" -m pip install --quiet "$target" -r scripts/wheel/test-requirements.txt || return 1
+    took "$step" "$name: venv and pip install"
+    (cd "$work/run" && env -u PYTHONPATH -u SKYRL_FDLOG_HELPER "$venv/bin/python" -I -c \
+        'import skyrl_fdlog, sys; print(f"    Python {sys.version.split()[0]}: skyrl_fdlog", skyrl_fdlog.__version__, "from", skyrl_fdlog.__file__)') || return 1
+    step=$EPOCHREALTIME
+    # -I: no PYTHONPATH, no user site, no cwd on sys.path; -B: no .pyc files in tests/.
+    (cd "$work/run" && env -u PYTHONPATH -u SKYRL_FDLOG_HELPER SKYRL_FDLOG_EXPECT_INSTALLED=1 \
+        "$venv/bin/python" -I -B -m pytest -p no:cacheprovider --rootdir "$ROOT" -q "$@") || return 1
+    took "$step" "$name: tests"
+}
+
+failed=()
+for version in "${VERSIONS[@]}"; do
+    python=$(interpreter "$version")
+    echo "==> wheel on Python $version ($python): $(basename "$wheel")"
+    install_and_test "wheel-py$version" "$python" "$wheel" "${tests[@]}" || failed+=("wheel on $version")
+done
+
+if [[ ${SDIST:-1} != 0 ]]; then
+    ((${#sdists[@]} == 1)) || fail "expected one sdist in dist/ (run scripts/build_wheel.sh), found ${#sdists[*]}"
+    echo "==> sdist on ${SDIST_PYTHON:-python3.11}: $(basename "${sdists[0]}"), built by the default cc"
+    (unset CC LDSHARED; export PIP_CONSTRAINT=$ROOT/scripts/wheel/build-constraints.txt
+     install_and_test sdist "${SDIST_PYTHON:-python3.11}" "$ROOT/${sdists[0]}" "$ROOT/tests/test_wheel_install.py") ||
+        failed+=("sdist")
+fi
+took "$begin" "scripts/test_wheel.sh in all"
+if ((${#failed[@]})); then
+    echo "==> FAILED: ${failed[*]}" >&2
+    exit 1
+fi
+echo "==> wheel passed on Python ${VERSIONS[*]}$([[ ${SDIST:-1} == 0 ]] || echo "; the sdist installed and passed")"

@@ -47,8 +47,10 @@ test: venv
 demo: venv
 	$(BIN)/skyrl-fdlog demo
 
+# The full side-by-side benchmark run (about 10 minutes) that writes docs/benchmarks.md and
+# docs/benchmarks.png; it waits up to 10 minutes for the machine to go idle first.
 bench: venv
-	$(PYTEST) benchmarks/ -q
+	$(BIN)/python benchmarks/run.py --wait-idle 600
 
 # One abi3 manylinux_2_17 wheel in wheelhouse/ and an sdist in dist/ (docs/packaging.md).
 wheel:

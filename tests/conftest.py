@@ -46,6 +46,25 @@ def pid_alive(pid: int) -> bool:
     return state != "Z"
 
 
+def refusal(path: Path, call: str = "redirect") -> str:
+    """Call skyrl_fdlog.<call>(path) in a child; return the FdlogError message, checking that
+    it is an OSError and that fd 1 was left as it was."""
+    result = run_python(f"""
+        import os, skyrl_fdlog
+        before = os.fstat(1)
+        try:
+            skyrl_fdlog.{call}({str(path)!r})
+        except skyrl_fdlog.FdlogError as error:
+            assert isinstance(error, OSError)
+            after = os.fstat(1)
+            assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
+            print(error)
+        else:
+            raise SystemExit("no refusal")
+    """, timeout=30)
+    return result.stdout.decode()
+
+
 @pytest.fixture
 def log_file(tmp_path: Path) -> Path:
     return tmp_path / "logs" / "infra.log"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import pid_alive, run_python, wait_for
+from conftest import refusal, run_python, wait_for
 from records import lines_by_writer, parse
 
 
@@ -106,24 +106,6 @@ def test_created_modes(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(strict.stat().st_mode) == 0o600
     assert stat.S_IMODE(strict.parent.stat().st_mode) == 0o700
-
-
-def refusal(path: Path) -> str:
-    """Try to redirect to path in a child; return the FdlogError message, checking fd 1 was kept."""
-    result = run_python(f"""
-        import os, skyrl_fdlog
-        before = os.fstat(1)
-        try:
-            skyrl_fdlog.redirect({str(path)!r})
-        except skyrl_fdlog.FdlogError as error:
-            assert isinstance(error, OSError)
-            after = os.fstat(1)
-            assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
-            print(error)
-        else:
-            raise SystemExit("no refusal")
-    """)
-    return result.stdout.decode()
 
 
 def test_refuses_a_planted_symlink(tmp_path):

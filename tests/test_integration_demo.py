@@ -67,7 +67,7 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
     out = result.stdout
     for expected in ("Configuration:", f"log_path: {log_path}", "Loading dataset:",
                      f"step 1/{STEPS} | reward", f"step {STEPS}/{STEPS} | reward",
-                     f"training: 100%|", f"Finished {STEPS} steps"):
+                     "training: 100%|", f"Finished {STEPS} steps"):
         assert expected in out
     terminal = result.stdout + result.stderr
     for marker in INFRA_MARKERS:

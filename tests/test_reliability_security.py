@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from _faults import finish, start_actor, wait_report
-from conftest import run_python
+from conftest import refusal, run_python
 from records import parse
 
 OTHER_UID = 4242
@@ -28,23 +28,6 @@ def sticky(tmp_path: Path) -> Path:
     directory.mkdir()
     directory.chmod(0o1777)
     return directory
-
-
-def refusal(path: Path, call: str = "redirect") -> str:
-    """Call skyrl_fdlog.<call>(path) in a child; return the FdlogError message (fd 1 kept)."""
-    result = run_python(f"""
-        import os, skyrl_fdlog
-        before = os.fstat(1)
-        try:
-            skyrl_fdlog.{call}({str(path)!r})
-        except skyrl_fdlog.FdlogError as error:
-            after = os.fstat(1)
-            assert (before.st_dev, before.st_ino) == (after.st_dev, after.st_ino)
-            print(error)
-        else:
-            raise SystemExit("no refusal")
-    """, timeout=30)
-    return result.stdout.decode()
 
 
 def test_refuses_a_log_file_planted_by_another_user_in_a_sticky_directory(sticky):

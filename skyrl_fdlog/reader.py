@@ -1,7 +1,8 @@
 """Read infra logs: parse records, rejoin split lines, merge per-node files by time.
 
 The record format is specified in docs/format.md; this module is its reference reader.
-It needs nothing but the standard library: reading a log needs no compiled capture core.
+It needs nothing but the standard library of CPython 3.9 or later: reading a log needs no
+compiled capture core.
 
 Guarantees:
 
@@ -35,7 +36,7 @@ import re
 import time
 from collections.abc import Iterable, Iterator
 from operator import itemgetter
-from typing import BinaryIO, Literal, Union
+from typing import BinaryIO, Literal, TypeVar, Union
 
 __all__ = [
     "CHUNK_BYTES",
@@ -78,7 +79,29 @@ _PREFIX = re.compile(
 _HEAD_BYTES = 256
 
 
-@dataclasses.dataclass(slots=True)
+_Class = TypeVar("_Class", bound=type)
+
+
+def _with_slots(cls: _Class) -> _Class:
+    """Give a dataclass ``__slots__``, as ``dataclass(slots=True)`` does from Python 3.10.
+
+    ``__slots__`` cannot simply be written in the class body: a field default is a class
+    attribute, which clashes with the field's slot.  So, as the standard library does, the
+    class is made again from its namespace with the fields as slots and without the
+    defaults, which live on in the generated ``__init__``.
+    """
+    fields = tuple(field.name for field in dataclasses.fields(cls))
+    namespace = {k: v for k, v in cls.__dict__.items() if k not in fields}
+    namespace.pop("__dict__", None)
+    namespace.pop("__weakref__", None)
+    namespace["__slots__"] = fields
+    slotted = type(cls)(cls.__name__, cls.__bases__, namespace)
+    slotted.__qualname__ = cls.__qualname__
+    return slotted
+
+
+@_with_slots
+@dataclasses.dataclass
 class Record:
     """One record of an infra log, or (from the joiner) one logical line.
 

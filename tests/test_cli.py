@@ -12,9 +12,14 @@ import subprocess
 import sys
 import time
 
+import datetime as dt
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import skyrl_fdlog.cli as fdlog_cli
+from skyrl_fdlog._filters import FilterError, _parse_iso_before_3_11, parse_time
 from test_reader_helpers import T0, cli, cli_env, line_records, record, ts_text
 
 
@@ -127,6 +132,88 @@ def test_unparsable_lines_show_as_they_are_unless_a_writer_is_asked_for(tmp_path
     assert out_lines(cli("cat", "--no-prefix", "--actor", "*", log)) == [b"rec"]
     assert out_lines(cli("cat", "--no-prefix", "--since", "2000-01-01", log)) == [b"rec"]
     assert out_lines(cli("cat", "--grep", "raw", log)) == [b"plain raw line"]
+
+
+# (text, milliseconds from T0, or None for a value that must be refused)
+ISO_TIMES = [
+    ("2026-11-27T02:47:06Z", 0),
+    ("2026-11-27T02:47:06.123Z", 123),
+    ("2026-11-27 02:47:06.5", 500),
+    ("2026-11-27T02:47:06,25Z", 250),
+    ("2026-11-27T02:47:06.1234567Z", 123),
+    ("2026-11-27T03:47:07.5+01:00", 1500),
+    ("2026-11-27T07:17:06+0430", 0),
+    ("2026-11-26T21:47:06-05", 0),
+    ("2026-11-27T02:47:06-00:00", 0),
+    ("2026-11-27T08:17:21.5+05:30:15.5", 0),
+    ("2026-11-27T02:47", -6000),
+    ("2026-11-27 02", -2826000),
+    ("2026-11-27", -10026000),
+    ("20261127T024706Z", 0),
+    ("20261127T0247", -6000),
+    ("2026-W48-5T02:47:06Z", 0),
+    ("2026W485T024706", 0),
+    ("2026-W48", -355626000),
+    ("2026-11-27x02:47:06", 0),
+    ("2026-11-27T02:47:06.", None),
+    ("2026-11-27T", None),
+    ("2026-11", None),
+    ("2026-1127", None),
+    ("2026-W48-5102", None),
+    ("2026-13-01", None),
+    ("2026-02-30", None),
+    ("2026-W54-1", None),
+    ("2026-11-27T24:00", None),
+    ("2026-11-27T02:60", None),
+    ("2026-11-27T02:47:6", None),
+    ("2026-11-27T0247:06", None),
+    ("2026-11-27T02:47:06+24:00", None),
+    ("2026-11-27T02:47:06+5", None),
+    ("2026-11-27T02:47:06Z+01:00", None),
+    ("yesterday", None),
+]
+
+
+@pytest.mark.parametrize("text, offset_ms", ISO_TIMES)
+def test_iso_times_read_as_python_3_11_reads_them_on_every_python(text, offset_ms):
+    """--since and --until read ISO 8601 as Python 3.11's datetime.fromisoformat does
+    (Z, basic format, week dates, any fraction length, any date-time separator), also on
+    Python 3.9 and 3.10, whose fromisoformat reads far less; on 3.11 and later the table
+    itself is checked against fromisoformat."""
+    now = dt.datetime.now(dt.timezone.utc)
+    if offset_ms is None:
+        with pytest.raises(FilterError, match="--since"):
+            parse_time(text, "--since", now)
+        with pytest.raises(ValueError):
+            _parse_iso_before_3_11(text)
+    else:
+        assert parse_time(text, "--since", now) == T0 + offset_ms
+        parsed = _parse_iso_before_3_11(text)
+        if parsed.tzinfo is None:
+            parsed = parsed.replace(tzinfo=dt.timezone.utc)
+        assert int(parsed.timestamp() * 1000) == T0 + offset_ms
+
+
+ISO_LIKE = st.one_of(
+    st.from_regex(r"\A\d{4}-?(\d\d-?\d\d|W\d\d-?\d?)(.\d\d(:?\d\d(:?\d\d([.,]\d{0,8})?)?)?"
+                  r"(Z|[+-]\d\d(:?\d\d(:?\d\d([.,]\d{0,3})?)?)?)?)?\Z"),
+    st.text(alphabet="0123456789-:TWZ+.,x ", max_size=32),
+)
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="compares with 3.11's fromisoformat")
+@settings(max_examples=3000, deadline=None)
+@given(ISO_LIKE)
+def test_the_iso_parser_for_older_pythons_never_reads_a_time_otherwise_than_3_11(text):
+    """Property: what the parser for Python 3.9 and 3.10 accepts, Python 3.11 accepts too,
+    as the same time and zone.  (3.11 also takes a few malformed strings that this parser
+    refuses: a fraction after the hour, a trailing digit it then ignores.)"""
+    try:
+        ours = _parse_iso_before_3_11(text)
+    except ValueError:
+        return
+    theirs = dt.datetime.fromisoformat(text)
+    assert (ours, ours.utcoffset()) == (theirs, theirs.utcoffset())
 
 
 @pytest.mark.parametrize("args, named", [

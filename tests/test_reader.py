@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import io
 import os
@@ -40,6 +41,18 @@ def test_record_fields_are_parsed_exactly(tmp_path):
                          "err", "~", b"42%|###", None, 1)
     assert rec.datetime == dt.datetime(2026, 11, 27, 2, 47, 6, 123000, tzinfo=dt.timezone.utc)
     assert rec.parsed and not rec.partial
+
+
+def test_records_have_slots_and_dataclass_behaviour():
+    """Record is a dataclass with __slots__ (no per-instance dict, so millions of records
+    stay small) on every supported Python, with its defaults, equality and replace()."""
+    rec = Record("2026-11-27T02:47:06.000Z", T0, "node-1", "A", 1, "out", ":", b"x")
+    assert not hasattr(rec, "__dict__")
+    assert Record.__slots__ == tuple(f.name for f in dataclasses.fields(Record))
+    assert (rec.malformed, rec.parts) == (None, 1)
+    with pytest.raises(AttributeError):
+        rec.extra = 1  # type: ignore[attr-defined]
+    assert dataclasses.replace(rec, mark="+") == Record(*dataclasses.astuple(rec)[:6], "+", b"x")
 
 
 def test_time_ms_follows_each_record_across_seconds_and_days(tmp_path):

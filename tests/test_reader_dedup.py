@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skyrl_fdlog._dedup import Deduplicator, Repeat, pattern_of
 from skyrl_fdlog.reader import Record
@@ -27,6 +29,27 @@ def test_pattern_keeps_words_and_merges_every_word_with_a_digit(payload, key):
     """The matching key keeps digit-free words, turns each word holding a digit into one
     placeholder, folds white space; a payload of numbers only (or nothing) has no key."""
     assert pattern_of(payload) == key
+
+
+def pattern_by_the_rules(payload: bytes) -> bytes | None:
+    """The module's rules for the matching key, word by word in plain Python."""
+    words = payload.split()
+    with_digit = [any(48 <= byte <= 57 for byte in word) for word in words]
+    if all(with_digit):
+        return None
+    return b" ".join(b"#" if digit else word for word, digit in zip(words, with_digit))
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.binary(max_size=80),
+                 st.lists(st.sampled_from([b" ", b"\t", b"\r\n", b"\x0b", b"\x0c", b"\x1c",
+                                           b"\xa0", b"a", b"Z", b"7", b"0x", b".", b"#", b"\xff"]),
+                          max_size=30).map(b"".join)))
+def test_pattern_follows_the_rules_on_any_bytes(payload):
+    """Property: the regexes behind pattern_of give the key the rules describe, on any
+    bytes: space, tab, CR, LF, VT and FF separate words (other bytes, such as \\x1c and
+    NBSP, do not), and only the digits 0-9 count as digits."""
+    assert pattern_of(payload) == pattern_by_the_rules(payload)
 
 
 def test_streams_are_matched_apart():

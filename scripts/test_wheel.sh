@@ -2,7 +2,7 @@
 # Tests what scripts/build_wheel.sh built, as a user gets it:
 #   1. for each Python version given (default 3.9 and 3.13, the oldest and the newest CPython
 #      the one abi3 wheel serves): a fresh venv, `pip install` of the wheel in wheelhouse/,
-#      then the core tests plus tests/test_wheel_install.py against the installed package;
+#      then the core, reader and CLI tests plus tests/test_wheel_install.py against the installed package;
 #   2. a fresh venv that installs dist/'s sdist (compiled there by the default cc), then
 #      tests/test_wheel_install.py against it.
 # The tests run from an empty directory with `python -I`, so `import skyrl_fdlog` can only
@@ -33,6 +33,8 @@ tests=()
 for file in tests/test_core_*.py; do
     [[ $file == tests/test_core_build.py ]] || tests+=("$ROOT/$file")
 done
+# The reader and CLI too: they are pure Python, so they are where 3.11-only code slips in.
+tests+=("$ROOT/tests/test_reader.py" "$ROOT/tests/test_reader_dedup.py" "$ROOT/tests/test_cli.py")
 tests+=("$ROOT/tests/test_wheel_install.py")
 
 interpreter() {  # the newest pyenv CPython of that version, else pythonX.Y on PATH

@@ -33,6 +33,7 @@ HELPER_VARIABLE = "SKYRL_FDLOG_HELPER"
 RESTORE_WAIT_SECONDS = 5.0
 # After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
 GATHER_US = 300
+GATHER_VARIABLE = "SKYRL_FDLOG_GATHER_US"
 
 
 @dataclass
@@ -69,7 +70,8 @@ def helper_executable() -> str:
 def _default_name() -> str:
     """The Ray actor's name or class inside a Ray actor, else this process's name."""
     ray = sys.modules.get("ray")
-    if ray is not None:
+    # Only a connected worker: asking an uninitialised Ray for its context starts a cluster.
+    if ray is not None and getattr(ray, "is_initialized", lambda: False)():
         try:
             context = ray.get_runtime_context()
             if context.get_actor_id() is not None:
@@ -125,6 +127,18 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
     redirection.helper_pid = helper_pid[0]
 
 
+def _gather_us() -> int:
+    text = os.environ.get(GATHER_VARIABLE, str(GATHER_US))
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 1_000_000:
+        raise ValueError(f"{GATHER_VARIABLE} must be a whole number of microseconds from 0 to "
+                         f"1000000, got {text!r}; unset it for the default ({GATHER_US})")
+    return value
+
+
 def _make_settings(redirection: Redirection, idle_flush: float, snapshot_interval: float,
                    buffer_bytes: int):
     strings = tuple(ffi.new("char[]", os.fsencode(text)) for text in
@@ -136,7 +150,7 @@ def _make_settings(redirection: Redirection, idle_flush: float, snapshot_interva
     settings.idle_ms = max(1, int(idle_flush * 1000))
     settings.snapshot_ms = max(0, int(snapshot_interval * 1000))
     settings.buffer_bytes = buffer_bytes
-    settings.gather_us = int(os.environ.get("SKYRL_FDLOG_GATHER_US", GATHER_US))
+    settings.gather_us = _gather_us()
     redirection._settings = settings
     redirection._keepalive = strings  # cffi frees the strings with their last reference
 

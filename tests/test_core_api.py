@@ -345,3 +345,18 @@ def test_full_buffer_in_front_of_a_healthy_log_waits_instead_of_dropping(log_fil
     lines = log_lines(log_file)
     assert len(lines) == 100_000 and not any(b"dropped" in line for line in lines)
     assert lines == [b"%06d %s" % (i, b"y" * 100) for i in range(100_000)]
+
+
+def test_bad_gather_setting_is_named(log_file):
+    """A malformed SKYRL_FDLOG_GATHER_US is refused naming the variable and its value, and
+    nothing is redirected."""
+    result = run_python(f"""
+        import skyrl_fdlog
+        try:
+            skyrl_fdlog.redirect({str(log_file)!r})
+        except ValueError as error:
+            print(error)
+        print("still here")
+    """, env={"SKYRL_FDLOG_GATHER_US": "fast"})
+    assert b"SKYRL_FDLOG_GATHER_US must be a whole number" in result.stdout
+    assert b"'fast'" in result.stdout and result.stdout.endswith(b"still here\n")

@@ -14,6 +14,7 @@ from collections import Counter
 from contextlib import contextmanager
 from pathlib import Path
 
+from conftest import pid_alive
 from records import lines_by_writer, parse
 from stress_check import LINE
 
@@ -27,21 +28,14 @@ def vm_rss_kib(pid: int) -> int:
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
 
-def alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
-
 def wait_gone(pids, timeout: float) -> float:
     """Wait until none of `pids` runs; return the seconds it took (fail after timeout)."""
     start = time.monotonic()
     pids = list(pids)
-    while any(alive(pid) for pid in pids):
+    while any(pid_alive(pid) for pid in pids):
         if time.monotonic() - start > timeout:
             raise AssertionError(f"still running after {timeout}s: "
-                                 f"{[pid for pid in pids if alive(pid)]}")
+                                 f"{[pid for pid in pids if pid_alive(pid)]}")
         time.sleep(0.05)
     return time.monotonic() - start
 

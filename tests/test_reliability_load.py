@@ -12,7 +12,8 @@ import time
 import zlib
 from collections import defaultdict
 
-from _faults import LONG, alive, finish, start_actor, vm_rss_kib, wait_report
+from _faults import LONG, finish, start_actor, vm_rss_kib, wait_report
+from conftest import pid_alive
 from records import parse
 
 SOAK_SECONDS = float(os.environ.get("SKYRL_FDLOG_SOAK_SECONDS", 60 if LONG else 15))
@@ -22,7 +23,7 @@ SOAK_WRITERS = 64
 def sample_rss(pid: int, until, interval: float = 0.25) -> list[tuple[float, int]]:
     """(seconds, VmRSS KiB) of `pid` every `interval` until until() is true or it exits."""
     samples, start = [], time.monotonic()
-    while not until() and alive(pid):
+    while not until() and pid_alive(pid):
         try:
             samples.append((time.monotonic() - start, vm_rss_kib(pid)))
         except (OSError, AssertionError):

@@ -4,7 +4,8 @@
  * The kernel hands the helper chunks that each come from one process (the
  * socket has SO_PASSCRED), but a chunk may end mid-line and chunks of many
  * writers interleave.  Each (pid, stream) gets a slot holding its unfinished
- * line.  Rules (docs/format.md):
+ * line; the owner's (the actor's) own pipe, a second channel without credentials, gets
+ * slots of its own (FDL_CHANNEL_PIPE added to the stream).  Rules (docs/format.md):
  *   '\n' ends a line; "\r\n" counts as '\n'.
  *   A lone '\r' starts a redraw (tqdm): the state before it becomes a '~'
  *   snapshot, at most one per snapshot_ms, and is otherwise discarded, so a
@@ -22,9 +23,33 @@
 
 #include "internal.h"
 
+/* The owner's pipe and its socket are two channels of one (pid, stream), and a reader
+ * rejoins fragments by (pid, stream): before a record of one channel, the other's open
+ * fragment chain is ended with an empty line end (both have the same label).  That line is
+ * cut in two; no byte is lost.  Tracked per stream, not per slot: a chain stays open in the
+ * file after its slot is freed. */
+static void track_owner_chain(struct fdl_assembler *assembler, const struct fdl_slot *slot,
+                              char mark, int64_t now_ms)
+{
+    int base = FDL_STREAM_OF(slot->stream);
+    if (slot->pid != assembler->owner || (base != FDL_STREAM_OUT && base != FDL_STREAM_ERR))
+        return;
+    int channel = slot->stream & FDL_CHANNEL_PIPE ? 2 : 1;
+    int *open = &assembler->owner_chain[base - 1];
+    if (*open != 0 && *open != channel && !assembler->format.raw) { /* raw: no chains */
+        char record[FDL_RECORD_MAX];
+        size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->label,
+                                        slot->label_length, FDL_MARK_LINE,
+                                        (const unsigned char *)"", 0);
+        assembler->sink(assembler->context, record, size, FDL_MARK_LINE);
+    }
+    *open = mark == FDL_MARK_FRAGMENT ? channel : 0;
+}
+
 static void emit(struct fdl_assembler *assembler, struct fdl_slot *slot, char mark,
                  const unsigned char *payload, size_t length, int64_t now_ms)
 {
+    track_owner_chain(assembler, slot, mark, now_ms);
     char record[FDL_RECORD_MAX];
     size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->label,
                                     slot->label_length, mark, payload, length);
@@ -90,6 +115,7 @@ static void release_if_idle(const struct fdl_assembler *assembler, struct fdl_sl
         snapshot_due(assembler, slot, now_ms))
         slot->pid = 0;
 }
+
 
 /* Flush whatever the slot holds as it stands: the writer is gone or evicted. */
 static void flush_slot(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)

@@ -4,7 +4,8 @@
  * A channel is an AF_UNIX stream socket pair rather than a pipe: with
  * SO_PASSCRED on the reading end the kernel never merges bytes of two
  * writers into one read and tells the pid of each, so lines of an actor and
- * of its children can be assembled separately.  A pipe mixes them.
+ * of its children can be assembled separately.  A pipe mixes them, so the
+ * only pipes are the actor's own (fdl_pipe_open): one writer, known pid.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -19,6 +20,7 @@
 
 /* Room for bursts while the helper is busy; the kernel caps it at wmem_max. */
 #define CHANNEL_BUFFER_BYTES (4 * 1024 * 1024)
+#define PIPE_BUFFER_BYTES (1024 * 1024)
 
 int fdl_channel_open(int *read_fd, int *write_fd)
 {
@@ -38,6 +40,18 @@ int fdl_channel_open(int *read_fd, int *write_fd)
     (void)setsockopt(pair[0], SOL_SOCKET, SO_RCVBUF, &size, sizeof size);
     *read_fd = pair[0];
     *write_fd = pair[1];
+    return 0;
+}
+
+int fdl_pipe_open(int *read_fd, int *write_fd)
+{
+    int ends[2];
+    if (pipe2(ends, O_CLOEXEC) != 0)
+        return -errno;
+    /* Best effort, as above; the kernel caps it at pipe-max-size (1 MiB by default). */
+    (void)fcntl(ends[1], F_SETPIPE_SZ, PIPE_BUFFER_BYTES);
+    *read_fd = ends[0];
+    *write_fd = ends[1];
     return 0;
 }
 

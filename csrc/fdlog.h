@@ -46,6 +46,10 @@ int fdl_needs_lock(int fd);
  * SO_PASSCRED, so every chunk read carries its writer's pid. */
 int fdl_channel_open(int *read_fd, int *write_fd);
 
+/* A pipe for output that one process alone writes (the actor's Python
+ * sys.stdout or sys.stderr): cheaper to write than a channel, no credentials. */
+int fdl_pipe_open(int *read_fd, int *write_fd);
+
 /* Flush C stdio, save fds 1 and 2 (close-on-exec copies into saved[0..1])
  * and put out_fd on 1 and err_fd on 2. */
 int fdl_capture(int out_fd, int err_fd, int *saved);
@@ -66,19 +70,24 @@ struct fdl_helper_settings {
     int gather_us;            /* after a wakeup, let more output arrive for this long */
     long buffer_bytes;        /* output kept in memory while the log cannot be written */
     int restarted_after;      /* pid of a helper that died, 0 on first start */
+    int owner_pid;            /* the process whose own pipes are handed over (see below) */
 };
 
 /* Start a helper that reads out_read and err_read and appends records to
- * log_fd.  It detaches (no zombie, own session) and reports its pid through
- * *status_fd, which stays open until the helper exits: EOF there means the
- * helper is gone.  Returns 0 or -errno. */
+ * log_fd.  pipe_out_read and pipe_err_read (-1: none) are the reading ends of
+ * pipes that only settings->owner_pid writes; their bytes are recorded as its
+ * out and err.  The helper detaches (no zombie, own session) and reports its
+ * pid through *status_fd, which stays open until the helper exits: EOF there
+ * means the helper is gone.  Returns 0 or -errno. */
 int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
-                     int out_read, int err_read, int *status_fd, int *helper_pid);
+                     int out_read, int err_read, int pipe_out_read, int pipe_err_read,
+                     int *status_fd, int *helper_pid);
 
 /* Test entry point: run the line assembler over chunks of input as the
  * helper would, at fixed times, and write the records to out.
  * chunk i is data[offsets[i] .. offsets[i]+lengths[i]) from pids[i] on
- * streams[i] (1 or 2) at times_ms[i]; close_at_end flushes as at EOF.
+ * streams[i] at times_ms[i]: 1 or 2 from a socket, 17 or 18 (16 added)
+ * from the owner's pipe; close_at_end flushes as at EOF.
  * Returns the bytes written to out, or -ENOSPC when out is too small. */
 long fdl_test_assemble(const char *name, const char *node, int raw, int snapshot_ms,
                        const unsigned char *data, const long *offsets, const long *lengths,

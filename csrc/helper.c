@@ -4,7 +4,9 @@
  * thread (log_writer.c).
  *
  * Started by fdl_helper_start (helper_start.c) with the log on fd 3, the out
- * and err channels on 4 and 5 and the status pipe on 6.  It exits once every
+ * and err channels on 4 and 5, the status pipe on 6 and, when the actor's
+ * Python output has pipes of its own (owner=PID), their reading ends on 7
+ * and 8; bytes from those are the owner's.  It exits once every
  * writer has closed the channels (orphaned children included) and all
  * records are written, or after SIGTERM once what is readable is written;
  * its last words on the status pipe say which ("EXIT eof" / "EXIT term").
@@ -25,7 +27,9 @@
 
 #include "internal.h"
 
-enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, FIRST_UNUSED_FD = 7 };
+enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8,
+       FIRST_UNUSED_FD = 9 };
+enum { CHANNEL_COUNT = 4 };
 
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ROUND 64        /* per channel, so one busy writer cannot starve the other */
@@ -33,7 +37,7 @@ enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, FIRST_UNUSED_FD = 7 };
 
 struct settings {
     const char *name, *node, *path;
-    int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after;
+    int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after, owner;
     long buffer_bytes;
 };
 
@@ -55,16 +59,31 @@ static void collect_record(void *context, const char *record, size_t length, cha
     fdl_writer_add(record, length);
 }
 
-/* Read what a channel has; returns 0 at EOF, 1 while it stays open. */
+/* One read from a socket channel: the writer's pid comes with the bytes. */
+static ssize_t receive(int fd, unsigned char *data, size_t size, int *pid)
+{
+    char control[CMSG_SPACE(sizeof(struct ucred))];
+    struct iovec iov = {.iov_base = data, .iov_len = size};
+    struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1,
+                             .msg_control = control, .msg_controllen = sizeof control};
+    ssize_t n = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+    *pid = 0;
+    for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&message) : NULL; c != NULL;
+         c = CMSG_NXTHDR(&message, c))
+        if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
+            *pid = ((struct ucred *)(void *)CMSG_DATA(c))->pid;
+    return n;
+}
+
+/* Read what a channel has; returns 0 at EOF, 1 while it stays open.  The owner's pipes
+ * are non-blocking and written by the owner alone: their bytes are the owner's. */
 static int read_channel(int fd, int stream)
 {
     static unsigned char data[READ_CHUNK];
-    char control[CMSG_SPACE(sizeof(struct ucred))];
+    int from_pipe = stream & FDL_CHANNEL_PIPE;
     for (int round = 0; round < READS_PER_ROUND; round++) {
-        struct iovec iov = {.iov_base = data, .iov_len = sizeof data};
-        struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1,
-                                 .msg_control = control, .msg_controllen = sizeof control};
-        ssize_t n = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
+        int pid = settings.owner;
+        ssize_t n = from_pipe ? read(fd, data, sizeof data) : receive(fd, data, sizeof data, &pid);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -72,10 +91,6 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
-        int pid = 0;
-        for (struct cmsghdr *c = CMSG_FIRSTHDR(&message); c != NULL; c = CMSG_NXTHDR(&message, c))
-            if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
-                pid = ((struct ucred *)(void *)CMSG_DATA(c))->pid;
         fdl_assembler_feed(assembler, pid, stream, data, (size_t)n, now_ms());
     }
     return 1;
@@ -107,6 +122,7 @@ static int parse_settings(int argc, char **argv)
         else if (KEY("gather_us")) settings.gather_us = atoi(value);
         else if (KEY("buffer_bytes")) settings.buffer_bytes = atol(value);
         else if (KEY("restarted_after")) settings.restarted_after = atoi(value);
+        else if (KEY("owner")) settings.owner = atoi(value);
         else return -1;
 #undef KEY
     }
@@ -173,6 +189,9 @@ int main(int argc, char **argv)
     }
     detach();
     install_signals();
+    /* A pipe has no MSG_DONTWAIT: its reads must not block the other channels. */
+    for (int fd = PIPE_OUT_FD; settings.owner > 0 && fd <= PIPE_ERR_FD; fd++)
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     struct fdl_writer_settings writer = {.fd = LOG_FD, .path = settings.path, .name = settings.name,
                                          .node = settings.node, .raw = settings.raw,
                                          .lock = settings.lock, .buffer_bytes = settings.buffer_bytes};
@@ -183,6 +202,7 @@ int main(int argc, char **argv)
     }
     fdl_assembler_init(assembler, settings.name, settings.node, settings.raw,
                        settings.snapshot_ms, collect_record, NULL);
+    assembler->owner = settings.owner;
     dprintf(STATUS_FD, "READY %d\n", (int)getpid());
     if (settings.restarted_after > 0) {
         char text[200];
@@ -192,21 +212,29 @@ int main(int argc, char **argv)
         fdl_assembler_note(assembler, getpid(), text, now_ms());
     }
 
-    struct pollfd channels[2] = {{.fd = OUT_FD, .events = POLLIN}, {.fd = ERR_FD, .events = POLLIN}};
-    const int streams[2] = {FDL_STREAM_OUT, FDL_STREAM_ERR};
-    int open_channels = 2;
+    /* The owner's pipes come first in each round: after a gather window both kinds may hold
+     * lines, and an actor's Python line most often precedes what its C code writes next. */
+    struct pollfd channels[CHANNEL_COUNT] = {
+        {.fd = settings.owner > 0 ? PIPE_OUT_FD : -1, .events = POLLIN},
+        {.fd = settings.owner > 0 ? PIPE_ERR_FD : -1, .events = POLLIN},
+        {.fd = OUT_FD, .events = POLLIN},
+        {.fd = ERR_FD, .events = POLLIN}};
+    const int streams[CHANNEL_COUNT] = {FDL_STREAM_OUT | FDL_CHANNEL_PIPE,
+                                        FDL_STREAM_ERR | FDL_CHANNEL_PIPE, FDL_STREAM_OUT,
+                                        FDL_STREAM_ERR};
+    int open_channels = settings.owner > 0 ? 4 : 2;
     int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
-        int ready = poll(channels, 2, poll_timeout());
+        int ready = poll(channels, CHANNEL_COUNT, poll_timeout());
         if (ready < 0 && errno != EINTR)
             break;
         if (ready > 0 && settings.gather_us > 0) {
-            /* Let a burst gather while nobody waits on the sockets: writers skip the wakeup,
+            /* Let a burst gather while nobody waits on the channels: writers skip the wakeup,
              * reads come back bigger and batches fuller.  Costs gather_us of latency. */
             struct timespec gather = {0, settings.gather_us * 1000L};
             nanosleep(&gather, NULL);
         }
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < CHANNEL_COUNT; i++) {
             if (channels[i].fd < 0 || !(channels[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;
             if (read_channel(channels[i].fd, streams[i]) == 0) {
@@ -224,11 +252,11 @@ int main(int argc, char **argv)
         fdl_writer_flush();
     }
     /* SIGTERM: take what is already readable, then finish every line as it stands. */
-    for (int i = 0; i < 2; i++)
+    for (int i = 0; i < CHANNEL_COUNT; i++) {
         if (channels[i].fd >= 0)
             read_channel(channels[i].fd, streams[i]);
-    fdl_assembler_close_stream(assembler, FDL_STREAM_OUT, now_ms());
-    fdl_assembler_close_stream(assembler, FDL_STREAM_ERR, now_ms());
+        fdl_assembler_close_stream(assembler, streams[i], now_ms());
+    }
     fdl_writer_finish(GIVE_UP_AFTER_MS);
     dprintf(STATUS_FD, "EXIT %s\n", stop_requested ? "term" : "eof");
     return 0;

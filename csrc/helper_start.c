@@ -10,7 +10,8 @@
  *
  * Its fds: 0-2 /dev/null, 3 the log, 4 and 5 the reading ends of the out and
  * err channels, 6 the status pipe on which it says "READY <pid>" and which
- * it holds open until it exits.
+ * it holds open until it exits, and with an owner the reading ends of the
+ * owner's own out and err pipes on 7 and 8.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -30,11 +31,13 @@
 
 extern char **environ;
 
-/* Copies of the fds to hand over, numbered out of the way of 3..6 so the
+enum { MAX_HANDED_OVER = 6 };
+
+/* Copies of the fds to hand over, numbered out of the way of 3..8 so the
  * dup2 file actions cannot overwrite one another. */
-static int hand_over(int fds[4], int copies[4])
+static int hand_over(const int *fds, int count, int *copies)
 {
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < count; i++) {
         copies[i] = fcntl(fds[i], F_DUPFD_CLOEXEC, FIRST_PRIVATE_FD);
         if (copies[i] < 0) {
             int error = errno;
@@ -46,9 +49,10 @@ static int hand_over(int fds[4], int copies[4])
     return 0;
 }
 
-static int spawn(const struct fdl_helper_settings *s, int copies[4], pid_t *child)
+static int spawn(const struct fdl_helper_settings *s, const int *copies, int count, pid_t *child)
 {
-    char raw[16], lock[16], idle[32], snapshot[32], gather[32], buffer[48], restarted[32];
+    char raw[16], lock[16], idle[32], snapshot[32], gather[32], buffer[48], restarted[32],
+        owner[32];
     snprintf(raw, sizeof raw, "raw=%d", s->raw);
     snprintf(lock, sizeof lock, "lock=%d", s->lock);
     snprintf(idle, sizeof idle, "idle_ms=%d", s->idle_ms);
@@ -56,6 +60,7 @@ static int spawn(const struct fdl_helper_settings *s, int copies[4], pid_t *chil
     snprintf(gather, sizeof gather, "gather_us=%d", s->gather_us);
     snprintf(buffer, sizeof buffer, "buffer_bytes=%ld", s->buffer_bytes);
     snprintf(restarted, sizeof restarted, "restarted_after=%d", s->restarted_after);
+    snprintf(owner, sizeof owner, "owner=%d", count == MAX_HANDED_OVER ? s->owner_pid : 0);
     size_t name_size = strlen(s->name) + 6, node_size = strlen(s->node) + 6,
            path_size = strlen(s->log_path) + 6;
     char *name = malloc(name_size), *node = malloc(node_size), *path = malloc(path_size);
@@ -66,7 +71,7 @@ static int spawn(const struct fdl_helper_settings *s, int copies[4], pid_t *chil
     snprintf(node, node_size, "node=%s", s->node);
     snprintf(path, path_size, "path=%s", s->log_path);
     char *argv[] = {"skyrl-fdlog-helper", name, node, path, raw, lock, idle, snapshot,
-                    gather, buffer, restarted, NULL};
+                    gather, buffer, restarted, owner, NULL};
 
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
@@ -84,7 +89,7 @@ static int spawn(const struct fdl_helper_settings *s, int copies[4], pid_t *chil
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
     for (int target = 0; target < 3; target++)
         posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < count; i++)
         posix_spawn_file_actions_adddup2(&actions, copies[i], 3 + i);
     rc = -posix_spawn(child, s->helper_path, &actions, &attributes, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
@@ -123,17 +128,21 @@ static int await_ready(int status_fd, int *helper_pid)
 }
 
 int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
-                     int out_read, int err_read, int *status_fd, int *helper_pid)
+                     int out_read, int err_read, int pipe_out_read, int pipe_err_read,
+                     int *status_fd, int *helper_pid)
 {
     int status[2];
     if (pipe2(status, O_CLOEXEC) != 0)
         return -errno;
-    int fds[4] = {log_fd, out_read, err_read, status[1]}, copies[4];
-    int rc = hand_over(fds, copies);
+    int fds[MAX_HANDED_OVER] = {log_fd, out_read, err_read, status[1], pipe_out_read,
+                                pipe_err_read};
+    int count = pipe_out_read >= 0 && pipe_err_read >= 0 ? MAX_HANDED_OVER : 4;
+    int copies[MAX_HANDED_OVER];
+    int rc = hand_over(fds, count, copies);
     if (rc == 0) {
         pid_t child;
-        rc = spawn(settings, copies, &child);
-        for (int i = 0; i < 4; i++)
+        rc = spawn(settings, copies, count, &child);
+        for (int i = 0; i < count; i++)
             close(copies[i]);
         if (rc == 0) {
             /* The first process only forks the real helper and exits: reap it. */

@@ -17,6 +17,11 @@
 #define FDL_NAME_MAX 64
 
 enum fdl_stream { FDL_STREAM_OUT = 1, FDL_STREAM_ERR = 2, FDL_STREAM_META = 3 };
+/* Added to a stream for bytes from the actor's own pipe (its Python sys.stdout/stderr), a
+ * second channel of the same pid and stream: its lines are assembled in a slot of their own
+ * so that they never mix with the bytes the actor's C code writes to the socket meanwhile. */
+#define FDL_CHANNEL_PIPE 0x10
+#define FDL_STREAM_OF(stream) ((stream) & 0x0f)
 
 /* Marks after the stream name: see docs/format.md. */
 #define FDL_MARK_LINE ':'
@@ -68,6 +73,9 @@ struct fdl_assembler {
     fdl_record_sink sink;
     void *context;
     int last_slot;          /* the slot used last: consecutive reads often come from one writer */
+    int owner;              /* the pid whose own pipes are read (0: none) */
+    int owner_chain[2];     /* per stream (out, err): which of the owner's channels has an
+                             * open fragment chain: 0 none, 1 the socket, 2 the pipe */
     struct fdl_slot slots[FDL_SLOT_COUNT];
 };
 

@@ -44,7 +44,7 @@ size_t fdl_payload_max(const struct fdl_record_format *format)
 
 static const char *stream_name(int stream)
 {
-    switch (stream) {
+    switch (FDL_STREAM_OF(stream)) {
     case FDL_STREAM_OUT: return "out";
     case FDL_STREAM_ERR: return "err";
     default: return "fdlog";

@@ -39,6 +39,9 @@ long fdl_test_assemble(const char *name, const char *node, int raw, int snapshot
     if (assembler == NULL)
         return -ENOMEM;
     fdl_assembler_init(assembler, name, node, raw, snapshot_ms, collect, &collected);
+    for (long i = 0; i < chunk_count; i++)
+        if (streams[i] & FDL_CHANNEL_PIPE)
+            assembler->owner = pids[i]; /* as the helper is told with owner= */
     long long last_ms = 0;
     for (long i = 0; i < chunk_count; i++) {
         fdl_assembler_feed(assembler, pids[i], streams[i], data + offsets[i], (size_t)lengths[i],
@@ -46,8 +49,11 @@ long fdl_test_assemble(const char *name, const char *node, int raw, int snapshot
         last_ms = times_ms[i];
     }
     if (close_at_end) {
-        fdl_assembler_close_stream(assembler, FDL_STREAM_OUT, last_ms);
-        fdl_assembler_close_stream(assembler, FDL_STREAM_ERR, last_ms);
+        const int streams_to_close[] = {FDL_STREAM_OUT | FDL_CHANNEL_PIPE,
+                                        FDL_STREAM_ERR | FDL_CHANNEL_PIPE, FDL_STREAM_OUT,
+                                        FDL_STREAM_ERR};
+        for (int i = 0; i < 4; i++)
+            fdl_assembler_close_stream(assembler, streams_to_close[i], last_ms);
     }
     free(assembler);
     return collected.overflow ? -ENOSPC : collected.used;

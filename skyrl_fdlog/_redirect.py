@@ -3,9 +3,11 @@
 The pieces, in the order redirect() puts them together:
   1. the log is opened safely (_paths.open_log) before anything changes, so
      an FdlogError leaves the process as it was;
-  2. two capture channels (socket pairs: one for out, one for err) and a
-     helper process (csrc/helper.c) that reads them and writes records;
-  3. the writing ends go onto fds 1 and 2, inherited by every child.
+  2. two capture channels (socket pairs: one for out, one for err), two pipes
+     for this process's own Python output (_python_pipes.py), and a helper
+     process (csrc/helper.c) that reads them all and writes records;
+  3. the channels' writing ends go onto fds 1 and 2, inherited by every
+     child, and sys.stdout and sys.stderr onto the pipes.
 A watchdog thread waits on the helper's status pipe.  This process keeps
 copies of the channels' reading ends, so when the helper dies (even by
 SIGKILL) nothing written in the meantime is lost and no writer sees
@@ -26,6 +28,7 @@ from pathlib import Path
 from skyrl_fdlog._errors import FdlogError
 from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, open_log
+from skyrl_fdlog._python_pipes import PythonPipes
 
 FORMATS = ("prefixed", "raw")
 LOCK_MODES = ("auto", "always", "never")
@@ -50,6 +53,7 @@ class Redirection:
     _log_fd: int = field(repr=False, default=-1)
     _channel_reads: tuple = field(repr=False, default=())
     _channel_writes: tuple = field(repr=False, default=())
+    _python_pipes: PythonPipes | None = field(repr=False, default=None)
     _saved_fds: object = field(repr=False, default=None)
     _settings: object = field(repr=False, default=None)
     _keepalive: tuple = field(repr=False, default=())
@@ -116,8 +120,10 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
     status_fd = ffi.new("int *")
     helper_pid = ffi.new("int *")
     out_read, err_read = redirection._channel_reads
+    pipes = redirection._python_pipes
+    pipe_out_read, pipe_err_read = pipes.reads if pipes is not None else (-1, -1)
     rc = lib.fdl_helper_start(redirection._settings, redirection._log_fd, out_read, err_read,
-                              status_fd, helper_pid)
+                              pipe_out_read, pipe_err_read, status_fd, helper_pid)
     if rc < 0:
         helper = helper_executable()
         raise FdlogError(-rc, f"cannot start the log helper {helper}: {os.strerror(-rc)}; "
@@ -151,6 +157,7 @@ def _make_settings(redirection: Redirection, idle_flush: float, snapshot_interva
     settings.snapshot_ms = max(0, int(snapshot_interval * 1000))
     settings.buffer_bytes = buffer_bytes
     settings.gather_us = _gather_us()
+    settings.owner_pid = os.getpid()
     redirection._settings = settings
     redirection._keepalive = strings  # cffi frees the strings with their last reference
 
@@ -176,6 +183,8 @@ def _fall_back_to_direct_writes(redirection: Redirection, reason: str) -> None:
     """No helper can run: append straight to the log (whole lines not guaranteed)."""
     for target in (1, 2):
         os.dup2(redirection._log_fd, target)
+    if redirection._python_pipes is not None:
+        redirection._python_pipes.send_to(redirection._log_fd)
     os.write(redirection._log_fd,
              f"skyrl_fdlog: no log helper could be started ({reason}); pid {os.getpid()} now "
              f"writes to this file directly, without records\n".encode())
@@ -249,8 +258,10 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
 
 
 def _connect(redirection: Redirection) -> None:
-    """Open the channels and start the helper on them; on failure leave nothing open."""
+    """Open the channels and pipes and start the helper on them; on failure leave nothing
+    open."""
     reads, writes = [], []
+    pipes = None
     try:
         for _ in ("out", "err"):
             read_fd, write_fd = ffi.new("int *"), ffi.new("int *")
@@ -261,9 +272,10 @@ def _connect(redirection: Redirection) -> None:
             reads.append(read_fd[0])
             writes.append(write_fd[0])
         redirection._channel_reads = tuple(reads)
+        pipes = redirection._python_pipes = PythonPipes.open_if_useful()
         _start_helper(redirection)
     except BaseException:
-        for fd in reads + writes:
+        for fd in reads + writes + list(pipes.reads + pipes.writes if pipes else ()):
             os.close(fd)
         raise
     redirection._channel_writes = tuple(writes)
@@ -280,6 +292,8 @@ def _capture(redirection: Redirection) -> None:
         raise FdlogError(-rc, f"cannot put the capture channels on fds 1 and 2: {os.strerror(-rc)}")
     redirection._saved_fds = saved
     _line_buffer_python_streams()
+    if redirection._python_pipes is not None:
+        redirection._python_pipes.install()
     redirection._watchdog = threading.Thread(target=_watch_helper, args=(redirection,),
                                              name="skyrl-fdlog-watchdog", daemon=True)
     redirection._watchdog.start()
@@ -305,6 +319,8 @@ def _restore_locked(timeout: float = RESTORE_WAIT_SECONDS) -> None:
     redirection._stopping = True
     _flush_python_streams()
     lib.fdl_release(redirection._saved_fds)
+    if redirection._python_pipes is not None:
+        redirection._python_pipes.uninstall()
     # The helper exits once every writer is gone; our copies of the reading
     # ends only matter for restarting it, which no longer happens.
     _close_quietly(*redirection._channel_reads)
@@ -329,12 +345,15 @@ def _close_quietly(*fds: int) -> None:
 
 def _forget_in_child() -> None:
     """A forked child keeps writing into the channel (attributed to its own pid) but
-    owns neither the helper nor the saved fds."""
+    owns neither the helper nor the saved fds, and must not write into the pipes."""
     global _active
     redirection = _active
     if redirection is None:
         return
     _active = None
+    if redirection._python_pipes is not None:
+        redirection._python_pipes.point_writes_at_fds_1_and_2()
+        redirection._python_pipes.close_reads()
     _close_quietly(redirection._log_fd, redirection._status_fd, *redirection._channel_reads,
                    *(redirection._saved_fds or ()))
 

@@ -297,8 +297,8 @@ def test_raw_format_writes_payloads_only(log_file):
 
 
 def test_helper_holds_no_fd_beyond_its_own(log_file):
-    """The helper keeps only /dev/null on 0-2, the log, the two channels and its status pipe:
-    no descriptor of the actor leaks into it."""
+    """The helper keeps only /dev/null on 0-2, the log, the two channels, its status pipe and
+    the two pipes of the actor's Python output: no descriptor of the actor leaks into it."""
     result = run_python(f"""
         import os, skyrl_fdlog
         leak = os.open("/dev/zero", os.O_RDONLY)
@@ -310,7 +310,7 @@ def test_helper_holds_no_fd_beyond_its_own(log_file):
         print(fds, targets)
     """)
     fds = eval(result.stdout.decode().split("] ", 1)[0] + "]")
-    assert fds == [0, 1, 2, 3, 4, 5, 6], result.stdout
+    assert fds == [0, 1, 2, 3, 4, 5, 6, 7, 8], result.stdout
     assert b"/dev/zero" not in result.stdout
 
 

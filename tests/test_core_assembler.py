@@ -124,3 +124,41 @@ def test_many_writers_beyond_the_slot_table():
 def test_raw_format_payloads_only():
     """fmt='raw' records are the bare lines."""
     assert assemble([(1, 1, b"one\ntwo\r\n")], raw=True) == b"one\ntwo\n"
+
+
+one_channel = st.lists(st.sampled_from([b"\n", b"x", b"p", b"x" * 5000]), max_size=40).map(b"".join)
+
+
+@settings(max_examples=200, deadline=None)
+@given(pipe=one_channel, socket=one_channel, cuts=st.lists(st.integers(min_value=0), max_size=20),
+       order=st.lists(st.booleans(), max_size=60))
+@example(pipe=b"x" * 5000, socket=b"p\n", cuts=[], order=[False, True])
+def test_two_channels_of_one_writer_never_mix(pipe, socket, cuts, order):
+    """The actor's pipe (stream 1 + 16) and its socket (stream 1) are two channels of one pid and
+    stream: in any interleaving each line holds bytes of one channel only, and each channel's
+    bytes come back in order; a line of one may be cut where the other's record cuts in."""
+    socket = socket.translate(bytes.maketrans(b"xp", b"ys"))  # an alphabet of its own
+    pieces_pipe, pieces_socket = split_at(pipe, cuts), split_at(socket, cuts[::-1])
+    chunks = []
+    while pieces_pipe or pieces_socket:
+        take_pipe = pieces_pipe and (not pieces_socket or (order.pop() if order else True))
+        chunks.append((7, 17, pieces_pipe.pop(0)) if take_pipe else (7, 1, pieces_socket.pop(0)))
+    out = assemble(chunks)
+    records, bad = parse(out)
+    assert bad == [] and max(map(len, out.split(b"\n"))) < 4096
+    assert {r.stream for r in records} <= {"out"}
+    rebuilt = {"pipe": b"", "socket": b""}
+    for line, _ in lines_by_writer(records).get((7, "out"), []):
+        assert set(line) <= set(b"xp") or set(line) <= set(b"ys"), line[:80]
+        rebuilt["pipe" if set(line) <= set(b"xp") else "socket"] += line
+    assert rebuilt == {"pipe": pipe.replace(b"\n", b""), "socket": socket.replace(b"\n", b"")}
+
+
+def test_a_channel_cutting_into_the_other_ends_its_open_chain():
+    """The pipe's 5,000-byte line is half written (one fragment out) when the socket's line
+    arrives: the chain is ended by an empty line end first, so no reader joins them."""
+    records, _ = parse(assemble([(7, 17, b"x" * 5000), (7, 1, b"hello\n"), (7, 17, b"\n")]))
+    assert [(r.mark, len(r.payload)) for r in records] == [("+", 3840), (":", 0), (":", 5),
+                                                           (":", 1160)]
+    lines = [text for text, _ in lines_by_writer(records)[(7, "out")]]
+    assert lines == [b"x" * 3840, b"hello", b"x" * 1160]

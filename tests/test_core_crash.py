@@ -73,12 +73,13 @@ def test_helper_killed_output_continues_without_broken_pipe(log_file):
 
 
 def test_helper_sigterm_drains_then_a_new_helper_continues(log_file):
-    """SIGTERM makes the helper write what it has and exit; the actor's later output still lands."""
+    """SIGTERM makes the helper write what it has and exit; the actor's later output still lands
+    (fd 1 before the restart, Python's pipe after it)."""
     run_python(f"""
         import os, signal, time, skyrl_fdlog
         r = skyrl_fdlog.redirect({str(log_file)!r})
         os.write(1, b"unfinished ")
-        print("whole line")
+        os.write(1, b"whole line\\n")
         first = r.helper_pid
         os.kill(first, signal.SIGTERM)
         deadline = time.time() + 10

@@ -336,7 +336,9 @@ def test_helper_sigstopped_small_output_passes_then_writers_wait(tmp_path):
             pass
         fcntl.fcntl(1, fcntl.F_SETFL, flags)
         done = threading.Event()
-        threading.Thread(target=lambda: (print("blocked line"), done.set()), daemon=True).start()
+        # fd 1 is the socket just filled (print would go to the Python pipe, still empty)
+        threading.Thread(target=lambda: (os.write(1, b"blocked line\\n"), done.set()),
+                         daemon=True).start()
         report(s["full"], fitted=fitted, blocked=not done.wait(1.0))
         wait_file(s["cont"])
         start = time.monotonic()

@@ -195,7 +195,8 @@ def test_children_inherit_only_fds_0_1_2(log_file):
     """After redirect(), a child started with subprocess (close_fds=False), os.posix_spawn or
     fork+exec holds exactly fds 0, 1 and 2, also after the helper was killed and restarted;
     a forked child (no exec) holds no descriptor of skyrl_fdlog's (the log, the channels'
-    reading ends, the saved fds, the status pipe), only what the process had before."""
+    reading ends, the saved fds, the status pipe, the Python pipes), only what the process had
+    before plus two stand-ins for its own fds 1 and 2 under the Python pipes' numbers."""
     result = run_python(f"""
         import os, signal, subprocess, sys, time, skyrl_fdlog
 
@@ -240,7 +241,10 @@ def test_children_inherit_only_fds_0_1_2(log_file):
         pid = os.fork()
         if pid == 0:
             os.close(read)
-            os.write(write, repr(sorted(set(fds(os.getpid())) - {{write}})).encode())
+            held = sorted(set(fds(os.getpid())) - {{write}})
+            target = lambda fd: os.readlink(f"/proc/self/fd/{{fd}}")
+            stand_ins = sorted(target(fd) for fd in held if fd not in before)
+            os.write(write, repr((held, stand_ins, sorted([target(1), target(2)]))).encode())
             os._exit(0)
         os.close(write)
         forked = eval(os.read(read, 1000))
@@ -252,4 +256,6 @@ def test_children_inherit_only_fds_0_1_2(log_file):
     assert len(during) > len(before), "redirect() holds descriptors of its own"
     assert first == [[0, 1, 2]] * 3
     assert after_restart == [[0, 1, 2]] * 3
-    assert forked == before
+    held, stand_ins, own_1_and_2 = forked
+    assert [fd for fd in held if fd in before] == before
+    assert stand_ins == own_1_and_2, "a forked child must hold nothing but its own fds 1 and 2"

@@ -51,7 +51,7 @@ int main(int argc, char **argv)
     struct fdl_helper_settings settings = {
         .helper_path = argv[1], .log_path = argv[2], .name = "smoke", .node = "node",
         .idle_ms = 100, .snapshot_ms = 1000, .buffer_bytes = 1 << 20};
-    if (fdl_helper_start(&settings, log, out_read, err_read, &status, &helper) != 0)
+    if (fdl_helper_start(&settings, log, out_read, err_read, -1, -1, &status, &helper) != 0)
         return 5;
     close(out_read);
     close(err_read);

@@ -84,7 +84,8 @@ class CaseError(RuntimeError):
     pass
 
 
-def _writer_env(buffering: str, gather_us: int | None, helper: str | None) -> dict:
+def _writer_env(buffering: str, gather_us: int | None, helper: str | None,
+                python_pipes: bool | None) -> dict:
     env = dict(os.environ)
     env.pop("PYTHONUNBUFFERED", None)
     env.pop("SKYRL_LOG_FILE", None)
@@ -95,6 +96,9 @@ def _writer_env(buffering: str, gather_us: int | None, helper: str | None) -> di
         env["SKYRL_FDLOG_GATHER_US"] = str(gather_us)
     if helper:
         env["SKYRL_FDLOG_HELPER"] = helper
+    env.pop("SKYRL_FDLOG_PYTHON_PIPES", None)
+    if python_pipes is not None:
+        env["SKYRL_FDLOG_PYTHON_PIPES"] = "1" if python_pipes else "0"
     return env
 
 
@@ -113,6 +117,7 @@ class Case:
     buffering: str = "line"
     workdir: Path = Path("/tmp/skyrl-fdlog-bench")
     gather_us: int | None = None
+    python_pipes: bool | None = None   # None: redirect()'s default (on)
     helper: str | None = None
     role: str = "write"
     probe: dict = field(default_factory=dict)
@@ -137,7 +142,7 @@ class Case:
         go_r, go_w = os.pipe()
         result_r, result_w = os.pipe()
         self._pipes = (ready_r, go_w, result_r)
-        env = _writer_env(self.buffering, self.gather_us, self.helper)
+        env = _writer_env(self.buffering, self.gather_us, self.helper, self.python_pipes)
         c_writer = str(build_c_writer(self.workdir)) if self.buffering in ("cstdio", "cline") else None
         self._stderr_path = self.path.with_suffix(".stderr")
         stderr = open(self._stderr_path, "wb")
@@ -217,7 +222,8 @@ class Case:
         elapsed = end - start
         payload = lines * self.size
         res = {"method": self.method, "writers": self.writers, "size": self.size,
-               "buffering": self.buffering, "gather_us": self.gather_us, "lines": lines,
+               "buffering": self.buffering, "gather_us": self.gather_us,
+               "python_pipes": self.python_pipes, "lines": lines,
                "seconds": elapsed, "lines_per_s": lines / elapsed if elapsed > 0 else 0.0,
                "mb_per_s": payload / elapsed / 1e6 if elapsed > 0 else 0.0,
                "write_seconds": max(r["t_written"] for r in reports) - start,

@@ -318,6 +318,38 @@ def cost_section(results: list[dict]) -> str:
     return out
 
 
+def channels_section(results: list[dict]) -> str:
+    """skyrl_fdlog with the actor's Python output through its own pipes and through fd 1."""
+    found = ok_results(results, section="channels")
+    if not found:
+        return "_not run_\n"
+    variants = (("dup2", None, LABELS["dup2"]),
+                ("fdlog", True, "skyrl_fdlog, Python output through its own pipes (default)"),
+                ("fdlog", False, "skyrl_fdlog, SKYRL_FDLOG_PYTHON_PIPES=0 (all through fd 1)"))
+    dup2 = {(r["writers"], r["repeat"]): r["lines_per_s"] for r in found if r["method"] == "dup2"}
+    writers = sorted({r["writers"] for r in found})
+    rows = []
+    for method, pipes, label in variants:
+        row = [label]
+        for w in writers:
+            mine = [r for r in found if r["method"] == method and r.get("python_pipes") == pipes
+                    and r["writers"] == w]
+            ratios = [r["lines_per_s"] / dup2[(w, r["repeat"])] for r in mine
+                      if dup2.get((w, r["repeat"]))]
+            row.append(k(statistics.median(r["lines_per_s"] for r in mine)) if mine else "–")
+            row.append(f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
+                       if ratios and method != "dup2" else "–")
+            cost = [r["writer_cpu_us_per_line"] for r in mine if r.get("writer_cpu_us_per_line")]
+            helper = [r["helper_cpu_us_per_line"] for r in mine if r.get("helper_cpu_us_per_line")]
+            row.append(f"{statistics.median(cost):.2f} / "
+                       + (f"{statistics.median(helper):.2f}" if helper else "–") if cost else "–")
+        rows.append(row)
+    header = ["method"]
+    for w in writers:
+        header += [f"{w} w lines/s", f"{w} w ÷ dup2 (range)", f"{w} w µs/line writer / helper"]
+    return table(header, rows)
+
+
 def gather_section(results: list[dict]) -> str:
     g = ok_results(results, section="gather")
     if not g:
@@ -524,13 +556,26 @@ is. The logging handlers do not use fds 1 and 2, so only their own row applies.
 One probe process writes a 120 B line every {cfg['latency_interval'] * 1000:.0f} ms carrying
 CLOCK_MONOTONIC taken just before the write; the harness watches the file with inotify and
 timestamps each probe line when it can read it. *Load*: a forked child of the probe process
-writes 120 B lines at full speed through the same method (for skyrl_fdlog: the same socket and
-helper) during the whole measurement. The watcher's own wake-up (tens of µs) is in every number.
+writes 120 B lines at full speed through the same method (for skyrl_fdlog: the same helper; the
+child's lines come through the socket, the probe's through the actor's Python pipe) during the
+whole measurement. The watcher's own wake-up (tens of µs) is in every number.
 
 {latency_section(results)}
 ## Cost
 
 {cost_section(results)}
+## The actor's Python output: its own pipes or fd 1
+
+`redirect()` puts the actor's own `sys.stdout` and `sys.stderr` on pipes that only it writes
+(C code and children keep fds 1 and 2, the sockets): a `write(2)` into a pipe costs the writer
+less than one into a socket with `SO_PASSCRED`, and the helper reads it without one kernel
+buffer per write. The price is the order between an actor's Python and C lines, which holds
+only to within the gather window (docs/format.md, "Order"); `SKYRL_FDLOG_PYTHON_PIPES=0`
+keeps one channel. Both ways and SkyRL's dup2 run back to back in rotating order; ratios are
+within each repeat, median (range) of the repeats; 120 B lines, drain included; CPU is user +
+system per line, the writers' and the helpers'.
+
+{channels_section(results)}
 ## Tuning the gather window (`SKYRL_FDLOG_GATHER_US`)
 
 After poll() reports data, the helper sleeps this long before reading, so that writers do not

@@ -5,7 +5,8 @@
     .venv/bin/python benchmarks/run.py --quick    # a few seconds per case, about a minute
 
 Sections (--sections a,b,...): throughput (methods x writers x line sizes), key (the
-target comparisons, repeated and interleaved), integrity (buffering modes and C stdio
+target comparisons, repeated and interleaved), channels (the actor's Python output through
+its own pipes, the default, or through fd 1), integrity (buffering modes and C stdio
 writers), scaling (32 and 64 writers), latency (idle and under load), gather (the helper's
 SKYRL_FDLOG_GATHER_US).  Progress, with an ETA, goes to the terminal.  Raw results are
 written next to the report as JSON (--json, default benchmarks/results.json).
@@ -25,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("throughput", "key", "integrity", "scaling", "latency", "gather")
+SECTIONS = ("throughput", "key", "channels", "integrity", "scaling", "latency", "gather")
 
 FULL = {
     "writers": [1, 2, 4, 8, 16],
@@ -35,6 +36,7 @@ FULL = {
     "max_seconds": 2.0,
     "key_repeats": 5,
     "key_lines": 200_000,
+    "channels_repeats": 5,
     "integrity_modes": ["unbuffered", "default", "cstdio"],
     "integrity_writers": [1, 2, 4, 8, 16],
     "integrity_sizes": [40, 120, 1024, 8192],
@@ -56,6 +58,7 @@ QUICK = FULL | {
     "max_seconds": 0.5,
     "key_repeats": 1,
     "key_lines": 20_000,
+    "channels_repeats": 1,
     "integrity_writers": [4],
     "integrity_sizes": [120],
     "integrity_lines": {40: 8_000, 120: 8_000, 1024: 4_000, 8192: 1_000},
@@ -122,6 +125,14 @@ def plan(config: dict, sections: list[str], methods: list[str]) -> list[dict]:
                     # an idea measured beside the rest, not what redirect() does (see report)
                     case("key", "fdlog", writers, 120, config["key_lines"], repeat=repeat,
                          buffering="block")
+    if "channels" in sections and {"fdlog", "dup2"} <= set(methods):
+        # the actor's Python output through its own pipes (the default) or through fd 1
+        variants = [("dup2", None), ("fdlog", True), ("fdlog", False)]
+        for repeat in range(config["channels_repeats"]):
+            for writers in (1, 4):
+                for method, pipes in variants[repeat % 3:] + variants[:repeat % 3]:
+                    case("channels", method, writers, 120, config["key_lines"], repeat=repeat,
+                         python_pipes=pipes)
     if "integrity" in sections:
         for mode in config["integrity_modes"]:
             for size in config["integrity_sizes"]:
@@ -168,6 +179,8 @@ def describe(item: dict) -> str:
         return f"{item['section']} latency {a['method']} {'load' if a['load'] else 'idle'}{extra}"
     extra = f" {a['buffering']}" if a.get("buffering") else ""
     extra += f" gather={a['gather_us']}us" if a.get("gather_us") is not None else ""
+    if a.get("python_pipes") is not None:
+        extra += f" python_pipes={'on' if a['python_pipes'] else 'off'}"
     return f"{item['section']} {a['method']} {a['writers']}w {a['size']}B{extra}"
 
 

@@ -12,8 +12,10 @@ in order, but between the two, order holds only to within the helper's gather wi
 (docs/format.md). SKYRL_FDLOG_PYTHON_PIPES=0 keeps one channel per stream and exact order.
 
 Guards, so nothing is misattributed or lost:
-  * only a TextIOWrapper on fd 1 (2) is replaced: a sys.stdout that something else put
-    there (pytest's capture, a notebook) is left alone;
+  * only a TextIOWrapper on fd 1 (2) is replaced, as sys.stdout or as the `.stream` of a
+    wrapper around it (Ray's workers wrap sys.stdout to flush after every write; the wrapper
+    stays and keeps doing so): a sys.stdout that something else put there (pytest's
+    capture, a notebook) is left alone;
   * fileno() of the replacement answers 1 (2): subprocess.Popen(stdout=sys.stdout) and
     faulthandler use the socket, and a child writes under its own pid;
   * a forked child points the pipe's fd number at its fd 1 (2), so the stream objects it
@@ -62,6 +64,17 @@ def enabled() -> bool:
                      f"{text!r}; unset it for the default (1: Python output through pipes)")
 
 
+def _place_of(name: str, target: int) -> tuple[object, str] | None:
+    """Where the replaceable stream for sys.<name> sits: (sys, name), or (wrapper, "stream")
+    for a wrapper around it, such as Ray's worker's `Unbuffered`; None when there is none."""
+    stream = getattr(sys, name)
+    if _replaceable(stream, target):
+        return sys, name
+    if "stream" in getattr(stream, "__dict__", {}) and _replaceable(stream.stream, target):
+        return stream, "stream"
+    return None
+
+
 def _replaceable(stream, target: int) -> bool:
     """A plain text stream on the fd (or the replacement of a redirection being switched)."""
     if isinstance(stream, PipedStream):
@@ -80,14 +93,13 @@ class PythonPipes:
     def __init__(self):
         self.reads: tuple[int, int] = (-1, -1)
         self.writes: tuple[int, int] = (-1, -1)
-        self.originals: dict[str, io.TextIOWrapper] = {}
-        self.replacements: dict[str, PipedStream] = {}
+        # (holder, attribute, original stream, its replacement) for each stream replaced
+        self.replaced: list[tuple[object, str, io.TextIOWrapper, PipedStream]] = []
 
     @classmethod
     def open_if_useful(cls) -> PythonPipes | None:
         """Open the pipes when enabled and sys.stdout or sys.stderr can be replaced."""
-        if not enabled() or not any(_replaceable(getattr(sys, name), target)
-                                    for name, target in STREAMS):
+        if not enabled() or not any(_place_of(name, target) for name, target in STREAMS):
             return None
         pipes = cls()
         reads, writes = [], []
@@ -111,19 +123,21 @@ class PythonPipes:
     def install(self) -> None:
         """Replace sys.stdout and sys.stderr (those that qualify) by streams on the pipes."""
         for (name, target), write_fd in zip(STREAMS, self.writes):
-            original = getattr(sys, name)
-            if not _replaceable(original, target):
+            place = _place_of(name, target)
+            if place is None:
                 continue
+            holder, attribute = place
+            original = getattr(holder, attribute)
             raw = io.FileIO(write_fd, "w", closefd=False)
             raw.name = f"<{name}>"
             # Unbuffered (PYTHONUNBUFFERED=1) stays unbuffered: each write is one write(2).
             binary = raw if isinstance(original.buffer, io.RawIOBase) else io.BufferedWriter(raw)
-            self.originals[name] = original
-            self.replacements[name] = PipedStream(binary, original, target)
-            setattr(sys, name, self.replacements[name])
+            replacement = PipedStream(binary, original, target)
+            self.replaced.append((holder, attribute, original, replacement))
+            setattr(holder, attribute, replacement)
 
     def flush(self) -> None:
-        for stream in self.replacements.values():
+        for _, _, _, stream in self.replaced:
             try:
                 stream.flush()
             except (ValueError, OSError):
@@ -133,9 +147,9 @@ class PythonPipes:
         """Put the original streams back (fds 1 and 2 already restored) and close the pipes,
         leaving their fd numbers on the restored fds 1 and 2."""
         self.flush()
-        for name, original in self.originals.items():
-            if getattr(sys, name) is self.replacements[name]:
-                setattr(sys, name, original)
+        for holder, attribute, original, replacement in self.replaced:
+            if getattr(holder, attribute) is replacement:  # else someone replaced it since
+                setattr(holder, attribute, original)
         self.point_writes_at_fds_1_and_2()
         self.close_reads()
 

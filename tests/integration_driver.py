@@ -40,6 +40,8 @@ class Echo:
         return {"pid": os.getpid(), "node_ip": ray.util.get_node_ip_address(),
                 "node_id": ray.get_runtime_context().get_node_id(),
                 "log_file": os.environ.get("SKYRL_LOG_FILE"),
+                # Ray's worker wraps sys.stdout (Unbuffered); the stream inside is what counts
+                "stdout_kind": type(getattr(sys.stdout, "stream", sys.stdout)).__name__,
                 "caller_variable": os.environ.get("FDLOG_TEST_VARIABLE")}
 
 

@@ -107,7 +107,8 @@ def test_actor_output_lands_in_infra_log_and_progress_stays_on_terminal(cluster,
     appear nowhere on the driver's stdout or stderr but in that file, under the Ray actor
     name (or the class name for an unnamed actor) and Ray's node IP; torch workers joined
     with gloo log there too; the caller's runtime_env variables reach the actors next to
-    SKYRL_LOG_FILE."""
+    SKYRL_LOG_FILE; inside Ray's sys.stdout wrapper the actor's Python output has its own
+    pipe."""
     log_path = tmp_path / "logs"
     run = run_driver(cluster, log_path, "--actor", "trainer-echo@head", "--unnamed-actor", "anon",
                      "--gloo-workers", "2")
@@ -128,6 +129,7 @@ def test_actor_output_lands_in_infra_log_and_progress_stays_on_terminal(cluster,
         report = reports[tag]
         assert report["log_file"] == str(log_file)
         assert report["caller_variable"] == "kept"
+        assert report["stdout_kind"] == "PipedStream", "Python output should use its own pipe"
         assert_attributed(records, tag, name, report["pid"], report["node_ip"])
     assert run.result["reduced"] == [3.0, 3.0]
     gloo_names = {record.name for record in records if "all_reduce gave" in record.payload.decode()}

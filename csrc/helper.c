@@ -212,8 +212,9 @@ int main(int argc, char **argv)
         fdl_assembler_note(assembler, getpid(), text, now_ms());
     }
 
-    /* The owner's pipes come first in each round: after a gather window both kinds may hold
-     * lines, and an actor's Python line most often precedes what its C code writes next. */
+    /* The owner's pipes are read first in each round: of a Python line and a C line the owner
+     * wrote within one gather window, the Python one comes first in the log (docs/format.md,
+     * "Order"), whichever was written first. */
     struct pollfd channels[CHANNEL_COUNT] = {
         {.fd = settings.owner > 0 ? PIPE_OUT_FD : -1, .events = POLLIN},
         {.fd = settings.owner > 0 ? PIPE_ERR_FD : -1, .events = POLLIN},

@@ -572,9 +572,9 @@ whole measurement. The watcher's own wake-up (tens of µs) is in every number.
 `redirect()` puts the actor's own `sys.stdout` and `sys.stderr` on pipes that only it writes
 (C code and children keep fds 1 and 2, the sockets): a `write(2)` into a pipe costs the writer
 less than one into a socket with `SO_PASSCRED`, and the helper reads it without one kernel
-buffer per write. The price is the order between an actor's Python and C lines, which holds
-only to within the gather window (docs/format.md, "Order"); `SKYRL_FDLOG_PYTHON_PIPES=0`
-keeps one channel. Both ways and SkyRL's dup2 run back to back in rotating order; ratios are
+buffer per write. The price is the order between an actor's Python and C lines, which is
+only approximate (docs/format.md, "Order"); `SKYRL_FDLOG_PYTHON_PIPES=0` keeps one
+channel. Both ways and SkyRL's dup2 run back to back in rotating order; ratios are
 within each repeat, median (range) of the repeats; 120 B lines, drain included; CPU is user +
 system per line, the writers' and the helpers'.
 

@@ -20,7 +20,10 @@
 
 /* Room for bursts while the helper is busy; the kernel caps it at wmem_max. */
 #define CHANNEL_BUFFER_BYTES (4 * 1024 * 1024)
-#define PIPE_BUFFER_BYTES (1024 * 1024)
+/* Pipe buffers count against a per-user limit (pipe-user-pages-soft, 64 MiB by default)
+ * beyond which every new pipe of that user gets only 8 KiB: 2 x 256 KiB per actor leaves
+ * room for 128 actors of one user on a node. */
+#define PIPE_BUFFER_BYTES (256 * 1024)
 
 int fdl_channel_open(int *read_fd, int *write_fd)
 {
@@ -48,7 +51,7 @@ int fdl_pipe_open(int *read_fd, int *write_fd)
     int ends[2];
     if (pipe2(ends, O_CLOEXEC) != 0)
         return -errno;
-    /* Best effort, as above; the kernel caps it at pipe-max-size (1 MiB by default). */
+    /* Best effort, as above. */
     (void)fcntl(ends[1], F_SETPIPE_SZ, PIPE_BUFFER_BYTES);
     *read_fd = ends[0];
     *write_fd = ends[1];

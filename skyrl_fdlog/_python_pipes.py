@@ -2,27 +2,30 @@
 
 fds 1 and 2 are sockets with SO_PASSCRED, so the helper knows which process wrote each
 chunk. The actor's own Python streams need no such help: a pipe that only this process
-writes carries its pid by construction, a write(2) into it costs the writer about half of
-one into the socket, and the helper reads it without one kernel buffer per write
-(benchmarks/notes.md). So while redirected, sys.stdout and sys.stderr are replaced by
-text streams on two such pipes; C code and children keep writing to fds 1 and 2.
+writes carries its pid by construction, a write(2) into it costs the writer less than one
+into the socket, and the helper reads it without one kernel buffer per write
+(benchmarks/notes.md). So while redirected, sys.stdout and sys.stderr are replaced by text
+streams on two such pipes; C code and children keep writing to fds 1 and 2.
 
-The price: an actor's Python lines and the lines its C code writes to the same fd are each
-in order, but between the two, order holds only to within the helper's gather window
-(docs/format.md). SKYRL_FDLOG_PYTHON_PIPES=0 keeps one channel per stream and exact order.
+The price (docs/format.md, "Order"): an actor's Python lines and the lines its C code
+writes to the same fd are each in order, but not exactly between the two; and fd-level
+tricks on fd 1 (dup2 of /dev/null onto it, fd capture) no longer reach the actor's Python
+output. SKYRL_FDLOG_PYTHON_PIPES=0 keeps one channel per stream.
 
 Guards, so nothing is misattributed or lost:
   * only a TextIOWrapper on fd 1 (2) is replaced, as sys.stdout or as the `.stream` of a
     wrapper around it (Ray's workers wrap sys.stdout to flush after every write; the wrapper
     stays and keeps doing so): a sys.stdout that something else put there (pytest's
     capture, a notebook) is left alone;
-  * fileno() of the replacement answers 1 (2): subprocess.Popen(stdout=sys.stdout) and
-    faulthandler use the socket, and a child writes under its own pid;
-  * a forked child points the pipe's fd number at its fd 1 (2), so the stream objects it
-    inherited write through the socket under the child's pid;
-  * restore() puts the original objects back and points the pipe's fd number at the
-    restored fd 1 (2), so a stream object kept meanwhile (a logging handler) goes on
-    working. Those two fd numbers are reused by the next redirect(), not leaked per cycle.
+  * fileno() of the stream, of its buffer and of its raw file answers 1 (2):
+    subprocess.Popen(stdout=sys.stdout) and faulthandler use the socket, and a child writes
+    under its own pid;
+  * a stream object writes to a fd number of its own, which stays valid after the pipe is
+    gone: restore() and a forked child turn the pipe's numbers into *stand-ins* that
+    follow fds 1 and 2 wherever skyrl_fdlog moves them, and the next redirection's pipes
+    take the stand-ins over. So a stream kept meanwhile (a logging handler made while
+    redirected) keeps writing where sys.stdout would, a forked child's lines carry its own
+    pid, and repeated redirect()/restore() hold no more fds than one.
 """
 
 from __future__ import annotations
@@ -37,8 +40,48 @@ from skyrl_fdlog._fdlog import ffi, lib
 ENABLE_VARIABLE = "SKYRL_FDLOG_PYTHON_PIPES"
 STREAMS = (("stdout", 1), ("stderr", 2))
 
-# fd numbers that once held a pipe's writing end, by the fd they stand in for (see above).
-_kept_numbers: dict[int, int] = {}
+# Stand-ins, by the fd they stand in for: fd number -> (st_dev, st_ino) of what we last put
+# there. A number that no longer holds that file was closed (and maybe reused) by someone
+# else: it is dropped, never written over.
+_stand_ins: dict[int, dict[int, tuple]] = {1: {}, 2: {}}
+
+
+def _identity(fd: int) -> tuple | None:
+    try:
+        status = os.fstat(fd)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _still_ours(target: int) -> list[int]:
+    return [number for number, put in _stand_ins[target].items() if _identity(number) == put]
+
+
+def _keep_as_stand_ins(target: int, numbers: list[int]) -> None:
+    for number in numbers:
+        os.dup2(target, number, inheritable=False)
+        _stand_ins[target][number] = _identity(number)
+
+
+def follow_fds_1_and_2() -> None:
+    """Point every stand-in at what fds 1 and 2 are now; called after each change of them."""
+    for target in _stand_ins:
+        numbers = _still_ours(target)
+        _stand_ins[target] = {}
+        _keep_as_stand_ins(target, numbers)
+
+
+class PipeFile(io.FileIO):
+    """The writing end of a pipe; fileno() answers the fd a child should get instead."""
+
+    def __init__(self, fd: int, name: str, inherited_fd: int):
+        super().__init__(fd, "w", closefd=False)
+        self.name = name
+        self.inherited_fd = inherited_fd
+
+    def fileno(self) -> int:
+        return self.inherited_fd
 
 
 class PipedStream(io.TextIOWrapper):
@@ -91,10 +134,11 @@ class PythonPipes:
     """The two pipes and the stream objects they replace; see the module docstring."""
 
     def __init__(self):
-        self.reads: tuple[int, int] = (-1, -1)
-        self.writes: tuple[int, int] = (-1, -1)
+        self.reads: tuple = (-1, -1)
+        # fd numbers writing into each pipe, by target; new streams use the first
+        self.numbers: dict[int, list[int]] = {1: [], 2: []}
         # (holder, attribute, original stream, its replacement) for each stream replaced
-        self.replaced: list[tuple[object, str, io.TextIOWrapper, PipedStream]] = []
+        self.replaced: list[tuple] = []
 
     @classmethod
     def open_if_useful(cls) -> PythonPipes | None:
@@ -102,7 +146,7 @@ class PythonPipes:
         if not enabled() or not any(_place_of(name, target) for name, target in STREAMS):
             return None
         pipes = cls()
-        reads, writes = [], []
+        reads = []
         try:
             for _, target in STREAMS:
                 read_fd, write_fd = ffi.new("int *"), ffi.new("int *")
@@ -112,24 +156,38 @@ class PythonPipes:
                                           f"{os.strerror(-rc)}; raise the open-file limit "
                                           f"(ulimit -n) or set {ENABLE_VARIABLE}=0")
                 reads.append(read_fd[0])
-                writes.append(_settle(write_fd[0], target))
+                pipes.numbers[target] = [write_fd[0]]
         except BaseException:
-            for fd in reads + writes:
-                os.close(fd)
+            pipes.reads = tuple(reads)
+            pipes.abandon()
             raise
-        pipes.reads, pipes.writes = tuple(reads), tuple(writes)
+        pipes.reads = tuple(reads)
         return pipes
 
+    def abandon(self) -> None:
+        """Close everything of pipes that were never installed (redirect() failed)."""
+        for fd in [*self.reads, *self.numbers[1], *self.numbers[2]]:
+            os.close(fd)
+        self.reads, self.numbers = (-1, -1), {1: [], 2: []}
+
     def install(self) -> None:
-        """Replace sys.stdout and sys.stderr (those that qualify) by streams on the pipes."""
-        for (name, target), write_fd in zip(STREAMS, self.writes):
+        """Take over the stand-ins of earlier redirections, then replace sys.stdout and
+        sys.stderr (those that qualify) by streams on the pipes."""
+        for name, target in STREAMS:
+            taken_over = _still_ours(target)
+            _stand_ins[target] = {}
+            if taken_over:
+                fresh = self.numbers[target][0]
+                for number in taken_over:
+                    os.dup2(fresh, number, inheritable=False)
+                os.close(fresh)
+                self.numbers[target] = taken_over
             place = _place_of(name, target)
             if place is None:
                 continue
             holder, attribute = place
             original = getattr(holder, attribute)
-            raw = io.FileIO(write_fd, "w", closefd=False)
-            raw.name = f"<{name}>"
+            raw = PipeFile(self.numbers[target][0], f"<{name}>", target)
             # Unbuffered (PYTHONUNBUFFERED=1) stays unbuffered: each write is one write(2).
             binary = raw if isinstance(original.buffer, io.RawIOBase) else io.BufferedWriter(raw)
             replacement = PipedStream(binary, original, target)
@@ -145,25 +203,25 @@ class PythonPipes:
 
     def uninstall(self) -> None:
         """Put the original streams back (fds 1 and 2 already restored) and close the pipes,
-        leaving their fd numbers on the restored fds 1 and 2."""
+        leaving their numbers as stand-ins."""
         self.flush()
         for holder, attribute, original, replacement in self.replaced:
             if getattr(holder, attribute) is replacement:  # else someone replaced it since
                 setattr(holder, attribute, original)
-        self.point_writes_at_fds_1_and_2()
+        self.retire()
         self.close_reads()
 
-    def point_writes_at_fds_1_and_2(self) -> None:
-        """Close the pipes' writing ends by putting fds 1 and 2 on their numbers (a forked
-        child's inherited streams then write through its own fds; the helper sees EOF)."""
-        for (_, target), write_fd in zip(STREAMS, self.writes):
-            os.dup2(target, write_fd, inheritable=False)
-            _kept_numbers[target] = write_fd
+    def retire(self) -> None:
+        """The pipes' numbers become stand-ins for fds 1 and 2; that closes the pipes'
+        writing ends in this process (the helper sees EOF once no process holds one)."""
+        for target, numbers in self.numbers.items():
+            _keep_as_stand_ins(target, numbers)
+        self.numbers = {1: [], 2: []}
 
     def send_to(self, fd: int) -> None:
-        """No helper reads the pipes any more: point their writing ends at fd (the log)."""
-        for write_fd in self.writes:
-            os.dup2(fd, write_fd, inheritable=False)
+        """No helper reads the pipes any more: their numbers write into fd (the log)."""
+        for number in [*self.numbers[1], *self.numbers[2]]:
+            os.dup2(fd, number, inheritable=False)
 
     def close_reads(self) -> None:
         for fd in self.reads:
@@ -172,23 +230,3 @@ class PythonPipes:
             except OSError:
                 pass
         self.reads = (-1, -1)
-
-
-def _same_file(fd: int, other: int) -> bool:
-    try:
-        a, b = os.fstat(fd), os.fstat(other)
-    except OSError:
-        return False
-    return (a.st_dev, a.st_ino) == (b.st_dev, b.st_ino)
-
-
-def _settle(write_fd: int, target: int) -> int:
-    """Move a new pipe's writing end onto the number kept from an earlier redirection for
-    the same stream, so stream objects from then write into this pipe.  Only while that
-    number still stands for the fd: code that closed it may have reused the number."""
-    kept = _kept_numbers.pop(target, None)
-    if kept is None or not _same_file(kept, target):
-        return write_fd
-    os.dup2(write_fd, kept, inheritable=False)
-    os.close(write_fd)
-    return kept

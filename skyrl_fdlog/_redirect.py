@@ -28,7 +28,7 @@ from pathlib import Path
 from skyrl_fdlog._errors import FdlogError
 from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, open_log
-from skyrl_fdlog._python_pipes import PythonPipes
+from skyrl_fdlog._python_pipes import PythonPipes, follow_fds_1_and_2
 
 FORMATS = ("prefixed", "raw")
 LOCK_MODES = ("auto", "always", "never")
@@ -179,12 +179,29 @@ def _read_exit_reason(status_fd: int) -> str:
     return ""
 
 
+def _drain_into_log(redirection: Redirection) -> None:
+    """Append what the channels and pipes still hold, as it stands (no helper to read it)."""
+    pipes = redirection._python_pipes
+    for fd in (*redirection._channel_reads, *(pipes.reads if pipes is not None else ())):
+        os.set_blocking(fd, False)
+        while True:
+            try:
+                data = os.read(fd, 65536)
+            except (BlockingIOError, InterruptedError):
+                break
+            if not data:
+                break
+            os.write(redirection._log_fd, data)
+
+
 def _fall_back_to_direct_writes(redirection: Redirection, reason: str) -> None:
     """No helper can run: append straight to the log (whole lines not guaranteed)."""
+    _drain_into_log(redirection)
     for target in (1, 2):
         os.dup2(redirection._log_fd, target)
     if redirection._python_pipes is not None:
         redirection._python_pipes.send_to(redirection._log_fd)
+    follow_fds_1_and_2()
     os.write(redirection._log_fd,
              f"skyrl_fdlog: no log helper could be started ({reason}); pid {os.getpid()} now "
              f"writes to this file directly, without records\n".encode())
@@ -275,8 +292,10 @@ def _connect(redirection: Redirection) -> None:
         pipes = redirection._python_pipes = PythonPipes.open_if_useful()
         _start_helper(redirection)
     except BaseException:
-        for fd in reads + writes + list(pipes.reads + pipes.writes if pipes else ()):
+        for fd in reads + writes:
             os.close(fd)
+        if pipes is not None:
+            pipes.abandon()
         raise
     redirection._channel_writes = tuple(writes)
 
@@ -294,6 +313,7 @@ def _capture(redirection: Redirection) -> None:
     _line_buffer_python_streams()
     if redirection._python_pipes is not None:
         redirection._python_pipes.install()
+    follow_fds_1_and_2()
     redirection._watchdog = threading.Thread(target=_watch_helper, args=(redirection,),
                                              name="skyrl-fdlog-watchdog", daemon=True)
     redirection._watchdog.start()
@@ -321,6 +341,7 @@ def _restore_locked(timeout: float = RESTORE_WAIT_SECONDS) -> None:
     lib.fdl_release(redirection._saved_fds)
     if redirection._python_pipes is not None:
         redirection._python_pipes.uninstall()
+    follow_fds_1_and_2()
     # The helper exits once every writer is gone; our copies of the reading
     # ends only matter for restarting it, which no longer happens.
     _close_quietly(*redirection._channel_reads)
@@ -352,7 +373,7 @@ def _forget_in_child() -> None:
         return
     _active = None
     if redirection._python_pipes is not None:
-        redirection._python_pipes.point_writes_at_fds_1_and_2()
+        redirection._python_pipes.retire()
         redirection._python_pipes.close_reads()
     _close_quietly(redirection._log_fd, redirection._status_fd, *redirection._channel_reads,
                    *(redirection._saved_fds or ()))

@@ -16,8 +16,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def run_python(code: str, *, env: dict | None = None, timeout: float = 120,
                check: bool = True) -> subprocess.CompletedProcess:
-    """Run `code` in a fresh interpreter with stdout and stderr captured."""
-    full_env = {**os.environ, **(env or {})}
+    """Run `code` in a fresh interpreter with stdout and stderr captured.  Python's default
+    buffering unless `env` asks otherwise: a developer's PYTHONUNBUFFERED=1 must not hide the
+    buffered path."""
+    full_env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    full_env |= env or {}
     result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
                             capture_output=True, timeout=timeout)
     if check and result.returncode != 0:

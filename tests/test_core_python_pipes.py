@@ -4,10 +4,13 @@ nothing breaks for stream objects kept across restore()."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from conftest import run_python, wait_for
 from records import lines_by_writer, parse
+from skyrl_fdlog._redirect import helper_executable
 
 
 def lines_of(log_file) -> dict[tuple[int, str], list[bytes]]:
@@ -17,14 +20,16 @@ def lines_of(log_file) -> dict[tuple[int, str], list[bytes]]:
 
 
 def test_python_output_goes_through_the_pipes_under_the_actors_pid(log_file):
-    """sys.stdout and sys.stderr are replaced while redirected, answer fileno() 1 and 2, and
-    their lines land whole under the actor's pid; restore() puts the originals back."""
+    """sys.stdout and sys.stderr are replaced while redirected, answer fileno() 1 and 2 (their
+    buffer and raw file too), and their lines land whole under the actor's pid; restore()
+    puts the originals back."""
     result = run_python(f"""
         import io, os, sys, skyrl_fdlog
         original = sys.stdout, sys.stderr
         skyrl_fdlog.redirect({str(log_file)!r})
         replaced = (type(sys.stdout).__name__, sys.stdout.fileno(), sys.stderr.fileno(),
-                    sys.stdout.buffer.fileno() not in (1, 2))
+                    sys.stdout.buffer.fileno() == 1 and
+                    getattr(sys.stdout.buffer, "raw", sys.stdout.buffer).fileno() == 1)
         print("to out", os.getpid())
         print("to err", file=sys.stderr)
         skyrl_fdlog.restore()
@@ -112,7 +117,8 @@ def test_a_wrapper_around_sys_stdout_keeps_wrapping(log_file):
 
 def test_forks_and_children_write_under_their_own_pid(log_file):
     """A forked child's inherited sys.stdout, multiprocessing's fork, and a subprocess given
-    stdout=sys.stdout all write through the socket: each line carries the writer's pid."""
+    stdout=sys.stdout or sys.stdout.buffer all write through the socket: each line carries the
+    writer's pid."""
     result = run_python(f"""
         import multiprocessing, os, subprocess, sys, skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r})
@@ -129,6 +135,8 @@ def test_forks_and_children_write_under_their_own_pid(log_file):
         process.start(); process.join()
         subprocess.run([sys.executable, "-c", "import os; print('spawned', os.getpid())"],
                        stdout=sys.stdout, stderr=sys.stderr, check=True)
+        subprocess.run([sys.executable, "-c", "import os; print('binary', os.getpid())"],
+                       stdout=sys.stdout.buffer, check=True)
         skyrl_fdlog.restore()
     """)
     roles = {}
@@ -139,8 +147,8 @@ def test_forks_and_children_write_under_their_own_pid(log_file):
             role, claimed = line.split()
             assert int(claimed) == pid, f"{role} line of pid {claimed} attributed to {pid}"
             roles[role.decode()] = pid
-    assert sorted(roles) == ["actor", "forked", "pool", "spawned"]
-    assert len(set(roles.values())) == 4
+    assert sorted(roles) == ["actor", "binary", "forked", "pool", "spawned"]
+    assert len(set(roles.values())) == 5
 
 
 def test_stream_objects_kept_across_restore_keep_working(log_file):
@@ -169,6 +177,88 @@ def test_stream_objects_kept_across_restore_keep_working(log_file):
     assert after_one == after_six, "fds grow with each redirect/restore cycle"
     texts = [line for lines in lines_of(log_file).values() for line in lines]
     assert texts == [b"while redirected"] + [b"cycle"] * 5
+
+
+def test_stream_objects_follow_a_switch_to_another_path(tmp_path):
+    """A handler made while the log was A writes into B after redirect(B), then to the original
+    stdout after restore(); four switches hold no more fds than one."""
+    first, second = tmp_path / "a.log", tmp_path / "b.log"
+    result = run_python(f"""
+        import logging, os, sys, skyrl_fdlog
+        skyrl_fdlog.redirect({str(first)!r})
+        handler = logging.StreamHandler(sys.stderr)
+        log = logging.getLogger("kept"); log.addHandler(handler); log.propagate = False
+        log.warning("into a")
+        skyrl_fdlog.redirect({str(second)!r})
+        log.warning("into b")
+        fds = [len(os.listdir("/proc/self/fd"))]
+        for path in [{str(first)!r}, {str(second)!r}] * 2:
+            skyrl_fdlog.redirect(path)
+            fds.append(len(os.listdir("/proc/self/fd")))
+        skyrl_fdlog.restore()
+        log.warning("to the terminal")
+        print(fds[0] == fds[-1], fds)
+    """)
+    assert result.stdout.decode().startswith("True"), result.stdout
+    assert result.stderr.decode() == "to the terminal\n"
+    texts = lambda path: [line for lines in lines_of(path).values() for line in lines]
+    assert texts(first) == [b"into a"]
+    assert texts(second) == [b"into b"]
+
+
+def test_a_failed_redirect_leaves_kept_streams_alone(tmp_path):
+    """After restore(), a redirect() that fails (no helper can start) must not close the fd a
+    kept handler writes to: its lines still reach the original stderr, never a file the user
+    opens next."""
+    result = run_python(f"""
+        import logging, os, sys, skyrl_fdlog
+        skyrl_fdlog.redirect({str(tmp_path / "a.log")!r})
+        handler = logging.StreamHandler(sys.stderr)
+        log = logging.getLogger("kept"); log.addHandler(handler); log.propagate = False
+        skyrl_fdlog.restore()
+        os.environ["SKYRL_FDLOG_HELPER"] = "/nonexistent/skyrl-fdlog-helper"
+        try:
+            skyrl_fdlog.redirect({str(tmp_path / "b.log")!r})
+        except OSError as error:
+            print("refused:", type(error).__name__)
+        user = open({str(tmp_path / "user.txt")!r}, "w")
+        log.warning("still to stderr")
+        user.close()
+    """)
+    assert result.stdout.decode().strip() == "refused: FdlogError"
+    assert result.stderr.decode() == "still to stderr\n"
+    assert (tmp_path / "user.txt").read_text() == ""
+
+
+def test_with_no_helper_left_what_was_queued_is_written_directly(tmp_path):
+    """The helper is stopped while lines queue in the pipe and the socket, then killed, and no
+    new helper can start: the watchdog appends what was queued, says so, and later lines go
+    straight to the file."""
+    helper = tmp_path / "helper"
+    helper.write_bytes(Path(helper_executable()).read_bytes())
+    helper.chmod(0o755)
+    log = tmp_path / "infra.log"
+    run_python(f"""
+        import os, signal, time, skyrl_fdlog
+        r = skyrl_fdlog.redirect({str(log)!r})
+        os.kill(r.helper_pid, signal.SIGSTOP)
+        print("python line while stopped")
+        os.write(1, b"fd line while stopped\\n")
+        os.remove({str(helper)!r})
+        os.kill(r.helper_pid, signal.SIGKILL)
+        deadline = time.time() + 10
+        while b"directly" not in open({str(log)!r}, "rb").read():
+            assert time.time() < deadline, "no fallback"
+            time.sleep(0.05)
+        print("python line after")
+        os.write(1, b"fd line after\\n")
+        skyrl_fdlog.restore()
+    """, env={"SKYRL_FDLOG_HELPER": str(helper)})
+    text = log.read_bytes()
+    for line in (b"python line while stopped\n", b"fd line while stopped\n",
+                 b"python line after\n", b"fd line after\n"):
+        assert line in text, (line, text)
+    assert b"no log helper could be started" in text
 
 
 def test_unbuffered_python_stays_unbuffered(log_file):

@@ -20,10 +20,12 @@
 
 /* Room for bursts while the helper is busy; the kernel caps it at wmem_max. */
 #define CHANNEL_BUFFER_BYTES (4 * 1024 * 1024)
-/* Pipe buffers count against a per-user limit (pipe-user-pages-soft, 64 MiB by default)
- * beyond which every new pipe of that user gets only 8 KiB: 2 x 256 KiB per actor leaves
- * room for 128 actors of one user on a node. */
-#define PIPE_BUFFER_BYTES (256 * 1024)
+/* Room for the actor's Python output while its helper waits for a CPU: with 64 writers
+ * on 2 cores, 256 KiB cost half the throughput, 512 KiB none (benchmarks/notes.md).  Pipe
+ * buffers count against a per-user limit (pipe-user-pages-soft, 64 MiB by default) past
+ * which the user's new pipes start at 8 KiB: 2 x 512 KiB leaves room for 64 actors of one
+ * unprivileged user on a node. */
+#define PIPE_BUFFER_BYTES (512 * 1024)
 
 int fdl_channel_open(int *read_fd, int *write_fd)
 {

@@ -321,6 +321,12 @@ def cost_section(results: list[dict]) -> str:
     return out
 
 
+def dup2_by_repeat(results: list[dict]) -> dict:
+    """dup2's lines/s by (writers, repeat): the reference each ratio is taken against."""
+    return {(r["writers"], r.get("repeat")): r["lines_per_s"] for r in results
+            if r.get("method") == "dup2" and "lines_per_s" in r}
+
+
 def channels_section(results: list[dict]) -> str:
     """skyrl_fdlog with the actor's Python output through its own pipes and through fd 1."""
     found = ok_results(results, section="channels")
@@ -329,7 +335,7 @@ def channels_section(results: list[dict]) -> str:
     variants = (("dup2", None, LABELS["dup2"]),
                 ("fdlog", True, "skyrl_fdlog, Python output through its own pipes (default)"),
                 ("fdlog", False, "skyrl_fdlog, SKYRL_FDLOG_PYTHON_PIPES=0 (all through fd 1)"))
-    dup2 = {(r["writers"], r["repeat"]): r["lines_per_s"] for r in found if r["method"] == "dup2"}
+    dup2 = dup2_by_repeat(found)
     writers = sorted({r["writers"] for r in found})
     rows = []
     for method, pipes, label in variants:
@@ -359,6 +365,7 @@ def gather_section(results: list[dict]) -> str:
         return "_not run_\n"
     values = sorted({r["gather_us"] for r in g if r.get("method") == "fdlog" and r.get("gather_us") is not None})
     writers = sorted({r["writers"] for r in g if "writers" in r})
+    dup2 = dup2_by_repeat(g)
     rows = []
     for value in values:
         row = [f"{value} µs"]
@@ -367,10 +374,8 @@ def gather_section(results: list[dict]) -> str:
             for r in g:
                 if r.get("method") == "fdlog" and r.get("gather_us") == value and r.get("writers") == w:
                     rates.append(r["lines_per_s"])
-                    base = [b for b in g if b.get("method") == "dup2" and b.get("writers") == w
-                            and b.get("repeat") == r.get("repeat")]
-                    if base:
-                        ratios_.append(r["lines_per_s"] / base[0]["lines_per_s"])
+                    if dup2.get((w, r.get("repeat"))):
+                        ratios_.append(r["lines_per_s"] / dup2[(w, r.get("repeat"))])
             row.append(k(statistics.median(rates)) if rates else "–")
             row.append(f"{statistics.median(ratios_):.2f}x" if ratios_ else "–")
         for load in (False, True):
@@ -594,6 +599,20 @@ of the repeats (120 B lines); "÷ dup2" is against SkyRL's dup2 in the same repe
     return out
 
 
+def log_log_panel(ax, results: list[dict], x: str, y: str, xlabel: str, ylabel: str,
+                  title: str) -> None:
+    """One line per method of results[y] over results[x], both axes logarithmic."""
+    for method in methods_in(results):
+        pts = sorted((r[x], r[y]) for r in results if r["method"] == method)
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=LABELS[method])
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+
+
 def plot(saved: dict, path: Path) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -602,29 +621,12 @@ def plot(saved: dict, path: Path) -> None:
     results = saved["results"]
     fig, axes = plt.subplots(1, 3, figsize=(17, 5))
     scal = [r for r in ok_results(results, size=120, buffering="line") if r["section"] in ("throughput", "scaling")]
-    ax = axes[0]
-    for method in methods_in(scal):
-        pts = sorted((r["writers"], r["lines_per_s"]) for r in scal if r["method"] == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=LABELS[method])
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("writer processes")
-    ax.set_ylabel("lines/s (120 B, drain included)")
-    ax.set_title("Throughput vs writers")
-    ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8)
-
-    ax = axes[1]
+    log_log_panel(axes[0], scal, "writers", "lines_per_s", "writer processes",
+                  "lines/s (120 B, drain included)", "Throughput vs writers")
+    axes[0].legend(fontsize=8)
     thr = [r for r in ok_results(results, section="throughput") if r["writers"] == 1]
-    for method in methods_in(thr):
-        pts = sorted((r["size"], r["mb_per_s"]) for r in thr if r["method"] == method)
-        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o", label=LABELS[method])
-    ax.set_xscale("log", base=2)
-    ax.set_yscale("log")
-    ax.set_xlabel("line size, bytes")
-    ax.set_ylabel("MB/s of payload, 1 writer")
-    ax.set_title("Throughput vs line size")
-    ax.grid(True, which="both", alpha=0.3)
+    log_log_panel(axes[1], thr, "size", "mb_per_s", "line size, bytes",
+                  "MB/s of payload, 1 writer", "Throughput vs line size")
 
     ax = axes[2]
     lat = ok_results(results, section="latency")

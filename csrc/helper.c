@@ -223,7 +223,9 @@ int main(int argc, char **argv)
     const int streams[CHANNEL_COUNT] = {FDL_STREAM_OUT | FDL_CHANNEL_PIPE,
                                         FDL_STREAM_ERR | FDL_CHANNEL_PIPE, FDL_STREAM_OUT,
                                         FDL_STREAM_ERR};
-    int open_channels = settings.owner > 0 ? 4 : 2;
+    int open_channels = 0;
+    for (int i = 0; i < CHANNEL_COUNT; i++)
+        open_channels += channels[i].fd >= 0;
     int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
         int ready = poll(channels, CHANNEL_COUNT, poll_timeout());

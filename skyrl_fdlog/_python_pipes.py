@@ -46,6 +46,14 @@ STREAMS = (("stdout", 1), ("stderr", 2))
 _stand_ins: dict[int, dict[int, tuple]] = {1: {}, 2: {}}
 
 
+def flush_quietly(streams) -> None:
+    for stream in streams:
+        try:
+            stream.flush()
+        except (AttributeError, ValueError, OSError):
+            pass  # closed, replaced by something without flush, or its reader is gone for good
+
+
 def _identity(fd: int) -> tuple | None:
     try:
         status = os.fstat(fd)
@@ -54,8 +62,11 @@ def _identity(fd: int) -> tuple | None:
     return status.st_dev, status.st_ino
 
 
-def _still_ours(target: int) -> list[int]:
-    return [number for number, put in _stand_ins[target].items() if _identity(number) == put]
+def _take_stand_ins(target: int) -> list[int]:
+    """Remove and return the stand-ins of target that still hold what we put there."""
+    numbers = [number for number, put in _stand_ins[target].items() if _identity(number) == put]
+    _stand_ins[target] = {}
+    return numbers
 
 
 def _keep_as_stand_ins(target: int, numbers: list[int]) -> None:
@@ -67,9 +78,7 @@ def _keep_as_stand_ins(target: int, numbers: list[int]) -> None:
 def follow_fds_1_and_2() -> None:
     """Point every stand-in at what fds 1 and 2 are now; called after each change of them."""
     for target in _stand_ins:
-        numbers = _still_ours(target)
-        _stand_ins[target] = {}
-        _keep_as_stand_ins(target, numbers)
+        _keep_as_stand_ins(target, _take_stand_ins(target))
 
 
 class PipeFile(io.FileIO):
@@ -174,8 +183,7 @@ class PythonPipes:
         """Take over the stand-ins of earlier redirections, then replace sys.stdout and
         sys.stderr (those that qualify) by streams on the pipes."""
         for name, target in STREAMS:
-            taken_over = _still_ours(target)
-            _stand_ins[target] = {}
+            taken_over = _take_stand_ins(target)
             if taken_over:
                 fresh = self.numbers[target][0]
                 for number in taken_over:
@@ -194,17 +202,10 @@ class PythonPipes:
             self.replaced.append((holder, attribute, original, replacement))
             setattr(holder, attribute, replacement)
 
-    def flush(self) -> None:
-        for _, _, _, stream in self.replaced:
-            try:
-                stream.flush()
-            except (ValueError, OSError):
-                pass  # the pipe's reader is gone for good: nothing left to save
-
     def uninstall(self) -> None:
         """Put the original streams back (fds 1 and 2 already restored) and close the pipes,
         leaving their numbers as stand-ins."""
-        self.flush()
+        flush_quietly(replacement for _, _, _, replacement in self.replaced)
         for holder, attribute, original, replacement in self.replaced:
             if getattr(holder, attribute) is replacement:  # else someone replaced it since
                 setattr(holder, attribute, original)

@@ -28,7 +28,7 @@ from pathlib import Path
 from skyrl_fdlog._errors import FdlogError
 from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, open_log
-from skyrl_fdlog._python_pipes import PythonPipes, follow_fds_1_and_2
+from skyrl_fdlog._python_pipes import PythonPipes, flush_quietly, follow_fds_1_and_2
 
 FORMATS = ("prefixed", "raw")
 LOCK_MODES = ("auto", "always", "never")
@@ -97,11 +97,7 @@ def _check_choice(argument: str, value: str, choices: tuple) -> None:
 
 
 def _flush_python_streams() -> None:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (AttributeError, ValueError, OSError):
-            pass  # closed or replaced by something without flush: nothing buffered to lose
+    flush_quietly((sys.stdout, sys.stderr))
 
 
 def _line_buffer_python_streams() -> None:

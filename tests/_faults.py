@@ -232,6 +232,30 @@ def wait_report(path: Path, actor: subprocess.Popen, timeout: float, what: str) 
     return json.loads(path.read_text())
 
 
+def actor_around_a_fault(tmp_path: Path, log: Path, first: int, later: str,
+                         redirect_args: str = "", setup: str = "") -> subprocess.Popen:
+    """Start an actor that runs `setup`, redirects to `log`, prints "a 0".."a first-1", then
+    waits for the test's fault (mark it done with fault_done) and runs `later` before
+    restore().  Returns once the first lines are in the log."""
+    ready, fault = tmp_path / "ready", tmp_path / "fault"
+    actor = start_actor(f"""
+        {setup}
+        skyrl_fdlog.redirect({str(log)!r}{redirect_args})
+        lines("a", {first})
+        wait_in_log({str(log)!r}, b"a {first - 1}\\n")
+        report({str(ready)!r})
+        wait_file({str(fault)!r})
+        {later}
+        skyrl_fdlog.restore()
+    """, tmp_path)
+    wait_report(ready, actor, 30, "the first lines")
+    return actor
+
+
+def fault_done(tmp_path: Path) -> None:
+    (tmp_path / "fault").touch()
+
+
 def numbered(records, prefix: bytes, width: int = 0) -> list[int]:
     """Sequence numbers of intact 'out' lines "PREFIX N" (+ " " and `width` x's), in file order."""
     pattern = re.compile(re.escape(prefix) + rb" (\d+)" + (b" x{%d}" % width if width else b""))

@@ -13,6 +13,14 @@ from records import lines_by_writer, parse
 from skyrl_fdlog._redirect import helper_executable
 
 
+# Prints half a line, sets `seen` to whether it reached the log before the rest follows.
+PRINT_A_PARTIAL_LINE = """print("partial", end="")
+        time.sleep(0.6)
+        with open({log!r}, "rb") as log:
+            seen = b"partial" in log.read()
+        print(" rest")"""
+
+
 def lines_of(log_file) -> dict[tuple[int, str], list[bytes]]:
     records, bad = parse(log_file.read_bytes())
     assert bad == []
@@ -103,11 +111,7 @@ def test_a_wrapper_around_sys_stdout_keeps_wrapping(log_file):
         sys.stdout = Unbuffered(inner)
         skyrl_fdlog.redirect({str(log_file)!r}, idle_flush=0.1)
         kinds = type(sys.stdout).__name__, type(sys.stdout.stream).__name__
-        print("partial", end="")
-        time.sleep(0.6)
-        with open({str(log_file)!r}, "rb") as log:
-            seen = b"partial" in log.read()
-        print(" rest")
+        {PRINT_A_PARTIAL_LINE.format(log=str(log_file))}
         skyrl_fdlog.restore()
         print(kinds, seen, sys.stdout.stream is inner)
     """)
@@ -266,11 +270,7 @@ def test_unbuffered_python_stays_unbuffered(log_file):
     run_python(f"""
         import sys, time, skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r}, idle_flush=0.1)
-        print("partial", end="")
-        time.sleep(0.6)
-        with open({str(log_file)!r}, "rb") as log:
-            seen = b"partial" in log.read()
-        print(" rest")
+        {PRINT_A_PARTIAL_LINE.format(log=str(log_file))}
         skyrl_fdlog.restore()
         assert seen, "the unbuffered partial line did not reach the helper"
     """, env={"PYTHONUNBUFFERED": "1"})

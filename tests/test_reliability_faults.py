@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from _faults import (cut_short, dropped_counts, fill, finish, helpers_of, numbered, start_actor,
-                     tmpfs, unique_log, vm_rss_kib, wait_gone, wait_report)
+from _faults import (actor_around_a_fault, cut_short, dropped_counts, fault_done, fill, finish,
+                     helpers_of, numbered, start_actor, tmpfs, unique_log, vm_rss_kib, wait_gone,
+                     wait_report)
 from _gluster import gluster_bed  # noqa: F401  (the fixture)
 from conftest import wait_for
 from records import lines_by_writer, parse
@@ -128,21 +129,10 @@ def test_log_renamed_or_deleted_mid_run_the_helper_reopens_the_path(tmp_path, ro
     file and opens the path again: a new file there gets every later line and an `fdlog` record
     saying it reopened; no line is written twice, and with rename the old file keeps the rest."""
     log = tmp_path / "logs" / "infra.log"
-    signals = {name: str(tmp_path / name) for name in ("ready", "rotated")}
-    actor = start_actor(f"""
-        s = {signals!r}
-        skyrl_fdlog.redirect({str(log)!r}, name="rotate")
-        lines("a", 200)
-        wait_in_log({str(log)!r}, b"a 199\\n")
-        report(s["ready"])
-        wait_file(s["rotated"])
-        lines("b", 300, per_second=100)   # 3 s
-        lines("c", 100)
-        skyrl_fdlog.restore()
-    """, tmp_path)
-    wait_report(tmp_path / "ready", actor, 30, "the first lines")
+    actor = actor_around_a_fault(tmp_path, log, 200, 'lines("b", 300, per_second=100); '
+                                 'lines("c", 100)', redirect_args=', name="rotate"')  # b: 3 s
     ROTATIONS[rotation](log)
-    (tmp_path / "rotated").touch()
+    fault_done(tmp_path)
     finish(actor, tmp_path)
     assert log.exists(), "nothing was written at the log path after it was rotated"
     new, bad = parse(log.read_bytes())
@@ -165,20 +155,10 @@ def test_log_truncated_in_place_later_lines_start_the_file(tmp_path):
     appended with O_APPEND the next records start at offset 0: no hole of NUL bytes, nothing
     torn, every later line present."""
     log = tmp_path / "infra.log"
-    signals = {name: str(tmp_path / name) for name in ("ready", "truncated")}
-    actor = start_actor(f"""
-        s = {signals!r}
-        skyrl_fdlog.redirect({str(log)!r}, name="truncate")
-        lines("a", 500)
-        wait_in_log({str(log)!r}, b"a 499\\n")
-        report(s["ready"])
-        wait_file(s["truncated"])
-        lines("b", 200)
-        skyrl_fdlog.restore()
-    """, tmp_path)
-    wait_report(tmp_path / "ready", actor, 30, "the first lines")
+    actor = actor_around_a_fault(tmp_path, log, 500, 'lines("b", 200)',
+                                 redirect_args=', name="truncate"')
     os.truncate(log, 0)
-    (tmp_path / "truncated").touch()
+    fault_done(tmp_path)
     finish(actor, tmp_path)
     data = log.read_bytes()
     assert b"\0" not in data

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from _faults import finish, start_actor, wait_report
+from _faults import actor_around_a_fault, fault_done, finish
 from conftest import refusal, run_python
 from records import parse
 
@@ -140,22 +140,12 @@ def test_symlink_planted_after_rotation_is_not_followed(tmp_path):
     log = tmp_path / "logs" / "infra.log"
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious\n")
-    signals = {name: str(tmp_path / name) for name in ("ready", "planted")}
-    actor = start_actor(f"""
-        s = {signals!r}
-        skyrl_fdlog.redirect({str(log)!r}, name="planted")
-        lines("a", 100)
-        wait_in_log({str(log)!r}, b"a 99\\n")
-        report(s["ready"])
-        wait_file(s["planted"])
-        lines("b", 300, per_second=100)
-        skyrl_fdlog.restore()
-    """, tmp_path)
-    wait_report(tmp_path / "ready", actor, 30, "the first lines")
+    actor = actor_around_a_fault(tmp_path, log, 100, 'lines("b", 300, per_second=100)',
+                                 redirect_args=', name="planted"')
     rotated = log.with_name("infra.log.1")
     os.rename(log, rotated)
     log.symlink_to(victim)
-    (tmp_path / "planted").touch()
+    fault_done(tmp_path)
     finish(actor, tmp_path)
     assert victim.read_bytes() == b"precious\n"
     assert log.is_symlink()
@@ -171,21 +161,10 @@ def test_reopened_file_after_rotation_has_safe_mode(tmp_path):
     """The file the helper creates after logrotate moved the log away is 0640 under umask
     022, like the first one (it is opened with the same safe open)."""
     log = tmp_path / "infra.log"
-    signals = {name: str(tmp_path / name) for name in ("ready", "rotated")}
-    actor = start_actor(f"""
-        s = {signals!r}
-        os.umask(0o022)
-        skyrl_fdlog.redirect({str(log)!r})
-        lines("a", 10)
-        wait_in_log({str(log)!r}, b"a 9\\n")
-        report(s["ready"])
-        wait_file(s["rotated"])
-        lines("b", 300, per_second=100)
-        skyrl_fdlog.restore()
-    """, tmp_path)
-    wait_report(tmp_path / "ready", actor, 30, "the first lines")
+    actor = actor_around_a_fault(tmp_path, log, 10, 'lines("b", 300, per_second=100)',
+                                 setup="os.umask(0o022)")
     os.rename(log, tmp_path / "infra.log.1")
-    (tmp_path / "rotated").touch()
+    fault_done(tmp_path)
     finish(actor, tmp_path)
     assert log.exists(), "the helper did not reopen the log path"
     assert stat.S_IMODE(log.stat().st_mode) == 0o640

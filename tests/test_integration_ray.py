@@ -12,12 +12,13 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import run_python, wait_for
 from records import Record, parse
 
 pytestmark = pytest.mark.timeout(300)
@@ -66,6 +67,16 @@ def finish_driver(process: subprocess.Popen) -> DriverRun:
 
 def run_driver(cluster, log_path: Path, *args: str, env: dict | None = None) -> DriverRun:
     return finish_driver(start_driver(cluster, log_path, *args, env=env))
+
+
+def run_script(code: str, **constants: object) -> DriverRun:
+    """Run `code` as a driver process of its own, after lines setting each of `constants`
+    (ADDRESS=cluster.address, say); it ends by printing `RESULT <json>`."""
+    header = "".join(f"{name} = {value!r}\n" for name, value in constants.items())
+    result = run_python(header + textwrap.dedent(code), timeout=180)
+    stdout, stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    result_line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
+    return DriverRun(stdout, stderr, json.loads(result_line[len("RESULT "):]))
 
 
 def records_of(log_file: Path) -> list[Record]:
@@ -130,21 +141,30 @@ def test_actor_output_lands_in_infra_log_and_progress_stays_on_terminal(cluster,
         assert report["log_file"] == str(log_file)
         assert report["caller_variable"] == "kept"
         assert report["stdout_kind"] == "PipedStream", "Python output should use its own pipe"
+        assert report["dump_variable"] == "0", "init_ray pins the dump switch it decided on"
         assert_attributed(records, tag, name, report["pid"], report["node_ip"])
     assert run.result["reduced"] == [3.0, 3.0]
     gloo_names = {record.name for record in records if "all_reduce gave" in record.payload.decode()}
     assert gloo_names == {"gloo-0", "gloo-1"}
 
 
-def test_dump_mode_writes_no_file_and_shows_actor_output_on_stdout(cluster, tmp_path):
-    """With SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1, init_ray() creates no directory or file and
-    exports no SKYRL_LOG_FILE, actors do not redirect, and their output reaches the driver's
-    terminal through Ray's log_to_driver."""
+@pytest.mark.parametrize("switch_in", ["driver environment", "runtime_env"])
+def test_dump_mode_writes_no_file_and_shows_actor_output_on_stdout(cluster, tmp_path, switch_in):
+    """With SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1 in the driver's environment or only in the
+    env_vars of the runtime_env given to init_ray() (issue 19, case 4: the driver used to
+    announce a file that stayed empty), init_ray() creates no directory or file, exports no
+    SKYRL_LOG_FILE and returns None, actors get the switch and do not redirect, and their
+    output reaches the driver's terminal through Ray's log_to_driver."""
     log_path = tmp_path / "logs"
-    run = run_driver(cluster, log_path, "--actor", "dump-echo@head", "--linger", "3",
-                     env={"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1"})
+    if switch_in == "runtime_env":
+        extra, env = ["--env-var", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1"], None
+    else:
+        extra, env = [], {"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1"}
+    run = run_driver(cluster, log_path, "--actor", "dump-echo@head", "--linger", "3", *extra,
+                     env=env)
     assert run.result["log_file"] is None and run.result["driver_log_file"] is None
-    assert run.result["reports"]["dump-echo"]["log_file"] is None
+    report = run.result["reports"]["dump-echo"]
+    assert (report["log_file"], report["dump_variable"]) == (None, "1")
     assert not log_path.exists()
     assert "Infrastructure logs will be written to" not in run.stdout
     terminal = run.stdout + run.stderr
@@ -203,3 +223,164 @@ def test_multi_node_node_local_log_path_is_created_by_the_first_actor(cluster, t
     assert cluster.head_node.node_id != run.result["reports"]["echo-b"]["node_id"]
     records = wait_for_lines(log_file, echo_lines("echo-b"))
     assert {record.name for record in records} == {"echo-b"}
+
+
+def test_plain_redirect_and_redirected_agree_on_the_node(cluster, tmp_path):
+    """Inside Ray, an actor that calls redirect() by hand names its node by Ray's node IP, as
+    @redirected does (issue 19, case 5: it used to write the hostname, so one machine showed
+    up as two nodes)."""
+    log_path = tmp_path / "logs"
+    run = run_driver(cluster, log_path, "--actor", "decorated@node-a", "--plain-actor",
+                     "plain@node-a")
+    log_file = Path(run.result["log_file"])
+    reports = run.result["reports"]
+    records = wait_for_lines(log_file, echo_lines("decorated") + echo_lines("plain"))
+    for tag, report in reports.items():
+        assert_attributed(records, tag, tag, report["pid"], report["node_ip"])
+
+
+def test_redirected_classes_without_an_init_of_their_own(cluster, tmp_path):
+    """@ray.remote over @redirected works on a class with no __init__ (issue 19, case 1: Ray's
+    tracing followed __wrapped__ to object.__init__ and failed at class definition), on a
+    subclass of a built-in (dict, keyword arguments reaching dict.__init__), and still on an
+    async actor whose __init__ takes keywords: each logs under its class name."""
+    log_path = tmp_path / "logs"
+    run = run_script("""
+        import asyncio, json, os, ray
+        from skyrl_fdlog.ray import init_ray, redirected
+
+        log_file = init_ray(LOG_PATH, address=ADDRESS)
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Bare:
+            def speak(self):
+                print("Bare speaks", flush=True)
+                return os.getpid()
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Table(dict):
+            def speak(self):
+                print(f"Table speaks {dict(self)}", flush=True)
+                return os.getpid()
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class AsyncKeywords:
+            def __init__(self, *, greeting):
+                self.greeting = greeting
+
+            async def speak(self):
+                await asyncio.sleep(0)
+                print(f"AsyncKeywords speaks {self.greeting}", flush=True)
+                return os.getpid()
+
+        actors = {"Bare": Bare.remote(), "Table": Table.remote(size=1),
+                  "AsyncKeywords": AsyncKeywords.remote(greeting="hi")}
+        pids = dict(zip(actors, ray.get([actor.speak.remote() for actor in actors.values()])))
+        ray.shutdown()
+        print("RESULT " + json.dumps({"log_file": str(log_file), "pids": pids}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
+    lines = {"Bare": "Bare speaks", "Table": "Table speaks {'size': 1}",
+             "AsyncKeywords": "AsyncKeywords speaks hi"}
+    records = wait_for_lines(Path(run.result["log_file"]), list(lines.values()))
+    by_payload = {record.payload.decode(): record for record in records}
+    for name, line in lines.items():
+        assert (by_payload[line].name, by_payload[line].pid) == (name, run.result["pids"][name])
+        assert line not in run.stdout + run.stderr
+
+
+def test_second_init_ray_keeps_the_file_in_force(cluster, tmp_path):
+    """One run, one file (issue 19, case 2): while Ray is initialised, init_ray() with
+    ignore_reinit_error=True returns the file in force and makes nothing (no second file, even
+    under another log_path; SKYRL_LOG_FILE unchanged; no second announcement), and without it
+    refuses with a RuntimeError that names the file and what to do."""
+    log_path, other_path = tmp_path / "logs", tmp_path / "other"
+    run = run_script("""
+        import json, os, ray
+        from skyrl_fdlog.ray import init_ray
+
+        first = init_ray(LOG_PATH, address=ADDRESS)
+        again = init_ray(OTHER_PATH, address=ADDRESS, ignore_reinit_error=True)
+        try:
+            init_ray(LOG_PATH, address=ADDRESS)
+            refusal = None
+        except RuntimeError as error:
+            refusal = str(error)
+        variable = os.environ["SKYRL_LOG_FILE"]
+        ray.shutdown()
+        print("RESULT " + json.dumps({"first": str(first), "again": str(again),
+                                      "refusal": refusal, "variable": variable}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path), OTHER_PATH=str(other_path))
+    first = run.result["first"]
+    assert run.result["again"] == run.result["variable"] == first
+    assert [str(path) for path in log_path.iterdir()] == [first]
+    assert not other_path.exists()
+    assert run.stdout.count("Infrastructure logs will be written to") == 1
+    refusal = run.result["refusal"]
+    assert refusal is not None and first in refusal
+    assert "ray.shutdown()" in refusal and "ignore_reinit_error=True" in refusal
+
+
+def test_failed_ray_init_leaves_nothing_behind(cluster, tmp_path):
+    """When ray.init() fails (issue 19, case 2; case 3's stray file was one), init_ray()
+    removes the file it reserved and the directories it made for it, keeps a directory that
+    was there before with what is in it, and leaves SKYRL_LOG_FILE as it was."""
+    made_path, kept_path = tmp_path / "made" / "logs", tmp_path / "kept"
+    kept_path.mkdir()
+    (kept_path / "keep.txt").write_text("kept\n")
+    run = run_script("""
+        import json, os
+        from skyrl_fdlog.ray import init_ray
+
+        os.environ["SKYRL_LOG_FILE"] = "/previous/infra.log"
+        errors = []
+        # ray.init refuses num_cpus with an address, and log_to_drive is a typo
+        attempts = ((MADE_PATH, {"num_cpus": 1}), (KEPT_PATH, {"log_to_drive": False}))
+        for log_path, arguments in attempts:
+            try:
+                init_ray(log_path, address=ADDRESS, **arguments)
+            except (ValueError, RuntimeError) as error:
+                errors.append(f"{type(error).__name__}: {error}")
+        print("RESULT " + json.dumps({"errors": errors, "variable": os.environ["SKYRL_LOG_FILE"]}))
+    """, ADDRESS=cluster.address, MADE_PATH=str(made_path), KEPT_PATH=str(kept_path))
+    errors = run.result["errors"]
+    assert len(errors) == 2 and "num_cpus" in errors[0] and "log_to_drive" in errors[1]
+    assert run.result["variable"] == "/previous/infra.log"
+    assert not (tmp_path / "made").exists()
+    assert [path.name for path in kept_path.iterdir()] == ["keep.txt"]
+    assert "Infrastructure logs will be written to" not in run.stdout
+
+
+def test_log_to_driver_false_goes_to_ray_init(cluster, tmp_path):
+    """init_ray(log_to_driver=False) passes the keyword to ray.init (issue 19, case 3: it
+    raised TypeError and left a stray file): redirected actors still write the infra log and
+    what an unredirected actor prints no longer reaches the driver's terminal."""
+    log_path = tmp_path / "logs"
+    run = run_script("""
+        import json, time, ray
+        from skyrl_fdlog.ray import init_ray, redirected
+
+        log_file = init_ray(LOG_PATH, address=ADDRESS, log_to_driver=False)
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Redirected:
+            def speak(self):
+                print("redirected actor line", flush=True)
+
+        @ray.remote(num_cpus=0)
+        class Unredirected:
+            def speak(self):
+                print("unredirected actor line", flush=True)
+
+        ray.get([Redirected.remote().speak.remote(), Unredirected.remote().speak.remote()])
+        time.sleep(3)  # log_to_driver would forward the line meanwhile
+        ray.shutdown()
+        print("RESULT " + json.dumps({"log_file": str(log_file)}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
+    log_file = Path(run.result["log_file"])
+    assert list(log_path.iterdir()) == [log_file]
+    wait_for_lines(log_file, ["redirected actor line"])
+    assert "unredirected actor line" not in run.stdout + run.stderr

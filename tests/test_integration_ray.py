@@ -38,12 +38,18 @@ class DriverRun:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and two worker nodes, each tagged with a custom resource to pin actors."""
+    """A head node and two worker nodes, each tagged with a custom resource to pin actors.
+
+    node-b runs with SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1 in its environment, as a node whose
+    `ray start` had the switch: init_ray's decision must still reach its actors (issue 19,
+    case 4), which the tests pinning actors to node-b check."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
     cluster.add_node(num_cpus=1, resources={"node-a": 1})
-    cluster.add_node(num_cpus=1, resources={"node-b": 1})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKYRL_DUMP_INFRA_LOG_TO_STDOUT", "1")
+        cluster.add_node(num_cpus=1, resources={"node-b": 1})
     cluster.wait_for_nodes()
     yield cluster
     cluster.shutdown()

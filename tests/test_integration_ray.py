@@ -390,3 +390,105 @@ def test_log_to_driver_false_goes_to_ray_init(cluster, tmp_path):
     assert list(log_path.iterdir()) == [log_file]
     wait_for_lines(log_file, ["redirected actor line"])
     assert "unredirected actor line" not in run.stdout + run.stderr
+
+
+def test_restarted_task_made_killed_and_detached_actors_keep_the_run_file(cluster, tmp_path):
+    """What issue 19 found holding, kept: with a caller's working_dir and env_vars merged into
+    init_ray's runtime_env, an actor restarted by max_restarts comes back to the same file
+    under the same name; an actor created from a task logs there; a detached actor outlives
+    its driver and logs into that driver's file when a later driver calls it; what an actor's
+    child wrote until ray.kill of the actor is there in whole records (Ray ends the child and
+    the helper with the actor)."""
+    log_path, work_dir = tmp_path / "logs", tmp_path / "work"
+    work_dir.mkdir()
+    (work_dir / "marker.txt").write_text("shipped\n")
+    first = run_script("""
+        import json, os, subprocess, time, ray
+        from skyrl_fdlog.ray import init_ray, redirected
+
+        log_file = init_ray(LOG_PATH, address=ADDRESS, namespace="held",
+                            runtime_env={"working_dir": WORK_DIR, "env_vars": {"CALLER": "kept"}})
+
+        @ray.remote(num_cpus=0, max_restarts=1)
+        @redirected
+        class Phoenix:
+            def __init__(self):
+                print(f"phoenix up in {os.getpid()}", flush=True)
+
+            def die(self):
+                os._exit(1)
+
+            def where(self):
+                return {"pid": os.getpid(), "log_file": os.environ.get("SKYRL_LOG_FILE"),
+                        "caller": os.environ.get("CALLER"), "shipped": os.path.exists("marker.txt")}
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Speaker:
+            def __init__(self, line):
+                print(line, flush=True)
+
+            def start_child(self, line):
+                command = f"while true; do echo '{line}'; sleep 0.05; done"
+                return subprocess.Popen(["sh", "-c", command]).pid
+
+        @ray.remote(num_cpus=0)
+        def make_actor():
+            actor = Speaker.options(name="from-task").remote("made by a task")
+            return ray.get(actor.start_child.remote("task child"))  # also waits for __init__
+
+        phoenix = Phoenix.options(name="phoenix").remote()
+        before = ray.get(phoenix.where.remote())
+        try:
+            ray.get(phoenix.die.remote())
+        except ray.exceptions.RayActorError:
+            pass
+        for _ in range(100):  # calls fail until the restart is done
+            try:
+                after = ray.get(phoenix.where.remote())
+                break
+            except ray.exceptions.RayActorError:
+                time.sleep(0.2)
+        children = [ray.get(make_actor.remote())]
+        doomed = Speaker.options(name="doomed").remote("doomed up")
+        children.append(ray.get(doomed.start_child.remote("orphan child")))
+        time.sleep(0.5)
+        ray.kill(doomed)
+        keeper = Speaker.options(name="keeper", lifetime="detached").remote("keeper up")
+        ray.get(keeper.start_child.remote("keeper child"))
+        ray.shutdown()
+        print("RESULT " + json.dumps({"log_file": str(log_file), "before": before,
+                                      "after": after, "children": children}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path), WORK_DIR=str(work_dir))
+    log_file = Path(first.result["log_file"])
+    try:
+        before, after = first.result["before"], first.result["after"]
+        assert before["pid"] != after["pid"]
+        for report in (before, after):
+            assert report == {**report, "log_file": str(log_file), "caller": "kept",
+                              "shipped": True}
+        records = wait_for_lines(log_file, [f"phoenix up in {before['pid']}",
+                                            f"phoenix up in {after['pid']}", "made by a task",
+                                            "doomed up", "keeper up"])
+        assert {record.name for record in records
+                if record.payload.startswith(b"phoenix up")} == {"phoenix"}
+        # Ray ends the killed actor's children and helper with it; what they wrote is whole.
+        assert any(record.payload == b"orphan child" for record in records)
+        later = run_script("""
+            import ray
+            ray.init(address=ADDRESS, namespace="held")
+            keeper = ray.get_actor("keeper")
+            ray.get(keeper.start_child.remote("called by a later driver"))
+            ray.kill(keeper)
+            print("RESULT {}")
+        """, ADDRESS=cluster.address)
+        assert "called by a later driver" not in later.stdout + later.stderr
+        records = wait_for_lines(log_file, ["called by a later driver", "task child"])
+        assert {record.name for record in records} == {"phoenix", "from-task", "doomed",
+                                                      "keeper"}
+    finally:
+        for pid in first.result["children"]:  # unless Ray already ended them with their actor
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 from skyrl_fdlog._errors import open_refusal
@@ -16,9 +17,11 @@ DUMP_VARIABLE = "SKYRL_DUMP_INFRA_LOG_TO_STDOUT"
 TRUE_WORDS = ("1", "true", "yes")
 
 
-def dump_to_stdout() -> bool:
-    """Whether SKYRL_DUMP_INFRA_LOG_TO_STDOUT asks for infra output on stdout (1, true, yes)."""
-    return os.environ.get(DUMP_VARIABLE, "").strip().lower() in TRUE_WORDS
+def dump_to_stdout(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether SKYRL_DUMP_INFRA_LOG_TO_STDOUT in environ (default: os.environ) asks for infra
+    output on stdout (1, true, yes)."""
+    value = (os.environ if environ is None else environ).get(DUMP_VARIABLE, "")
+    return value.strip().lower() in TRUE_WORDS
 
 
 def open_log(path: str | os.PathLike, *, exclusive: bool = False) -> int:

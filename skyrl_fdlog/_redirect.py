@@ -19,7 +19,6 @@ writing straight into the log file.
 from __future__ import annotations
 
 import os
-import socket
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from skyrl_fdlog._errors import FdlogError
 from skyrl_fdlog._fdlog import ffi, lib
+from skyrl_fdlog._node import default_node
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, open_log
 from skyrl_fdlog._python_pipes import PythonPipes, flush_quietly, follow_fds_1_and_2
 
@@ -228,7 +228,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     path defaults to $SKYRL_LOG_FILE; with neither set, or with
     SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1/true/yes, nothing changes and None is
     returned.  Records carry `name` (default: the Ray actor, else the process
-    name), the writer's pid and `node` (default: the hostname); see
+    name), the writer's pid and `node` (default: Ray's node IP in Ray, else the hostname); see
     docs/format.md.  fmt="raw" writes payloads only.  lock="auto" locks each
     append batch on network filesystems, "always"/"never" force it.
     A partial line is flushed after `idle_flush` seconds; a redrawn line
@@ -256,7 +256,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
         try:
             locked = lock == "always" or (lock == "auto" and lib.fdl_needs_lock(log_fd) == 1)
             redirection = Redirection(path=target, name=name or _default_name(),
-                                      node=node or socket.gethostname(), fmt=fmt, locked=locked,
+                                      node=node or default_node(), fmt=fmt, locked=locked,
                                       helper_pid=0, _log_fd=log_fd)
             _make_settings(redirection, idle_flush, snapshot_interval, buffer_bytes)
             _connect(redirection)

@@ -12,12 +12,13 @@ import math
 import os
 import subprocess
 import sys
+import textwrap
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import run_python, wait_for
 from records import Record, parse
 
 pytestmark = pytest.mark.timeout(300)
@@ -37,12 +38,18 @@ class DriverRun:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """A head node and two worker nodes, each tagged with a custom resource to pin actors."""
+    """A head node and two worker nodes, each tagged with a custom resource to pin actors.
+
+    node-b runs with SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1 in its environment, as a node whose
+    `ray start` had the switch: init_ray's decision must still reach its actors (issue 19,
+    case 4), which the tests pinning actors to node-b check."""
     from ray.cluster_utils import Cluster
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "resources": {"head": 1}})
     cluster.add_node(num_cpus=1, resources={"node-a": 1})
-    cluster.add_node(num_cpus=1, resources={"node-b": 1})
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SKYRL_DUMP_INFRA_LOG_TO_STDOUT", "1")
+        cluster.add_node(num_cpus=1, resources={"node-b": 1})
     cluster.wait_for_nodes()
     yield cluster
     cluster.shutdown()
@@ -66,6 +73,16 @@ def finish_driver(process: subprocess.Popen) -> DriverRun:
 
 def run_driver(cluster, log_path: Path, *args: str, env: dict | None = None) -> DriverRun:
     return finish_driver(start_driver(cluster, log_path, *args, env=env))
+
+
+def run_script(code: str, **constants: object) -> DriverRun:
+    """Run `code` as a driver process of its own, after lines setting each of `constants`
+    (ADDRESS=cluster.address, say); it ends by printing `RESULT <json>`."""
+    header = "".join(f"{name} = {value!r}\n" for name, value in constants.items())
+    result = run_python(header + textwrap.dedent(code), timeout=180)
+    stdout, stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
+    result_line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
+    return DriverRun(stdout, stderr, json.loads(result_line[len("RESULT "):]))
 
 
 def records_of(log_file: Path) -> list[Record]:
@@ -130,21 +147,30 @@ def test_actor_output_lands_in_infra_log_and_progress_stays_on_terminal(cluster,
         assert report["log_file"] == str(log_file)
         assert report["caller_variable"] == "kept"
         assert report["stdout_kind"] == "PipedStream", "Python output should use its own pipe"
+        assert report["dump_variable"] == "0", "init_ray pins the dump switch it decided on"
         assert_attributed(records, tag, name, report["pid"], report["node_ip"])
     assert run.result["reduced"] == [3.0, 3.0]
     gloo_names = {record.name for record in records if "all_reduce gave" in record.payload.decode()}
     assert gloo_names == {"gloo-0", "gloo-1"}
 
 
-def test_dump_mode_writes_no_file_and_shows_actor_output_on_stdout(cluster, tmp_path):
-    """With SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1, init_ray() creates no directory or file and
-    exports no SKYRL_LOG_FILE, actors do not redirect, and their output reaches the driver's
-    terminal through Ray's log_to_driver."""
+@pytest.mark.parametrize("switch_in", ["driver environment", "runtime_env"])
+def test_dump_mode_writes_no_file_and_shows_actor_output_on_stdout(cluster, tmp_path, switch_in):
+    """With SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1 in the driver's environment or only in the
+    env_vars of the runtime_env given to init_ray() (issue 19, case 4: the driver used to
+    announce a file that stayed empty), init_ray() creates no directory or file, exports no
+    SKYRL_LOG_FILE and returns None, actors get the switch and do not redirect, and their
+    output reaches the driver's terminal through Ray's log_to_driver."""
     log_path = tmp_path / "logs"
-    run = run_driver(cluster, log_path, "--actor", "dump-echo@head", "--linger", "3",
-                     env={"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1"})
+    if switch_in == "runtime_env":
+        extra, env = ["--env-var", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1"], None
+    else:
+        extra, env = [], {"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1"}
+    run = run_driver(cluster, log_path, "--actor", "dump-echo@head", "--linger", "3", *extra,
+                     env=env)
     assert run.result["log_file"] is None and run.result["driver_log_file"] is None
-    assert run.result["reports"]["dump-echo"]["log_file"] is None
+    report = run.result["reports"]["dump-echo"]
+    assert (report["log_file"], report["dump_variable"]) == (None, "1")
     assert not log_path.exists()
     assert "Infrastructure logs will be written to" not in run.stdout
     terminal = run.stdout + run.stderr
@@ -203,3 +229,266 @@ def test_multi_node_node_local_log_path_is_created_by_the_first_actor(cluster, t
     assert cluster.head_node.node_id != run.result["reports"]["echo-b"]["node_id"]
     records = wait_for_lines(log_file, echo_lines("echo-b"))
     assert {record.name for record in records} == {"echo-b"}
+
+
+def test_plain_redirect_and_redirected_agree_on_the_node(cluster, tmp_path):
+    """Inside Ray, an actor that calls redirect() by hand names its node by Ray's node IP, as
+    @redirected does (issue 19, case 5: it used to write the hostname, so one machine showed
+    up as two nodes)."""
+    log_path = tmp_path / "logs"
+    run = run_driver(cluster, log_path, "--actor", "decorated@node-a", "--plain-actor",
+                     "plain@node-a")
+    log_file = Path(run.result["log_file"])
+    reports = run.result["reports"]
+    records = wait_for_lines(log_file, echo_lines("decorated") + echo_lines("plain"))
+    for tag, report in reports.items():
+        assert_attributed(records, tag, tag, report["pid"], report["node_ip"])
+
+
+def test_redirected_classes_without_an_init_of_their_own(cluster, tmp_path):
+    """@ray.remote over @redirected works on a class with no __init__ (issue 19, case 1: Ray's
+    tracing followed __wrapped__ to object.__init__ and failed at class definition), on a
+    subclass of a built-in (dict, keyword arguments reaching dict.__init__), and still on an
+    async actor whose __init__ takes keywords: each logs under its class name."""
+    log_path = tmp_path / "logs"
+    run = run_script("""
+        import asyncio, json, os, ray
+        from skyrl_fdlog.ray import init_ray, redirected
+
+        log_file = init_ray(LOG_PATH, address=ADDRESS)
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Bare:
+            def speak(self):
+                print("Bare speaks", flush=True)
+                return os.getpid()
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Table(dict):
+            def speak(self):
+                print(f"Table speaks {dict(self)}", flush=True)
+                return os.getpid()
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class AsyncKeywords:
+            def __init__(self, *, greeting):
+                self.greeting = greeting
+
+            async def speak(self):
+                await asyncio.sleep(0)
+                print(f"AsyncKeywords speaks {self.greeting}", flush=True)
+                return os.getpid()
+
+        actors = {"Bare": Bare.remote(), "Table": Table.remote(size=1),
+                  "AsyncKeywords": AsyncKeywords.remote(greeting="hi")}
+        pids = dict(zip(actors, ray.get([actor.speak.remote() for actor in actors.values()])))
+        ray.shutdown()
+        print("RESULT " + json.dumps({"log_file": str(log_file), "pids": pids}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
+    lines = {"Bare": "Bare speaks", "Table": "Table speaks {'size': 1}",
+             "AsyncKeywords": "AsyncKeywords speaks hi"}
+    records = wait_for_lines(Path(run.result["log_file"]), list(lines.values()))
+    by_payload = {record.payload.decode(): record for record in records}
+    for name, line in lines.items():
+        assert (by_payload[line].name, by_payload[line].pid) == (name, run.result["pids"][name])
+        assert line not in run.stdout + run.stderr
+
+
+def test_second_init_ray_keeps_the_file_in_force(cluster, tmp_path):
+    """One run, one file (issue 19, case 2): while Ray is initialised, init_ray() with
+    ignore_reinit_error=True returns the file in force and makes nothing (no second file, even
+    under another log_path; SKYRL_LOG_FILE unchanged; no second announcement), and without it
+    refuses with a RuntimeError that names the file and what to do."""
+    log_path, other_path = tmp_path / "logs", tmp_path / "other"
+    run = run_script("""
+        import json, os, ray
+        from skyrl_fdlog.ray import init_ray
+
+        first = init_ray(LOG_PATH, address=ADDRESS)
+        again = init_ray(OTHER_PATH, address=ADDRESS, ignore_reinit_error=True)
+        try:
+            init_ray(LOG_PATH, address=ADDRESS)
+            refusal = None
+        except RuntimeError as error:
+            refusal = str(error)
+        variable = os.environ["SKYRL_LOG_FILE"]
+        ray.shutdown()
+        print("RESULT " + json.dumps({"first": str(first), "again": str(again),
+                                      "refusal": refusal, "variable": variable}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path), OTHER_PATH=str(other_path))
+    first = run.result["first"]
+    assert run.result["again"] == run.result["variable"] == first
+    assert [str(path) for path in log_path.iterdir()] == [first]
+    assert not other_path.exists()
+    assert run.stdout.count("Infrastructure logs will be written to") == 1
+    refusal = run.result["refusal"]
+    assert refusal is not None and first in refusal
+    assert "ray.shutdown()" in refusal and "ignore_reinit_error=True" in refusal
+
+
+def test_failed_ray_init_leaves_nothing_behind(cluster, tmp_path):
+    """When ray.init() fails (issue 19, case 2; case 3's stray file was one), init_ray()
+    removes the file it reserved and the directories it made for it, keeps a directory that
+    was there before with what is in it, and leaves SKYRL_LOG_FILE as it was."""
+    made_path, kept_path = tmp_path / "made" / "logs", tmp_path / "kept"
+    kept_path.mkdir()
+    (kept_path / "keep.txt").write_text("kept\n")
+    run = run_script("""
+        import json, os
+        from skyrl_fdlog.ray import init_ray
+
+        os.environ["SKYRL_LOG_FILE"] = "/previous/infra.log"
+        errors = []
+        # ray.init refuses num_cpus with an address, and log_to_drive is a typo
+        attempts = ((MADE_PATH, {"num_cpus": 1}), (KEPT_PATH, {"log_to_drive": False}))
+        for log_path, arguments in attempts:
+            try:
+                init_ray(log_path, address=ADDRESS, **arguments)
+            except (ValueError, RuntimeError) as error:
+                errors.append(f"{type(error).__name__}: {error}")
+        print("RESULT " + json.dumps({"errors": errors, "variable": os.environ["SKYRL_LOG_FILE"]}))
+    """, ADDRESS=cluster.address, MADE_PATH=str(made_path), KEPT_PATH=str(kept_path))
+    errors = run.result["errors"]
+    assert len(errors) == 2 and "num_cpus" in errors[0] and "log_to_drive" in errors[1]
+    assert run.result["variable"] == "/previous/infra.log"
+    assert not (tmp_path / "made").exists()
+    assert [path.name for path in kept_path.iterdir()] == ["keep.txt"]
+    assert "Infrastructure logs will be written to" not in run.stdout
+
+
+def test_log_to_driver_false_goes_to_ray_init(cluster, tmp_path):
+    """init_ray(log_to_driver=False) passes the keyword to ray.init (issue 19, case 3: it
+    raised TypeError and left a stray file): redirected actors still write the infra log and
+    what an unredirected actor prints no longer reaches the driver's terminal."""
+    log_path = tmp_path / "logs"
+    run = run_script("""
+        import json, time, ray
+        from skyrl_fdlog.ray import init_ray, redirected
+
+        log_file = init_ray(LOG_PATH, address=ADDRESS, log_to_driver=False)
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Redirected:
+            def speak(self):
+                print("redirected actor line", flush=True)
+
+        @ray.remote(num_cpus=0)
+        class Unredirected:
+            def speak(self):
+                print("unredirected actor line", flush=True)
+
+        ray.get([Redirected.remote().speak.remote(), Unredirected.remote().speak.remote()])
+        time.sleep(3)  # log_to_driver would forward the line meanwhile
+        ray.shutdown()
+        print("RESULT " + json.dumps({"log_file": str(log_file)}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
+    log_file = Path(run.result["log_file"])
+    assert list(log_path.iterdir()) == [log_file]
+    wait_for_lines(log_file, ["redirected actor line"])
+    assert "unredirected actor line" not in run.stdout + run.stderr
+
+
+def test_restarted_task_made_killed_and_detached_actors_keep_the_run_file(cluster, tmp_path):
+    """What issue 19 found holding, kept: with a caller's working_dir and env_vars merged into
+    init_ray's runtime_env, an actor restarted by max_restarts comes back to the same file
+    under the same name; an actor created from a task logs there; a detached actor outlives
+    its driver and logs into that driver's file when a later driver calls it; what an actor's
+    child wrote until ray.kill of the actor is there in whole records (Ray ends the child and
+    the helper with the actor)."""
+    log_path, work_dir = tmp_path / "logs", tmp_path / "work"
+    work_dir.mkdir()
+    (work_dir / "marker.txt").write_text("shipped\n")
+    first = run_script("""
+        import json, os, subprocess, time, ray
+        from skyrl_fdlog.ray import init_ray, redirected
+
+        log_file = init_ray(LOG_PATH, address=ADDRESS, namespace="held",
+                            runtime_env={"working_dir": WORK_DIR, "env_vars": {"CALLER": "kept"}})
+
+        @ray.remote(num_cpus=0, max_restarts=1)
+        @redirected
+        class Phoenix:
+            def __init__(self):
+                print(f"phoenix up in {os.getpid()}", flush=True)
+
+            def die(self):
+                os._exit(1)
+
+            def where(self):
+                return {"pid": os.getpid(), "log_file": os.environ.get("SKYRL_LOG_FILE"),
+                        "caller": os.environ.get("CALLER"), "shipped": os.path.exists("marker.txt")}
+
+        @ray.remote(num_cpus=0)
+        @redirected
+        class Speaker:
+            def __init__(self, line):
+                print(line, flush=True)
+
+            def start_child(self, line):
+                command = f"while true; do echo '{line}'; sleep 0.05; done"
+                return subprocess.Popen(["sh", "-c", command]).pid
+
+        @ray.remote(num_cpus=0)
+        def make_actor():
+            actor = Speaker.options(name="from-task").remote("made by a task")
+            return ray.get(actor.start_child.remote("task child"))  # also waits for __init__
+
+        phoenix = Phoenix.options(name="phoenix").remote()
+        before = ray.get(phoenix.where.remote())
+        try:
+            ray.get(phoenix.die.remote())
+        except ray.exceptions.RayActorError:
+            pass
+        for _ in range(100):  # calls fail until the restart is done
+            try:
+                after = ray.get(phoenix.where.remote())
+                break
+            except ray.exceptions.RayActorError:
+                time.sleep(0.2)
+        children = [ray.get(make_actor.remote())]
+        doomed = Speaker.options(name="doomed").remote("doomed up")
+        children.append(ray.get(doomed.start_child.remote("orphan child")))
+        time.sleep(0.5)
+        ray.kill(doomed)
+        keeper = Speaker.options(name="keeper", lifetime="detached").remote("keeper up")
+        ray.get(keeper.start_child.remote("keeper child"))
+        ray.shutdown()
+        print("RESULT " + json.dumps({"log_file": str(log_file), "before": before,
+                                      "after": after, "children": children}))
+    """, ADDRESS=cluster.address, LOG_PATH=str(log_path), WORK_DIR=str(work_dir))
+    log_file = Path(first.result["log_file"])
+    try:
+        before, after = first.result["before"], first.result["after"]
+        assert before["pid"] != after["pid"]
+        for report in (before, after):
+            assert report == {**report, "log_file": str(log_file), "caller": "kept",
+                              "shipped": True}
+        records = wait_for_lines(log_file, [f"phoenix up in {before['pid']}",
+                                            f"phoenix up in {after['pid']}", "made by a task",
+                                            "doomed up", "keeper up"])
+        assert {record.name for record in records
+                if record.payload.startswith(b"phoenix up")} == {"phoenix"}
+        # Ray ends the killed actor's children and helper with it; what they wrote is whole.
+        assert any(record.payload == b"orphan child" for record in records)
+        later = run_script("""
+            import ray
+            ray.init(address=ADDRESS, namespace="held")
+            keeper = ray.get_actor("keeper")
+            ray.get(keeper.start_child.remote("called by a later driver"))
+            ray.kill(keeper)
+            print("RESULT {}")
+        """, ADDRESS=cluster.address)
+        assert "called by a later driver" not in later.stdout + later.stderr
+        records = wait_for_lines(log_file, ["called by a later driver", "task child"])
+        assert {record.name for record in records} == {"phoenix", "from-task", "doomed",
+                                                      "keeper"}
+    finally:
+        for pid in first.result["children"]:  # unless Ray already ended them with their actor
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass

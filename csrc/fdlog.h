@@ -83,6 +83,12 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
                      int out_read, int err_read, int pipe_out_read, int pipe_err_read,
                      int *status_fd, int *helper_pid);
 
+/* Append one 'fdlog' record (skyrl_fdlog's own note) with text, written under pid and
+ * formatted as the helper of these settings would, in a single write(2).  For what the
+ * actor says itself while no helper runs.  Returns 0 or -errno. */
+int fdl_write_note(int log_fd, const struct fdl_helper_settings *settings, int pid,
+                   const char *text);
+
 /* Test entry point: run the line assembler over chunks of input as the
  * helper would, at fixed times, and write the records to out.
  * chunk i is data[offsets[i] .. offsets[i]+lengths[i]) from pids[i] on

@@ -12,6 +12,9 @@
  * err channels, 6 the status pipe on which it says "READY <pid>" and which
  * it holds open until it exits, and with an owner the reading ends of the
  * owner's own out and err pipes on 7 and 8.
+ *
+ * Also here: fdl_write_note, the one record the actor writes into the log
+ * itself, when no helper runs to write it (a restart, the fallback, pid 1).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,9 +25,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "fdlog.h"
+#include "internal.h"
 
 #define READY_TIMEOUT_MS 10000
 #define FIRST_PRIVATE_FD 100 /* above the fds the helper is given */
@@ -127,6 +132,19 @@ static int await_ready(int status_fd, int *helper_pid)
     return 0;
 }
 
+/* Move fd above 0-2 (closing the original): a process whose fd 1 or 2 is closed would
+ * otherwise write its output into our pipe.  Returns the fd, or -1 with errno set. */
+static int above_standard_fds(int fd)
+{
+    if (fd > 2)
+        return fd;
+    int moved = fcntl(fd, F_DUPFD_CLOEXEC, 3);
+    int error = errno;
+    close(fd);
+    errno = error;
+    return moved;
+}
+
 int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
                      int out_read, int err_read, int pipe_out_read, int pipe_err_read,
                      int *status_fd, int *helper_pid)
@@ -134,6 +152,15 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
     int status[2];
     if (pipe2(status, O_CLOEXEC) != 0)
         return -errno;
+    status[0] = above_standard_fds(status[0]);
+    status[1] = above_standard_fds(status[1]);
+    if (status[0] < 0 || status[1] < 0) {
+        int error = errno;
+        for (int i = 0; i < 2; i++)
+            if (status[i] >= 0)
+                close(status[i]);
+        return -error;
+    }
     int fds[MAX_HANDED_OVER] = {log_fd, out_read, err_read, status[1], pipe_out_read,
                                 pipe_err_read};
     int count = pipe_out_read >= 0 && pipe_err_read >= 0 ? MAX_HANDED_OVER : 4;
@@ -159,4 +186,35 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
     }
     *status_fd = status[0];
     return 0;
+}
+
+int fdl_write_note(int log_fd, const struct fdl_helper_settings *settings, int pid,
+                   const char *text)
+{
+    struct fdl_record_format format;
+    fdl_format_init(&format, settings->name, settings->node, settings->raw);
+    char label[FDL_PREFIX_MAX], record[FDL_RECORD_MAX];
+    size_t label_length = fdl_format_label(&format, label, pid, FDL_STREAM_META);
+    size_t text_length = strlen(text);
+    if (text_length > fdl_payload_max(&format))
+        text_length = fdl_payload_max(&format);
+    struct timespec now;
+    clock_gettime(CLOCK_REALTIME, &now); /* a stamp, not a timing */
+    size_t length = fdl_format_record(&format, record,
+                                      (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000, label,
+                                      label_length, FDL_MARK_LINE, (const unsigned char *)text,
+                                      text_length);
+    /* On a network filesystem appends of several machines stay whole only under the lock
+     * the helper takes too (log_writer.c). */
+    struct flock lock = {.l_type = F_WRLCK, .l_whence = SEEK_SET};
+    if (settings->lock)
+        while (fcntl(log_fd, F_SETLKW, &lock) != 0 && errno == EINTR)
+            ;
+    ssize_t written = write(log_fd, record, length); /* one record: one write, kept whole */
+    int rc = written == (ssize_t)length ? 0 : written < 0 ? -errno : -EIO;
+    if (settings->lock) {
+        lock.l_type = F_UNLCK;
+        fcntl(log_fd, F_SETLK, &lock);
+    }
+    return rc;
 }

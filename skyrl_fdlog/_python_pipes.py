@@ -70,9 +70,17 @@ def _take_stand_ins(target: int) -> list[int]:
 
 
 def _keep_as_stand_ins(target: int, numbers: list[int]) -> None:
+    """Point numbers at target; at /dev/null while target is closed (restore() closes fds
+    1 and 2 again when they were closed before redirect()), so they never write elsewhere."""
+    if not numbers:
+        return
+    target_closed = _identity(target) is None
+    source = os.open(os.devnull, os.O_WRONLY) if target_closed else target
     for number in numbers:
-        os.dup2(target, number, inheritable=False)
+        os.dup2(source, number, inheritable=False)
         _stand_ins[target][number] = _identity(number)
+    if target_closed:
+        os.close(source)  # even when it took the closed target's number: that stays closed
 
 
 def follow_fds_1_and_2() -> None:
@@ -202,10 +210,14 @@ class PythonPipes:
             self.replaced.append((holder, attribute, original, replacement))
             setattr(holder, attribute, replacement)
 
+    def flush(self) -> None:
+        """Before uninstall(), apart from it: a flush can wait for a helper, uninstall() is
+        done where a fork waits for it to finish."""
+        flush_quietly(replacement for _, _, _, replacement in self.replaced)
+
     def uninstall(self) -> None:
         """Put the original streams back (fds 1 and 2 already restored) and close the pipes,
         leaving their numbers as stand-ins."""
-        flush_quietly(replacement for _, _, _, replacement in self.replaced)
         for holder, attribute, original, replacement in self.replaced:
             if getattr(holder, attribute) is replacement:  # else someone replaced it since
                 setattr(holder, attribute, original)

@@ -11,16 +11,34 @@ The pieces, in the order redirect() puts them together:
 A watchdog thread waits on the helper's status pipe.  This process keeps
 copies of the channels' reading ends, so when the helper dies (even by
 SIGKILL) nothing written in the meantime is lost and no writer sees
-BrokenPipeError: the watchdog starts a new helper on the same channels, which
-writes a record saying so.  If no helper can be started it falls back to
-writing straight into the log file.
+BrokenPipeError or SIGPIPE: the watchdog starts a new helper on the same
+channels, at once the first time, after a wait that doubles while helpers keep
+dying young, and says why in a note.  It keeps doing so after restore() until
+every writer (children that outlive restore() included) has closed the
+channels.  If no helper can be started it falls back to writing straight into
+the log file, and keeps copying what older children still write into the
+channels there.
+
+Descriptors: everything this module keeps sits at 3 or above (closed fds 0-2
+are filled with /dev/null while redirected, and closed again by restore()).
+A fork waits while descriptors are being made, so a child never inherits one
+that is not yet accounted for; the child closes all of them.
+
+As PID 1 of a pid namespace (a one-process container) no helper is started:
+the kernel would kill it together with this process.  fds 1 and 2 then append
+straight to the log, as a plain `>>` redirection does (docs/reliability.md).
 """
 
 from __future__ import annotations
 
 import os
+import resource
+import select
+import socket
+import struct
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +55,17 @@ RESTORE_WAIT_SECONDS = 5.0
 # After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
 GATHER_US = 300
 GATHER_VARIABLE = "SKYRL_FDLOG_GATHER_US"
+# A helper that dies sooner than this after its start counts as dying young.  The first
+# FREE_RESTARTS young deaths in a row are restarted at once (a helper killed now and then loses
+# no time); each further one doubles the wait, from BACKOFF_FIRST up to BACKOFF_CAP, so a helper
+# that cannot run (RLIMIT_FSIZE, a broken install) is retried a few times a minute, not
+# thousands of times a second.
+YOUNG_SECONDS = 10.0
+FREE_RESTARTS = 3
+BACKOFF_FIRST = 0.1
+BACKOFF_CAP = 30.0
+# In the fallback, a partial line of an older child is written as it stands after this idle time.
+FALLBACK_IDLE_SECONDS = 1.0
 
 
 @dataclass
@@ -55,15 +84,29 @@ class Redirection:
     _channel_writes: tuple = field(repr=False, default=())
     _python_pipes: PythonPipes | None = field(repr=False, default=None)
     _saved_fds: object = field(repr=False, default=None)
+    _was_closed: tuple = field(repr=False, default=())  # of fds 0-2, before capture began
     _settings: object = field(repr=False, default=None)
     _keepalive: tuple = field(repr=False, default=())
     _status_fd: int = field(repr=False, default=-1)
-    _stopping: bool = field(repr=False, default=False)
+    _direct: bool = field(repr=False, default=False)  # fds 1 and 2 append to the log itself
+    _restored: bool = field(repr=False, default=False)
+    _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
+    _started_at: float = field(repr=False, default=0.0)
+    _restarts: int = field(repr=False, default=0)
     _watchdog: threading.Thread | None = field(repr=False, default=None)
 
 
 _active: Redirection | None = None
+# Being set up: holds descriptors, not yet _active.
+_setting_up: Redirection | None = None
+# Restored (or switched away from) while a helper still serves writers that outlive it; the
+# watchdog keeps the reading ends and the log until they are gone.  By id(): not hashable.
+_lingering: dict[int, Redirection] = {}
+# Serialises redirect() and restore(), waits included.  The watchdog never takes it.
 _state_lock = threading.RLock()
+# Held while descriptors are made and recorded, never while waiting on a helper; a fork
+# waits for it (see the end of this module).
+_fd_lock = threading.Lock()
 
 
 def helper_executable() -> str:
@@ -127,6 +170,7 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
                               f"skyrl-fdlog-helper", helper)
     redirection._status_fd = status_fd[0]
     redirection.helper_pid = helper_pid[0]
+    redirection._started_at = time.monotonic()
 
 
 def _gather_us() -> int:
@@ -158,8 +202,8 @@ def _make_settings(redirection: Redirection, idle_flush: float, snapshot_interva
     redirection._keepalive = strings  # cffi frees the strings with their last reference
 
 
-def _read_exit_reason(status_fd: int) -> str:
-    """Block until the helper exits; return what it said on the way out ('' if killed)."""
+def _read_last_words(status_fd: int) -> list[str]:
+    """Block until the helper exits; return what it said after READY ([] when killed)."""
     said = b""
     while True:
         try:
@@ -169,16 +213,57 @@ def _read_exit_reason(status_fd: int) -> str:
         if not chunk:
             break
         said += chunk
-    for line in said.decode(errors="replace").splitlines():
-        if line.startswith("EXIT "):
-            return line[5:]
-    return ""
+    return [line for line in said.decode(errors="replace").splitlines()
+            if not line.startswith("READY ")]
 
 
-def _drain_into_log(redirection: Redirection) -> None:
-    """Append what the channels and pipes still hold, as it stands (no helper to read it)."""
+def _note(redirection: Redirection, text: str) -> None:
+    """An 'fdlog' record from this process, written while no helper runs.  When the log
+    refuses it (full, at the file size limit) it goes to the original stderr instead."""
+    rc = lib.fdl_write_note(redirection._log_fd, redirection._settings, os.getpid(),
+                            text.encode(errors="replace"))
+    if rc == 0:
+        return
+    with redirection._lock:  # restore() changes the saved fds only after taking it
+        saved = redirection._saved_fds
+        stderr = 2 if redirection._restored or saved is None else saved[1]
+        try:
+            _write_all(stderr, f"skyrl_fdlog: {text} (this note could not be written to "
+                               f"{redirection.path}: {os.strerror(-rc)})\n".encode(errors="replace"))
+        except OSError:
+            pass  # no stderr either: nowhere left to say it
+
+
+def _why_it_ended(redirection: Redirection, words: list[str]) -> str:
+    if "EXIT term" in words:
+        why = "it was sent SIGTERM"
+    elif words:
+        why = "it said: " + "; ".join(words)
+    else:
+        why = "it ended without saying why, as when a signal kills it (SIGKILL, a crash, SIGXFSZ...)"
+    limit = resource.getrlimit(resource.RLIMIT_FSIZE)[0]
+    try:
+        size = os.fstat(redirection._log_fd).st_size
+    except OSError:
+        size = -1
+    if limit != resource.RLIM_INFINITY and size >= limit:
+        why += (f"; the log ({size} bytes) has reached the file size limit (ulimit -f) of "
+                f"{limit} bytes that the helper inherits from this process")
+    return why
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _drain_pipes_into_log(redirection: Redirection) -> None:
+    """Append what the actor's own pipes still hold (their writing ends already moved)."""
     pipes = redirection._python_pipes
-    for fd in (*redirection._channel_reads, *(pipes.reads if pipes is not None else ())):
+    for fd in pipes.reads if pipes is not None else ():
+        if fd < 0:
+            continue
         os.set_blocking(fd, False)
         while True:
             try:
@@ -187,36 +272,145 @@ def _drain_into_log(redirection: Redirection) -> None:
                 break
             if not data:
                 break
-            os.write(redirection._log_fd, data)
+            _write_all(redirection._log_fd, data)
 
 
 def _fall_back_to_direct_writes(redirection: Redirection, reason: str) -> None:
-    """No helper can run: append straight to the log (whole lines not guaranteed)."""
-    _drain_into_log(redirection)
-    for target in (1, 2):
-        os.dup2(redirection._log_fd, target)
-    if redirection._python_pipes is not None:
-        redirection._python_pipes.send_to(redirection._log_fd)
-    follow_fds_1_and_2()
-    os.write(redirection._log_fd,
-             f"skyrl_fdlog: no log helper could be started ({reason}); pid {os.getpid()} now "
-             f"writes to this file directly, without records\n".encode())
+    """No helper can run: this process appends straight to the log (whole lines not
+    guaranteed, no records), and what older children write into the channels is copied there
+    line by line until they are gone, so none of them waits forever."""
+    with redirection._lock:
+        if not redirection._restored:  # after restore() fds 1 and 2 are no longer ours
+            with _fd_lock:
+                for target in (1, 2):
+                    os.dup2(redirection._log_fd, target)
+                if redirection._python_pipes is not None:
+                    redirection._python_pipes.send_to(redirection._log_fd)
+                follow_fds_1_and_2()
+            _drain_pipes_into_log(redirection)
+        _note(redirection, f"no log helper could be started ({reason}); pid {os.getpid()} "
+                           f"now writes to this file directly, without records, and copies "
+                           f"what its children still write into the channels here line by line")
+    _copy_channels_until_eof(redirection)
+
+
+def _copy_channels_until_eof(redirection: Redirection) -> None:
+    """The fallback's reader: whole lines per writer (the channel tells each chunk's pid)."""
+    sockets = {fd: socket.socket(fileno=fd) for fd in redirection._channel_reads}
+    poller = select.poll()
+    for fd in sockets:
+        poller.register(fd, select.POLLIN)
+    pending: dict[tuple, bytes] = {}  # (channel, pid) -> unfinished line
+    credentials = socket.CMSG_SPACE(struct.calcsize("3i"))
+    lost = [0, ""]  # bytes the log refused, and why: counted, never a reason to stop reading
+
+    def append(data: bytes) -> None:
+        try:
+            _write_all(redirection._log_fd, data)
+        except OSError as error:
+            lost[0] += len(data)
+            lost[1] = error.strerror
+    try:
+        while sockets:
+            ready = poller.poll(FALLBACK_IDLE_SECONDS * 1000)
+            if not ready:  # idle: partial lines as they stand
+                append(b"".join(pending.values()))
+                pending.clear()
+            for fd, _ in ready:
+                data, ancillary, _, _ = sockets[fd].recvmsg(65536, credentials)
+                if not data:
+                    poller.unregister(fd)
+                    sockets.pop(fd).detach()
+                    continue
+                pid = next((struct.unpack("3i", item)[0] for level, kind, item in ancillary
+                            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), 0)
+                text = pending.pop((fd, pid), b"") + data
+                cut = text.rfind(b"\n") + 1
+                if len(text) - cut > 65536:  # no newline in sight: write as it stands
+                    cut = len(text)
+                append(text[:cut])
+                if cut < len(text):
+                    pending[(fd, pid)] = text[cut:]
+        append(b"".join(pending.values()))
+    finally:
+        for channel in sockets.values():
+            channel.detach()  # the fds are the redirection's; the watchdog closes them
+    if lost[0]:
+        _note(redirection, f"dropped {lost[0]} bytes that children wrote while no log helper "
+                           f"ran: the log could not take them ({lost[1]})")
+
+
+def _restart_wait(young: int) -> float:
+    """Seconds to wait before a restart after `young` helpers in a row died young."""
+    if young <= FREE_RESTARTS:
+        return 0.0
+    return min(BACKOFF_CAP, BACKOFF_FIRST * 2 ** (young - FREE_RESTARTS - 1))
 
 
 def _watch_helper(redirection: Redirection) -> None:
-    while True:
-        status_fd = redirection._status_fd
-        reason = _read_exit_reason(status_fd)
-        os.close(status_fd)
-        with _state_lock:
-            if redirection._stopping or reason == "eof":
-                return  # restore() in progress, or every writer has closed
-            dead = redirection.helper_pid
+    """Restart the helper whenever it dies before every writer is gone, during the
+    redirection and after it; in the end close what the redirection still holds."""
+    young = 0
+    try:
+        while True:
+            words = _read_last_words(redirection._status_fd)
+            with _fd_lock:
+                os.close(redirection._status_fd)
+                redirection._status_fd = -1
+            if "EXIT eof" in words:
+                return  # every writer has closed the channels
+            lived = time.monotonic() - redirection._started_at
+            young = young + 1 if lived < YOUNG_SECONDS else 0
+            wait = _restart_wait(young)
+            redirection._restarts += 1
+            when = "at once" if wait == 0 else (
+                f"after waiting {wait:g} s (the last {young} helpers each lived under "
+                f"{YOUNG_SECONDS:g} s; the wait doubles up to {BACKOFF_CAP:g} s)")
+            _note(redirection, f"log helper {redirection.helper_pid} ended after {lived:.1f} s: "
+                               f"{_why_it_ended(redirection, words)}; restart "
+                               f"{redirection._restarts} of this redirection, {when}")
+            time.sleep(wait)
             try:
-                _start_helper(redirection, restarted_after=dead)
+                with _fd_lock:
+                    _start_helper(redirection, restarted_after=redirection.helper_pid)
             except FdlogError as error:
                 _fall_back_to_direct_writes(redirection, error.strerror or str(error))
                 return
+    finally:
+        with _fd_lock:
+            _close_quietly(redirection._log_fd, *redirection._channel_reads)
+            redirection._log_fd, redirection._channel_reads = -1, ()
+            _lingering.pop(id(redirection), None)
+
+
+def _fill_closed_standard_fds() -> tuple:
+    """Put /dev/null on those of fds 0-2 that are closed and return their numbers: else the
+    log, the channels or a helper's status pipe would take them, and the dup2 onto fds 1
+    and 2 would land on top of our own descriptors."""
+    closed = []
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            closed.append(fd)
+    for fd in closed:
+        null = os.open(os.devnull, os.O_RDWR)
+        if null != fd:
+            os.dup2(null, fd)
+            os.close(null)
+        os.set_inheritable(fd, True)
+    return tuple(closed)
+
+
+def _close_again(fds: tuple) -> None:
+    """Close those of fds that still hold the /dev/null of _fill_closed_standard_fds."""
+    null = os.stat(os.devnull).st_rdev
+    for fd in fds:
+        try:
+            if os.fstat(fd).st_rdev == null:
+                os.close(fd)
+        except OSError:
+            pass
 
 
 def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
@@ -248,68 +442,105 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
         if path is None:
             return None
     target = Path(os.path.abspath(os.fspath(path)))
-    global _active
+    global _active, _setting_up
     with _state_lock:
-        if _active is not None and _active.path == target:
-            return _active
-        log_fd = open_log(target)
+        previous = _active
+        if previous is not None and previous.path == target:
+            return previous
+        redirection = Redirection(path=target, name=name or _default_name(),
+                                  node=node or default_node(), fmt=fmt, locked=False,
+                                  helper_pid=0)
+        # A path switch keeps the originals of the first capture; restore() puts them back.
+        was_closed = previous._was_closed if previous is not None else _fill_closed_standard_fds()
+        _setting_up = redirection  # a fork from now on closes what it holds in the child
         try:
-            locked = lock == "always" or (lock == "auto" and lib.fdl_needs_lock(log_fd) == 1)
-            redirection = Redirection(path=target, name=name or _default_name(),
-                                      node=node or default_node(), fmt=fmt, locked=locked,
-                                      helper_pid=0, _log_fd=log_fd)
-            _make_settings(redirection, idle_flush, snapshot_interval, buffer_bytes)
-            _connect(redirection)
+            _connect(redirection, lock, idle_flush, snapshot_interval, buffer_bytes)
+            _capture(redirection, previous)
         except BaseException:
-            os.close(log_fd)
+            _setting_up = None
+            _abandon(redirection)
+            if previous is not None:
+                previous._restored = False  # still in force
+            if previous is None:
+                _close_again(was_closed)
             raise
-        if _active is not None:
-            _restore_locked()
-        _capture(redirection)
-        _active = redirection
+        redirection._was_closed = was_closed
+        with _fd_lock:  # a fork sees each redirection in one of the lists, never in none
+            _active, _setting_up = redirection, None
+            if previous is not None:
+                _linger(previous)
+        if previous is not None:
+            _wait_for(previous)
         return redirection
 
 
-def _connect(redirection: Redirection) -> None:
-    """Open the channels and pipes and start the helper on them; on failure leave nothing
-    open."""
-    reads, writes = [], []
-    pipes = None
-    try:
+def _connect(redirection: Redirection, lock: str, idle_flush: float, snapshot_interval: float,
+             buffer_bytes: int) -> None:
+    """Open the log, the channels and pipes and start the helper on them (none as PID 1)."""
+    with _fd_lock:  # each descriptor is recorded on the redirection as it is made
+        redirection._log_fd = open_log(redirection.path)
+        log_fd = redirection._log_fd
+        redirection.locked = lock == "always" or (lock == "auto" and lib.fdl_needs_lock(log_fd) == 1)
+        _make_settings(redirection, idle_flush, snapshot_interval, buffer_bytes)
+        if os.getpid() == 1:
+            redirection._direct = True
+            return
         for _ in ("out", "err"):
             read_fd, write_fd = ffi.new("int *"), ffi.new("int *")
             rc = lib.fdl_channel_open(read_fd, write_fd)
             if rc < 0:
                 raise FdlogError(-rc, f"cannot create a capture channel: {os.strerror(-rc)}; "
                                       f"raise the open-file limit (ulimit -n)")
-            reads.append(read_fd[0])
-            writes.append(write_fd[0])
-        redirection._channel_reads = tuple(reads)
-        pipes = redirection._python_pipes = PythonPipes.open_if_useful()
+            redirection._channel_reads += (read_fd[0],)
+            redirection._channel_writes += (write_fd[0],)
+        redirection._python_pipes = PythonPipes.open_if_useful()
         _start_helper(redirection)
-    except BaseException:
-        for fd in reads + writes:
-            os.close(fd)
-        if pipes is not None:
-            pipes.abandon()
-        raise
-    redirection._channel_writes = tuple(writes)
 
 
-def _capture(redirection: Redirection) -> None:
+def _abandon(redirection: Redirection) -> None:
+    """Undo a redirection that never became active: close all it holds (a started helper
+    sees EOF and exits)."""
+    with _fd_lock:
+        if redirection._python_pipes is not None:
+            redirection._python_pipes.abandon()
+        _close_quietly(redirection._log_fd, redirection._status_fd, *redirection._channel_reads,
+                       *redirection._channel_writes)
+        redirection._log_fd, redirection._status_fd = -1, -1
+        redirection._channel_reads = redirection._channel_writes = ()
+
+
+def _capture(redirection: Redirection, previous: Redirection | None) -> None:
+    """Put the channels (as PID 1: the log) on fds 1 and 2 and Python's streams on the pipes."""
     _flush_python_streams()
-    saved = ffi.new("int[2]")
-    out_write, err_write = redirection._channel_writes
-    rc = lib.fdl_capture(out_write, err_write, saved)
-    os.close(out_write)
-    os.close(err_write)
-    if rc < 0:
-        raise FdlogError(-rc, f"cannot put the capture channels on fds 1 and 2: {os.strerror(-rc)}")
-    redirection._saved_fds = saved
+    if previous is not None:
+        _mark_restored(previous)
+    # Recorded before the call, so a fork during it closes the copies in the child.
+    saved = redirection._saved_fds = ffi.new("int[2]", [-1, -1])
+    out_fd, err_fd = redirection._channel_writes or (redirection._log_fd, redirection._log_fd)
+    rc = lib.fdl_capture(out_fd, err_fd, saved)
+    with _fd_lock:
+        _close_quietly(*redirection._channel_writes)
+        redirection._channel_writes = ()
+        if rc < 0:
+            raise FdlogError(-rc, f"cannot put the capture channels on fds 1 and 2: "
+                                  f"{os.strerror(-rc)}")
+        if previous is not None:  # what was saved now are the previous redirection's channels
+            _close_quietly(*saved)
+            redirection._saved_fds, previous._saved_fds = previous._saved_fds, None
     _line_buffer_python_streams()
-    if redirection._python_pipes is not None:
-        redirection._python_pipes.install()
-    follow_fds_1_and_2()
+    if previous is not None:
+        _retire(previous)  # its pipes' numbers become stand-ins of fds 1 and 2 ...
+    with _fd_lock:  # stand-ins change hands: a fork must not see them in between
+        if redirection._python_pipes is not None:
+            redirection._python_pipes.install()  # ... which the new pipes take over
+        follow_fds_1_and_2()
+    if redirection._direct:
+        _note(redirection, "this process is PID 1 of its pid namespace: a log helper would be "
+                           "killed together with it, so fds 1 and 2 of it and its children "
+                           "append straight to this file, as a plain >> redirection does: no "
+                           "records, lines of different processes kept apart only per "
+                           "write(2), no reopening after logrotate (docs/reliability.md)")
+        return
     redirection._watchdog = threading.Thread(target=_watch_helper, args=(redirection,),
                                              name="skyrl-fdlog-watchdog", daemon=True)
     redirection._watchdog.start()
@@ -319,34 +550,54 @@ def restore(timeout: float = RESTORE_WAIT_SECONDS) -> None:
     """Put the original fds 1 and 2 back and let the helper write what it holds.
 
     Waits up to `timeout` seconds for the helper to finish; children that
-    still hold the channel keep being logged after that.  Does nothing when
-    nothing is redirected.
+    still hold the channel keep being logged after that (a helper that dies
+    meanwhile is still replaced).  Does nothing when nothing is redirected.
     """
-    with _state_lock:
-        _restore_locked(timeout)
-
-
-def _restore_locked(timeout: float = RESTORE_WAIT_SECONDS) -> None:
     global _active
-    redirection = _active
-    if redirection is None:
-        return
-    _active = None
-    redirection._stopping = True
-    _flush_python_streams()
-    lib.fdl_release(redirection._saved_fds)
+    with _state_lock:
+        redirection = _active
+        if redirection is None:
+            return
+        _flush_python_streams()
+        _mark_restored(redirection)
+        lib.fdl_release(redirection._saved_fds)
+        _close_again(redirection._was_closed)
+        with _fd_lock:
+            _active = None
+            _linger(redirection)
+        _retire(redirection)
+        _wait_for(redirection, timeout)
+
+
+def _mark_restored(redirection: Redirection) -> None:
+    """Before fds 1 and 2 change hands: from now on a fallback leaves them alone."""
+    with redirection._lock:
+        redirection._restored = True
+
+
+def _retire(redirection: Redirection) -> None:
+    """The redirection no longer owns fds 1 and 2: its pipes' numbers follow them."""
     if redirection._python_pipes is not None:
-        redirection._python_pipes.uninstall()
-    follow_fds_1_and_2()
-    # The helper exits once every writer is gone; our copies of the reading
-    # ends only matter for restarting it, which no longer happens.
-    _close_quietly(*redirection._channel_reads)
-    _state_lock.release()
-    try:
+        redirection._python_pipes.flush()
+    with _fd_lock:  # stand-ins change hands: a fork must not see them in between
+        if redirection._python_pipes is not None:
+            redirection._python_pipes.uninstall()
+        follow_fds_1_and_2()
+
+
+def _linger(redirection: Redirection) -> None:
+    """Called with _fd_lock held when the redirection stops being active: what it holds
+    lingers with its watchdog until every writer is gone (as PID 1 there is only the log)."""
+    if redirection._watchdog is None:
+        _close_quietly(redirection._log_fd)
+        redirection._log_fd = -1
+    elif redirection._log_fd >= 0:  # else its watchdog has finished and closed it all
+        _lingering[id(redirection)] = redirection
+
+
+def _wait_for(redirection: Redirection, timeout: float = RESTORE_WAIT_SECONDS) -> None:
+    if redirection._watchdog is not None:
         redirection._watchdog.join(timeout)
-    finally:
-        _state_lock.acquire()
-    _close_quietly(redirection._log_fd)
 
 
 def _close_quietly(*fds: int) -> None:
@@ -360,19 +611,40 @@ def _close_quietly(*fds: int) -> None:
                 pass
 
 
-def _forget_in_child() -> None:
-    """A forked child keeps writing into the channel (attributed to its own pid) but
-    owns neither the helper nor the saved fds, and must not write into the pipes."""
-    global _active
-    redirection = _active
-    if redirection is None:
-        return
-    _active = None
-    if redirection._python_pipes is not None:
-        redirection._python_pipes.retire()
-        redirection._python_pipes.close_reads()
+def _forget(redirection: Redirection) -> None:
+    """In a forked child: a redirection of the parent's. The child keeps writing into the
+    channel (attributed to its own pid) but owns neither the helper, the log nor the saved
+    fds, and must not write into the pipes."""
+    pipes = redirection._python_pipes
+    if pipes is not None:
+        if pipes.replaced:
+            pipes.retire()
+            pipes.close_reads()
+        else:
+            pipes.abandon()
     _close_quietly(redirection._log_fd, redirection._status_fd, *redirection._channel_reads,
-                   *(redirection._saved_fds or ()))
+                   *redirection._channel_writes, *(redirection._saved_fds or ()))
+
+
+def _before_fork() -> None:
+    _fd_lock.acquire()
+
+
+def _after_fork_in_parent() -> None:
+    _fd_lock.release()
+
+
+def _after_fork_in_child() -> None:
+    """Fresh locks (a lock held by another thread of the parent would never be released
+    here), and none of the parent's redirections."""
+    global _active, _setting_up, _state_lock, _fd_lock
+    _state_lock, _fd_lock = threading.RLock(), threading.Lock()
+    for redirection in (_active, _setting_up, *_lingering.values()):
+        if redirection is not None:
+            _forget(redirection)
+    _active = _setting_up = None
+    _lingering.clear()
+    follow_fds_1_and_2()  # stand-ins of a redirection caught half made or half undone
 
 
 def active() -> Redirection | None:
@@ -380,4 +652,5 @@ def active() -> Redirection | None:
     return _active
 
 
-os.register_at_fork(after_in_child=_forget_in_child)
+os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
+                    after_in_child=_after_fork_in_child)

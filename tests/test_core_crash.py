@@ -69,7 +69,8 @@ def test_helper_killed_output_continues_without_broken_pipe(log_file):
     lines = [r.payload for r in records if r.stream == "out"]
     assert lines == [f"line {i}".encode() for i in range(1500)]
     notes = [r.payload for r in records if r.stream == "fdlog"]
-    assert len(notes) == 1 and b"ended unexpectedly; restarted as" in notes[0]
+    assert len(notes) == 2 and b"restart 1 of this redirection" in notes[0], notes
+    assert b"ended unexpectedly; restarted as" in notes[1]
 
 
 def test_helper_sigterm_drains_then_a_new_helper_continues(log_file):

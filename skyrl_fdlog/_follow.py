@@ -12,8 +12,9 @@ Guarantees:
 * Like ``tail -F``, it follows the path: when idle, it compares the file it reads with
   the one the path names (device and inode), and when the path names another file
   (logrotate's ``create`` mode, or a delete and re-create), it moves to that file from its
-  start, with a notice, having read the old one to its end.  While the path names nothing
-  it reads on in the file it has.
+  start, with a notice, having read the old one to its end; it also reads on in the old
+  one until that has been quiet for ``LEFT_QUIET_S``, for the writers that reopen the path
+  late.  While the path names nothing it reads on in the file it has.
 * Given a directory, the follower reads the newest ``infra-*.log`` and, when a run file
   that was not there before appears, drains the current file to its end and moves on to
   the new one from its start.
@@ -32,6 +33,10 @@ from ._terminal import shown_path
 from .reader import CHUNK_BYTES, LineSplitter, Record, RecordParser
 
 RUN_FILE_GLOB = "infra-*.log"
+# A rotated file the follower moved away from is read on until it has
+# been quiet this long: each actor's helper reopens the path on its own, about a second or
+# two after the rotation, and writes to the old file until then.
+LEFT_QUIET_S = 5.0
 # How many bytes before its read position the follower checks to see that the file was
 # not cut back and rewritten: one record at most (PIPE_BUF), so a whole record with its
 # timestamp and pid, which a new file will hardly repeat at the same offset.
@@ -101,6 +106,7 @@ class Follower:
         stream = self._open(self._path, self._offset) if self._path is not None else None
         if stream is not None:
             self._boundary = self._bytes_before(stream)
+        left: _LeftFile | None = None
         last_scan = 0.0
         try:
             while True:
@@ -122,32 +128,41 @@ class Follower:
                         continue
                     replacement = self._replacement(stream)
                     if replacement is not None:
-                        if splitter.rest:  # the old file's last record never got its end
-                            yield [parser.parse(splitter.rest, truncated=True)]
-                        splitter = LineSplitter()
-                        stream.close()
-                        stream, self._boundary = replacement, b""
+                        yield from _close(left, parser)
+                        left = _LeftFile(stream, splitter)
+                        stream, splitter, self._boundary = replacement, LineSplitter(), b""
                         self._notice(f"{shown_path(self._path)} now names another file (rotated "
                                      f"or re-created); following it from its start")
                         continue
+                if left is not None:
+                    data = left.stream.read(CHUNK_BYTES)
+                    if data:
+                        left.last_data = time.monotonic()
+                        yield [parser.parse(line) for line in left.splitter.feed(data)]
+                        continue
+                    if time.monotonic() - left.last_data >= LEFT_QUIET_S:
+                        yield from _close(left, parser)
+                        left = None
                 if self._directory is not None and time.monotonic() - last_scan >= self._rescan_s:
                     last_scan = time.monotonic()
                     newer = self._newer_run_file()
                     if newer is not None:
-                        if splitter.rest:  # the old run's last record never got its end
-                            yield [parser.parse(splitter.rest, truncated=True)]
-                            splitter = LineSplitter()
+                        # Another run is another log: the old one is not read on.
+                        yield from _close(left, parser)
+                        left = None
                         if stream is not None:
-                            stream.close()
+                            yield from _close(_LeftFile(stream, splitter), parser)
                         self._path = newer
                         self._notice(f"following {shown_path(newer)} (a newer run)")
-                        stream, self._boundary = self._open(newer, 0), b""
+                        stream, splitter = self._open(newer, 0), LineSplitter()
+                        self._boundary = b""
                         continue
                 yield []
                 time.sleep(self._poll_s)
         finally:
-            if stream is not None:
-                stream.close()
+            for open_file in (stream, left.stream if left is not None else None):
+                if open_file is not None:
+                    open_file.close()
 
     def _still_there(self, stream: BinaryIO) -> bool:
         """Whether the bytes last read still lie just before the read position: false when
@@ -192,3 +207,22 @@ class Follower:
         stream = open(path, "rb", buffering=0)
         stream.seek(offset)
         return stream
+
+
+class _LeftFile:
+    """A rotated file the follower moved away from, still read for what its writers add
+    before they reopen the path."""
+
+    def __init__(self, stream: BinaryIO, splitter: LineSplitter) -> None:
+        self.stream = stream
+        self.splitter = splitter
+        self.last_data = time.monotonic()
+
+
+def _close(left: _LeftFile | None, parser: RecordParser) -> Iterator[list[Record]]:
+    """Stop reading a left file: its last record, if it never got its end, comes out."""
+    if left is None:
+        return
+    if left.splitter.rest:
+        yield [parser.parse(left.splitter.rest, truncated=True)]
+    left.stream.close()

@@ -52,6 +52,45 @@ def test_follow_moves_to_a_new_file_at_the_same_path(tmp_path, follow, target, h
     assert b"now names another file" in stderr_of(reader)
 
 
+WRITER = """
+import sys, time, skyrl_fdlog
+skyrl_fdlog.redirect(sys.argv[1], name="rotating")
+for i in range(200):
+    print(f"line {i}", flush=True)
+    if i == 50:
+        open(sys.argv[2], "w").close()  # the test's cue to rotate the log
+    time.sleep(0.02)
+skyrl_fdlog.restore()
+"""
+
+
+def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(tmp_path,
+                                                                             follow):
+    """An actor's helper writes 200 lines at 50/s; logrotate's create mode renames the log
+    and puts an empty file at its path a second in.  The helper goes on writing to the old
+    file until it notices (about a second), then reopens the path.  tail -f of the log
+    directory shows every line exactly once."""
+    log = tmp_path / "infra-260101_000000.log"
+    cue = tmp_path.parent / (tmp_path.name + ".rotate-now")
+    log.write_bytes(b"")
+    reader = follow("--no-prefix", "--stream", "out", tmp_path)
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, log, cue], env=cli_env(),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 30
+        while not cue.exists():
+            assert writer.poll() is None and time.monotonic() < deadline, writer.stderr.read()
+            time.sleep(0.01)
+        log.rename(tmp_path / "infra-260101_000000.log.1")
+        log.write_bytes(b"")  # logrotate's create
+        assert writer.wait(timeout=60) == 0
+    finally:
+        writer.kill()
+        writer.wait()
+    lines = reader.lines_until(lambda l: len(set(l)) >= 200, timeout=20)
+    assert sorted(lines) == sorted(b"line %d" % i for i in range(200))
+
+
 # --- 7: --dedup in follow mode times windows by the reader's clock ---------------------
 
 

@@ -12,6 +12,7 @@ import argparse
 import collections
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
 import select
@@ -358,7 +359,10 @@ def _open_input(name: str) -> Iterator[BinaryIO]:
     try:
         stream = open(name, "rb", buffering=0)
     except OSError as exc:
-        raise UsageError(f"cannot read {name!r}: {exc.strerror or exc}") from None
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.ENXIO and stat.S_ISSOCK(os.stat(name).st_mode):
+            reason = "it is a socket, not a file"  # open's ENXIO says "No such device"
+        raise UsageError(f"cannot read {name!r}: {reason}") from None
     with stream:
         yield stream
 

@@ -146,7 +146,8 @@ class Follower:
                 if self._directory is not None and time.monotonic() - last_scan >= self._rescan_s:
                     last_scan = time.monotonic()
                     newer = self._newer_run_file()
-                    if newer is not None:
+                    opened = self._open_newer(newer) if newer is not None else None
+                    if opened is not None:
                         # Another run is another log: the old one is not read on.
                         yield from _close(left, parser)
                         left = None
@@ -154,8 +155,7 @@ class Follower:
                             yield from _close(_LeftFile(stream, splitter), parser)
                         self._path = newer
                         self._notice(f"following {shown_path(newer)} (a newer run)")
-                        stream, splitter = self._open(newer, 0), LineSplitter()
-                        self._boundary = b""
+                        stream, splitter, self._boundary = opened, LineSplitter(), b""
                         continue
                 yield []
                 time.sleep(self._poll_s)
@@ -193,6 +193,15 @@ class Follower:
         try:
             return self._open(self._path, 0)
         except OSError:  # gone again, or not readable yet: look again at the next poll
+            return None
+
+    def _open_newer(self, path: Path) -> BinaryIO | None:
+        """A newer run file opened, or None (said on stderr) when it cannot be read."""
+        try:
+            return self._open(path, 0)
+        except OSError as exc:
+            self._notice(f"cannot read {shown_path(path)} ({exc.strerror or exc}); "
+                         f"staying with {shown_path(self._path) if self._path else 'no file'}")
             return None
 
     def _newer_run_file(self) -> Path | None:

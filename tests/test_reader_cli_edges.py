@@ -136,6 +136,10 @@ def test_follow_exits_141_when_its_output_closes_on_a_quiet_log(tmp_path):
 
 
 LOG = b"".join(record(b"line %d" % i) for i in range(30))
+# Runs a child without root's power to bypass file permissions, so that the kernel really
+# refuses a file of mode 0 (setpriv drops the capabilities from the bounding set).
+UNPRIVILEGED = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
+                if os.geteuid() == 0 else [])
 
 
 def test_tail_reads_a_pipe_given_as_dev_stdin_or_dash():
@@ -181,8 +185,8 @@ def test_tail_of_a_socket_is_a_usage_error(tmp_path):
 
 def test_tail_of_a_path_without_permission_is_a_usage_error(tmp_path):
     """A file the user may not read, or one in a directory it may not look into: one line
-    naming the path and the reason, status 2, as cat does.  The child runs without root's
-    power to bypass permissions (setpriv drops it), so the kernel really refuses."""
+    naming the path and the reason, status 2, as cat does.  As root the child runs without
+    root's power to bypass permissions (setpriv drops it), so the kernel really refuses."""
     unreadable = tmp_path / "a.log"
     unreadable.write_bytes(LOG)
     unreadable.chmod(0)
@@ -194,8 +198,7 @@ def test_tail_of_a_path_without_permission_is_a_usage_error(tmp_path):
         for path in (unreadable, locked / "b.log"):
             for args in (["tail", path], ["tail", "-f", path], ["cat", path]):
                 result = subprocess.run(
-                    ["setpriv", "--bounding-set", "-dac_override,-dac_read_search",
-                     sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
+                    [*UNPRIVILEGED, sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
                     capture_output=True, env=cli_env(), timeout=60)
                 assert result.returncode == 2, result
                 err = result.stderr.decode()
@@ -203,6 +206,29 @@ def test_tail_of_a_path_without_permission_is_a_usage_error(tmp_path):
                 assert "Traceback" not in err
     finally:
         locked.chmod(stat.S_IRWXU)
+
+
+def test_follow_stays_on_its_file_when_a_newer_run_file_cannot_be_read(tmp_path):
+    """A newer run file that cannot be opened is named on stderr with the reason; tail -f
+    keeps following the file it has instead of dying with a traceback."""
+    log = tmp_path / "infra-260101_000000.log"
+    log.write_bytes(record(b"old"))
+    child = subprocess.Popen(
+        [*UNPRIVILEGED, sys.executable, "-m", "skyrl_fdlog", "tail", "-f", "--no-prefix", tmp_path],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    reader = Reader(child)
+    try:
+        reader.lines_until(lambda l: l == [b"old"])
+        locked = tmp_path / "infra-260101_000500.log"
+        locked.write_bytes(record(b"unreadable"))
+        locked.chmod(0)
+        time.sleep(1.5)  # a directory rescan (every second) meets the locked file
+        append(log, record(b"still here"))
+        assert reader.lines_until(lambda l: len(l) == 2) == [b"old", b"still here"]
+        assert child.poll() is None
+    finally:
+        err = stderr_of(reader)
+    assert b"cannot read" in err and b"Permission denied" in err and b"Traceback" not in err
 
 
 # --- 10: option values out of range ----------------------------------------------------

@@ -33,9 +33,9 @@ from ._terminal import shown_path
 from .reader import CHUNK_BYTES, LineSplitter, Record, RecordParser
 
 RUN_FILE_GLOB = "infra-*.log"
-# A rotated file the follower moved away from is read on until it has
-# been quiet this long: each actor's helper reopens the path on its own, about a second or
-# two after the rotation, and writes to the old file until then.
+# A rotated file the follower moved away from is read on until it has been quiet this
+# long: each actor's helper reopens the path on its own, about a second or two after the
+# rotation, and writes to the old file until then.
 LEFT_QUIET_S = 5.0
 # How many bytes before its read position the follower checks to see that the file was
 # not cut back and rewritten: one record at most (PIPE_BUF), so a whole record with its

@@ -278,17 +278,20 @@ def test_follow_escapes_the_name_of_a_new_run_file(tmp_path, follow):
 
 def test_actor_and_node_patterns_are_cleaned_like_the_names_in_records(tmp_path):
     """--actor 'policy worker/0' finds the records of the actor so named (written as
-    policy_worker_0); patterns keep their wildcards; --node likewise."""
+    policy_worker_0); patterns keep their wildcards, a long name is cut as the writer cuts
+    it; --node likewise."""
     log = tmp_path / "a.log"
     log.write_bytes(record(b"mine", name="policy_worker_0", node="gpu_node_1")
                     + record(b"other", name="critic", node="gpu_node_1")
-                    + record(b"caf", name="caf__", pid=2))
+                    + record(b"caf", name="caf__", pid=2)
+                    + record(b"long", name="x" * 64, pid=3))
     for args, expected in [
         (["--actor", "policy worker/0"], [b"mine"]),
         (["--actor", "policy worker/*"], [b"mine"]),
         (["--actor", "[p]olicy?worker/[0-9]"], [b"mine"]),
         (["--node", "gpu node:1"], [b"mine", b"other"]),
         (["--actor", "caf\u00e9"], [b"caf"]),
+        (["--actor", "x" * 70], [b"long"]),  # names are cut to 64 bytes
     ]:
         result = cli("cat", "--no-prefix", *args, log)
         assert (result.returncode, out_lines(result), result.stderr) == (0, expected, b""), args

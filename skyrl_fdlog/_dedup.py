@@ -1,6 +1,9 @@
 """Collapse a line repeated across the cluster, after Ray's log deduplicator.
 
-The rules (Ray's ``LogDeduplicator``, applied to log time instead of arrival time):
+The rules (Ray's ``LogDeduplicator``), on a clock chosen by the caller: log time (each
+line's own timestamp, for a finished log read at any speed) or a clock of the reader (for
+lines that arrive live, as in ``tail -f``: then a writer whose clock is off changes
+nothing, as in Ray, which times windows by arrival):
 
 * A line is matched by its pattern: the stream and the payload's words, where every word
   that holds a digit (numbers, hex ids, addresses, timestamps) counts as the same word.
@@ -19,6 +22,7 @@ Memory: at most ``max_patterns`` open windows; past that the oldest closes early
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .reader import Record
@@ -66,10 +70,16 @@ class Deduplicator:
     """Applies the module's rules to lines in log order; see :meth:`push`."""
 
     def __init__(
-        self, window_s: float = DEFAULT_WINDOW_S, max_patterns: int = DEFAULT_MAX_PATTERNS
+        self,
+        window_s: float = DEFAULT_WINDOW_S,
+        max_patterns: int = DEFAULT_MAX_PATTERNS,
+        clock: Callable[[], int] | None = None,
     ) -> None:
+        """``clock`` gives the time in milliseconds that windows run on; None: log time.
+        Whichever it is, :meth:`expire` must be given times of the same clock."""
         self._window_ms = int(window_s * 1000)
         self._max_patterns = max_patterns
+        self._clock = clock
         # Insertion order is window-opening order, so the first entry closes first.
         self._windows: dict[tuple[str, bytes], _Window] = {}
 
@@ -77,7 +87,8 @@ class Deduplicator:
         """Take the next line; return what to print now (closed windows first)."""
         if not line.parsed:
             return [line]
-        out = self.expire(line.time_ms)
+        now_ms = line.time_ms if self._clock is None else self._clock()
+        out = self.expire(now_ms)
         pattern = pattern_of(line.payload)
         if pattern is None:
             out.append(line)
@@ -89,7 +100,7 @@ class Deduplicator:
             if len(self._windows) >= self._max_patterns:
                 # Evicted for room: closed for good, even if it repeated.
                 out.extend(_held(self._windows.pop(next(iter(self._windows)))))
-            self._windows[key] = _Window(line.time_ms, 0, line, {source})
+            self._windows[key] = _Window(now_ms, 0, line, {source})
             out.append(line)
             return out
         window.sources.add(source)

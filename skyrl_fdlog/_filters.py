@@ -3,6 +3,10 @@
 Writer fields (actor, pid, node, stream) are the same for every record of a chain, so
 they are tested on records, before joining, which spares the joiner the rest; time and
 regex need the whole line, so they are tested after it.
+
+Actor and node patterns are cleaned as the writer cleans names before it writes them
+(csrc/record.c, docs/format.md), so the name a user knows (the Ray actor name
+``policy worker/0``) finds the records, where the name is ``policy_worker_0``.
 """
 
 from __future__ import annotations
@@ -16,6 +20,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from .reader import Record
+
+# The bytes a written name keeps (docs/format.md); every other byte became "_".  Node
+# names cannot hold ":".  Names are cut to NAME_MAX bytes (FDL_NAME_MAX in csrc).
+_NAME_BYTES = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_ACTOR_NAME_BYTES = _NAME_BYTES | {ord(":")}
+NAME_MAX = 64
+# The wildcards of fnmatch: *, ? and a bracket set ("[!...]", "[]...]" included); a "["
+# without its "]" is a plain character.
+_WILDCARD = re.compile(r"(\*|\?|\[!?\]?[^\]]*\])")
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)([smhd])")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -128,25 +141,11 @@ class Filters:
     until_ms: int | None = None
     grep: re.Pattern[str] | None = None
 
-    def record_test(self) -> Callable[[Record], bool] | None:
+    def record_test(self) -> RecordTest | None:
         """A predicate on records for the writer fields; None when nothing to test."""
         if not (self.actors or self.pids or self.nodes or self.streams):
             return None
-        actor_ok = _matcher(self.actors)
-        node_ok = _matcher(self.nodes)
-        pids = frozenset(self.pids)
-        streams = frozenset(self.streams)
-
-        def test(record: Record) -> bool:
-            return (
-                record.parsed
-                and (not pids or record.pid in pids)
-                and (not streams or record.stream in streams)
-                and actor_ok(record.name)
-                and node_ok(record.node)
-            )
-
-        return test
+        return RecordTest(self)
 
     def line_test(self) -> Callable[[Record], bool] | None:
         """A predicate on joined lines for time and regex; None when nothing to test."""
@@ -169,14 +168,65 @@ class Filters:
         return test
 
 
-def _matcher(patterns: Sequence[str]) -> Callable[[str], bool]:
-    """A cached test of a name against shell patterns; always true for no patterns."""
-    if not patterns:
-        return lambda name: True
+def written_as(pattern: str, option: str) -> str:
+    """``pattern`` as the writer would have written it: outside wildcards, every byte of
+    its UTF-8 that a name cannot hold becomes ``_``; a pattern without wildcards is also
+    cut to NAME_MAX bytes.  ``option`` is ``--actor`` or ``--node``."""
+    keep = _ACTOR_NAME_BYTES if option == "--actor" else _NAME_BYTES
+    parts = _WILDCARD.split(pattern)
+    for i in range(0, len(parts), 2):  # the even parts are plain text
+        raw = parts[i].encode("utf-8", "surrogateescape")
+        parts[i] = "".join(chr(byte) if byte in keep else "_" for byte in raw)
+    cleaned = "".join(parts)
+    return cleaned[:NAME_MAX] if len(parts) == 1 else cleaned
 
-    # Names repeat on every record; the cache is bounded for files with many writers.
-    @functools.lru_cache(maxsize=4096)
-    def matches(name: str) -> bool:
-        return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
-    return matches
+class _NameMatcher:
+    """Tests a name against the patterns of one option, remembering which of them
+    matched some name, to tell the user about those that never did."""
+
+    def __init__(self, option: str, patterns: Sequence[str]) -> None:
+        self.option = option
+        self._patterns = {pattern: written_as(pattern, option) for pattern in patterns}
+        self._matched: set[str] = set()
+        self.active = bool(patterns)
+        # Names repeat on every record; the cache is bounded for files with many writers.
+        self.matches = functools.lru_cache(maxsize=4096)(self._match)
+
+    def _match(self, name: str) -> bool:
+        hits = {given for given, cleaned in self._patterns.items()
+                if fnmatch.fnmatchcase(name, cleaned)}
+        self._matched |= hits
+        return bool(hits)
+
+    def unmatched(self) -> list[str]:
+        """A message for each pattern that matched no name so far."""
+        return [
+            f"{self.option} {given!r} matched no writer"
+            + (f" (names are written as {cleaned!r})" if cleaned != given else "")
+            for given, cleaned in self._patterns.items() if given not in self._matched
+        ]
+
+
+class RecordTest:
+    """The writer-field test on records, with what it found: see :meth:`unmatched`."""
+
+    def __init__(self, filters: Filters) -> None:
+        self._actors = _NameMatcher("--actor", filters.actors)
+        self._nodes = _NameMatcher("--node", filters.nodes)
+        self._pids = frozenset(filters.pids)
+        self._streams = frozenset(filters.streams)
+
+    def __call__(self, record: Record) -> bool:
+        return (
+            record.parsed
+            and (not self._pids or record.pid in self._pids)
+            and (not self._streams or record.stream in self._streams)
+            and (not self._actors.active or self._actors.matches(record.name))
+            and (not self._nodes.active or self._nodes.matches(record.node))
+        )
+
+    def unmatched(self) -> list[str]:
+        """Messages naming each --actor and --node value that matched no writer among the
+        records tested so far (those that passed --pid and --stream)."""
+        return self._actors.unmatched() + self._nodes.unmatched()

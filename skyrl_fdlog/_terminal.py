@@ -48,6 +48,11 @@ def escape(payload: bytes) -> str:
     return text if _UNSAFE.search(text) is None else text.translate(_ESCAPES)
 
 
+def shown_path(path: str | os.PathLike[str]) -> str:
+    """A file name as safe to print: its bytes escaped as a payload's are."""
+    return escape(os.fsencode(path))
+
+
 def use_color(choice: str, stream: BinaryIO) -> bool:
     """Whether to colour: ``always``, ``never``, or ``auto``.
 

@@ -12,8 +12,11 @@ import argparse
 import collections
 import contextlib
 import datetime as _dt
+import errno
 import json
 import os
+import select
+import stat
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -21,7 +24,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from ._dedup import DEFAULT_WINDOW_S, Deduplicator
-from ._filters import FilterError, Filters, compile_grep, parse_time
+from ._filters import FilterError, Filters, RecordTest, compile_grep, parse_time
 from ._follow import Follower, last_newline_end, run_files
 from ._stats import collect
 from ._terminal import Printer, use_color
@@ -39,6 +42,8 @@ PROG = "skyrl-fdlog"
 # In follow mode a line whose writer went quiet mid-line is shown as a partial line
 # after this long (the writer itself flushes a partial line after 1 s idle).
 PARTIAL_AFTER_S = 2.0
+# The longest --dedup-window: past it, a window outlasts any log (about 31 years).
+MAX_WINDOW_S = 1e9
 
 
 class UsageError(Exception):
@@ -102,7 +107,9 @@ def _parser() -> argparse.ArgumentParser:
     group.add_argument("--dedup", action="store_true",
                        help="collapse a line that several writers repeat, as Ray does")
     group.add_argument("--dedup-window", type=_seconds, default=DEFAULT_WINDOW_S,
-                       metavar="SECONDS", help="how long repeats are held (default 5)")
+                       metavar="SECONDS",
+                       help="how long repeats are held (default 5; by the log's time for cat "
+                            "and tail, by the reader's clock for tail -f)")
 
     cat = commands.add_parser("cat", parents=[selection, display],
                               help="print logs, merged by time when several are given")
@@ -115,7 +122,8 @@ def _parser() -> argparse.ArgumentParser:
     tail.add_argument("-n", "--lines", type=int, default=10, metavar="N",
                       help="how many lines to print first (default 10)")
     tail.add_argument("target", metavar="FILE|DIR",
-                      help="a log file, or a log directory: its newest infra-*.log")
+                      help="a log file, a log directory (its newest infra-*.log), or a pipe "
+                           "(- for stdin): read to its end, even with -f")
     tail.set_defaults(run=_tail)
 
     stats = commands.add_parser("stats",
@@ -134,8 +142,9 @@ def _seconds(text: str) -> float:
         seconds = float(text)
     except ValueError:
         seconds = -1.0
-    if not seconds >= 0:  # also false for nan
-        raise argparse.ArgumentTypeError(f"invalid value {text!r}: expected seconds, 0 or more")
+    if not 0 <= seconds <= MAX_WINDOW_S:  # also false for nan and inf
+        raise argparse.ArgumentTypeError(
+            f"invalid value {text!r}: expected seconds from 0 to {MAX_WINDOW_S:.0f}")
     return seconds
 
 
@@ -144,50 +153,74 @@ def _seconds(text: str) -> float:
 
 def _cat(options: argparse.Namespace) -> int:
     filters = _filters(options)
+    record_test = filters.record_test()
     output = _Output(options)
     with contextlib.ExitStack() as stack:
         streams = [stack.enter_context(_open_input(name)) for name in options.files]
         per_file = [iter_records(stream) for stream in streams]
         records = per_file[0] if len(per_file) == 1 else merge_by_time(*per_file)
-        output.show(_select(records, filters, LineJoiner(), finish=True))
+        output.show(_select(records, record_test, filters, LineJoiner(), finish=True))
     output.close()
+    _tell_unmatched(record_test, output)
     return 0
 
 
 def _tail(options: argparse.Namespace) -> int:
     if options.lines < 0:
         raise UsageError(f"invalid -n value {options.lines}: expected 0 or more lines")
+    count = min(options.lines, sys.maxsize)  # more lines than a file can hold: all of them
     filters = _filters(options)
+    record_test = filters.record_test()
     output = _Output(options)
-    target = Path(options.target)
-    directory = target if target.is_dir() else None
+    name = options.target
+    mode = 0 if name == "-" else _mode(name)
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        # A pipe, a terminal or a FIFO (/dev/stdin, <(...)): no end to read back from, so
+        # read it to its end, as GNU tail does; -f ends there too.
+        with _open_input(name) as stream:
+            lines = collections.deque(
+                _select(iter_records(stream), record_test, filters, LineJoiner(), True), count)
+        output.show(lines)
+        output.close()
+        _tell_unmatched(record_test, output)
+        return 0
+    target = Path(name)
+    directory = target if stat.S_ISDIR(mode) else None
     files: list[Path] = []
+    path: Path | None = target
     if directory is not None:
         files = run_files(directory)
         path = files[-1] if files else None
         if path is None and not options.follow:
-            raise UsageError(f"no infra-*.log in {str(target)!r}")
-    elif target.exists():
-        path = target
-    else:
-        raise UsageError(f"cannot read {str(target)!r}: no such file or directory")
+            raise UsageError(f"no infra-*.log in {name!r}")
 
     joiner = LineJoiner()
     offset = 0
     if path is not None:
-        lines, joiner, offset = _last_lines(path, options.lines, filters, options.follow)
+        lines, joiner, offset, whole = _last_lines(
+            path, count, record_test, filters, options.follow)
         output.show(lines)
+        if whole or not options.follow:  # every writer of the file was seen
+            _tell_unmatched(record_test, output)
     if options.follow:
         follower = Follower(path, offset, directory=directory, known=files,
                             on_notice=output.notice)
-        _follow(follower, filters, joiner, output)
+        _follow(follower, record_test, filters, joiner, output)
     output.close()
     return 0
 
 
-def _follow(follower: Follower, filters: Filters, joiner: LineJoiner, output: _Output) -> None:
+def _mode(name: str) -> int:
+    """The file type and mode of ``name``, or a UsageError naming it and why not."""
+    try:
+        return os.stat(name).st_mode
+    except OSError as exc:
+        raise UsageError(f"cannot read {name!r}: {exc.strerror or exc}") from None
+
+
+def _follow(follower: Follower, record_test: RecordTest | None, filters: Filters,
+            joiner: LineJoiner, output: _Output) -> None:
     """Show what the follower reads until interrupted; idle polls release waiting lines."""
-    record_test = filters.record_test()
     line_test = filters.line_test()
     lines: Iterable[Record]
     for batch in follower:
@@ -198,6 +231,13 @@ def _follow(follower: Follower, filters: Filters, joiner: LineJoiner, output: _O
             lines = joiner.flush_idle(PARTIAL_AFTER_S)
         output.show(filter(line_test, lines) if line_test else lines)
         output.tick(idle=not batch)
+
+
+def _tell_unmatched(record_test: RecordTest | None, output: _Output) -> None:
+    """Say on stderr which --actor and --node values matched no writer: an empty output
+    then says nothing was written, not that the name was mistyped or cleaned."""
+    for message in record_test.unmatched() if record_test is not None else ():
+        output.notice(message)
 
 
 def _stats(options: argparse.Namespace) -> int:
@@ -244,6 +284,10 @@ def _filters(options: argparse.Namespace) -> Filters:
         raise UsageError(str(exc)) from None
 
 
+def _monotonic_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
 class _Output:
     """The end of every command's pipeline: optional dedup, then the printer."""
 
@@ -255,7 +299,20 @@ class _Output:
             raw_bytes=options.raw_bytes,
             color=use_color(options.color, out),
         )
-        self._dedup = Deduplicator(options.dedup_window) if options.dedup else None
+        # Lines that arrive live are deduplicated by the reader's clock: a writer's clock
+        # that is off must not hold repeats back or release them at once.
+        live = getattr(options, "follow", False)
+        self._dedup = (
+            Deduplicator(options.dedup_window, clock=_monotonic_ms if live else None)
+            if options.dedup else None
+        )
+        # While idle, nothing is written that could fail on a closed pipe; polling stdout
+        # notices that its reader went away (POLLERR on a pipe, POLLHUP on a socket).
+        self._closed_poll: select.poll | None = None
+        with contextlib.suppress(OSError, ValueError):  # no file descriptor (a test's buffer)
+            poll = select.poll()
+            poll.register(out.fileno(), 0)
+            self._closed_poll = poll
 
     def show(self, lines: Iterable[Record]) -> None:
         write = self._printer.write
@@ -272,9 +329,11 @@ class _Output:
         """Make output visible; when idle, also close dedup windows that ended by the clock
         (no later line may come to close them)."""
         if idle and self._dedup is not None:
-            for item in self._dedup.expire(int(time.time() * 1000)):
+            for item in self._dedup.expire(_monotonic_ms()):
                 self._printer.write(item)
         self._printer.flush()
+        if idle and self._closed_poll is not None and self._closed_poll.poll(0):
+            raise BrokenPipeError("the reader of the output went away")
 
     def notice(self, message: str) -> None:
         """Tell the user something about the reading itself, on stderr."""
@@ -295,20 +354,28 @@ def _open_input(name: str) -> Iterator[BinaryIO]:
         yield sys.stdin.buffer
         return
     if os.path.isdir(name):
-        raise UsageError(f"{name!r} is a directory; give its log files, or use: {PROG} tail {name}")
+        raise UsageError(
+            f"{name!r} is a directory; give its log files, or use: {PROG} tail {name!r}")
     try:
         stream = open(name, "rb", buffering=0)
     except OSError as exc:
-        raise UsageError(f"cannot read {name!r}: {exc.strerror or exc}") from None
+        reason = exc.strerror or str(exc)
+        if exc.errno == errno.ENXIO and stat.S_ISSOCK(os.stat(name).st_mode):
+            reason = "it is a socket, not a file"  # open's ENXIO says "No such device"
+        raise UsageError(f"cannot read {name!r}: {reason}") from None
     with stream:
         yield stream
 
 
 def _select(
-    records: Iterable[Record], filters: Filters, joiner: LineJoiner, finish: bool
+    records: Iterable[Record],
+    record_test: RecordTest | None,
+    filters: Filters,
+    joiner: LineJoiner,
+    finish: bool,
 ) -> Iterator[Record]:
-    """The lines of ``records`` that pass ``filters``, joined by ``joiner``."""
-    record_test = filters.record_test()
+    """The lines of ``records`` that pass ``record_test`` (made from ``filters``) and the
+    filters' line test, joined by ``joiner``."""
     if record_test is not None:
         records = filter(record_test, records)
     lines = joiner.lines(records, finish)
@@ -317,17 +384,17 @@ def _select(
 
 
 def _last_lines(
-    path: Path, count: int, filters: Filters, follow: bool
-) -> tuple[list[Record], LineJoiner, int]:
+    path: Path, count: int, record_test: RecordTest | None, filters: Filters, follow: bool
+) -> tuple[list[Record], LineJoiner, int, bool]:
     """The last ``count`` selected lines of ``path``, the joiner holding the chains still
-    open, and the offset where reading stopped.
+    open, the offset where reading stopped and whether the whole file was read.
 
     Reads back from the end in growing windows until ``count`` lines are found, so a small
     tail of a huge file is quick; memory holds ``count`` lines and one chunk.  When
     following, a record still being written is left for the follower.  A chain that began
     before the window shows as a line without its start.
     """
-    with open(path, "rb", buffering=0) as stream:
+    with _open_input(str(path)) as stream:
         size = os.fstat(stream.fileno()).st_size
         end = last_newline_end(stream, size) if follow else size
         window = 1 << 16
@@ -335,11 +402,12 @@ def _last_lines(
             start = max(0, end - window)
             attempt = LineJoiner()
             records = _records_between(stream, start, end)
-            found = collections.deque(_select(records, filters, attempt, not follow), count)
+            found = collections.deque(
+                _select(records, record_test, filters, attempt, not follow), count)
             if len(found) >= count or start == 0:
                 break
             window *= 4
-    return list(found), attempt, end
+    return list(found), attempt, end, start == 0
 
 
 def _records_between(stream: BinaryIO, start: int, end: int) -> Iterator[Record]:

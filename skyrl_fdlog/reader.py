@@ -6,9 +6,9 @@ compiled capture core.
 
 Guarantees:
 
-* Streaming: memory is bounded by one read chunk (``CHUNK_BYTES``), the longest line
-  kept whole (``MAX_LINE_BYTES``) and the joiner's pending chains (``max_pending_bytes``),
-  never by the size of the file.
+* Streaming: memory is bounded by one read chunk (``CHUNK_BYTES``), the longest line of
+  the file held whole (``CUT_BYTES``), the longest joined line (``MAX_LINE_BYTES``) and
+  the joiner's pending chains (``max_pending_bytes``), never by the size of the file.
 * Total: any bytes parse.  A line that does not match the format becomes a record with
   ``malformed="unparsable"`` whose payload is the whole line; a last line without its
   ``\\n`` (a cut file, or a record still being written) has ``malformed="truncated"``.
@@ -40,6 +40,7 @@ from typing import BinaryIO, Literal, TypeVar, Union
 
 __all__ = [
     "CHUNK_BYTES",
+    "CUT_BYTES",
     "MAX_LINE_BYTES",
     "MAX_PENDING_BYTES",
     "LineJoiner",
@@ -57,8 +58,11 @@ __all__ = [
 
 #: How much one read takes from the file.
 CHUNK_BYTES = 1 << 20
-#: The longest line kept whole: by the cut of a line without ``\\n`` (a record is never
-#: longer than 4096 bytes, so only unparsable content gets cut) and by the joiner.
+#: The longest line of the file held whole; a longer one is cut into pieces of exactly
+#: this size.  A record is never longer than 4096 bytes, so only content that is not a log
+#: gets cut, and a small cut keeps memory small on it (a 1 GiB line without a newline).
+CUT_BYTES = 1 << 20
+#: The longest line the joiner rebuilds from a ``+`` chain before releasing it in pieces.
 MAX_LINE_BYTES = 16 << 20
 #: The joiner's default bound on the bytes of all its pending chains together.
 MAX_PENDING_BYTES = 64 << 20
@@ -192,22 +196,32 @@ class RecordParser:
 class LineSplitter:
     """Cuts a byte stream into lines at ``\\n``, holding an unfinished last line back.
 
-    A held line longer than ``max_line`` is released as a line of its own, so memory stays
-    bounded on input that is not a log (no valid record is longer than 4096 bytes).
+    An unfinished line longer than ``max_line`` is released in pieces of exactly
+    ``max_line`` bytes, so memory stays bounded on input that is not a log (no valid record
+    is longer than 4096 bytes).
     """
 
-    def __init__(self, max_line: int = MAX_LINE_BYTES) -> None:
+    def __init__(self, max_line: int = CUT_BYTES) -> None:
         self._max_line = max_line
         self.rest = b""
         """The bytes after the last ``\\n`` fed so far."""
 
     def feed(self, data: bytes) -> list[bytes]:
-        """Return the lines that ``data`` completes, without their ``\\n``."""
+        """Return the lines that ``data`` completes, without their ``\\n``; a line longer
+        than ``max_line`` as its pieces."""
+        size = self._max_line
         lines = (self.rest + data if self.rest else data).split(b"\n")
-        self.rest = lines.pop()
-        if len(self.rest) > self._max_line:
-            lines.append(self.rest)
-            self.rest = b""
+        rest = lines.pop()
+        if len(rest) > size:
+            # Hold back the last (at most size) bytes: a \n may still end them.  The cut
+            # falls on a multiple of size from the line's start, so the pieces are the same
+            # whatever the reads were.
+            cut = len(rest) - (len(rest) % size or size)
+            lines.append(rest[:cut])
+            rest = rest[cut:]
+        self.rest = rest
+        if lines and max(map(len, lines)) > size:
+            lines = [line[i : i + size] for line in lines for i in range(0, len(line) or 1, size)]
         return lines
 
 

@@ -8,8 +8,6 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
-from skyrl_fdlog._errors import open_refusal
-from skyrl_fdlog._fdlog import ffi, lib
 
 DEFAULT_LOG_PATH = "/tmp/skyrl-logs"
 LOG_FILE_VARIABLE = "SKYRL_LOG_FILE"
@@ -29,6 +27,11 @@ def open_log(path: str | os.PathLike, *, exclusive: bool = False) -> int:
 
     Raises FdlogError naming the path at fault when the path is unsafe or unusable.
     """
+    # The compiled core is imported here, not at the top: dump_to_stdout() and run_log_path's
+    # naming must work where the core is not built (skyrl_fdlog.skyrl's fallback).
+    from skyrl_fdlog._errors import open_refusal
+    from skyrl_fdlog._fdlog import ffi, lib
+
     text = os.fspath(path)
     result = ffi.new("struct fdl_open_result *")
     fd = lib.fdl_open_log(os.fsencode(text), lib.FDL_OPEN_EXCLUSIVE if exclusive else 0, result)
@@ -37,18 +40,22 @@ def open_log(path: str | os.PathLike, *, exclusive: bool = False) -> int:
     return fd
 
 
-def infra_log_path(log_path: str | os.PathLike = DEFAULT_LOG_PATH) -> Path:
-    """Create log_path and a new, empty infra-YYMMDD_HHMMSS.log in it; return its path.
+def infra_log_path(log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, prefix: str = "infra") -> Path:
+    """Create log_path and a new, empty PREFIX-YYMMDD_HHMMSS.log in it; return its path.
 
     An existing file is never reused: a second run within the same second gets
-    infra-YYMMDD_HHMMSS-2.log, then -3, and so on.
+    infra-YYMMDD_HHMMSS-2.log, then -3, and so on.  prefix names other per-run logs
+    (SkyRL's router-... and render-server-...): letters, digits, '.', '_' and '-'.
     """
+    if not prefix or not all(c.isascii() and (c.isalnum() or c in "._-") for c in prefix):
+        raise ValueError(f"prefix must be letters, digits, '.', '_' or '-' (it becomes part of a "
+                         f"file name), got {prefix!r}")
     directory = Path(os.path.abspath(os.fspath(log_path)))
     stamp = time.strftime("%y%m%d_%H%M%S")
     attempt = 1
     while True:
         suffix = "" if attempt == 1 else f"-{attempt}"
-        candidate = directory / f"infra-{stamp}{suffix}.log"
+        candidate = directory / f"{prefix}-{stamp}{suffix}.log"
         try:
             os.close(open_log(candidate, exclusive=True))
             return candidate

@@ -89,6 +89,7 @@ class Redirection:
     _keepalive: tuple = field(repr=False, default=())
     _status_fd: int = field(repr=False, default=-1)
     _direct: bool = field(repr=False, default=False)  # fds 1 and 2 append to the log itself
+    _on_fds: tuple = field(repr=False, default=())  # (st_dev, st_ino) of fds 1 and 2 once captured
     _restored: bool = field(repr=False, default=False)
     _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
     _started_at: float = field(repr=False, default=0.0)
@@ -429,8 +430,9 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     (carriage return) is recorded at most every `snapshot_interval` seconds;
     up to `buffer_bytes` wait in memory while the log cannot be written.
 
-    A second call with the same path returns the active Redirection; another
-    path switches to it.  Raises FdlogError (nothing redirected) when the log
+    A second call with the same path returns the active Redirection while fds 1
+    and 2 still hold its channels; when something else was put there (a dup2
+    over them), it captures them again.  Another path switches to it.  Raises FdlogError (nothing redirected) when the log
     cannot be opened safely or the helper cannot start.
     """
     _check_choice("fmt", fmt, FORMATS)
@@ -445,7 +447,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     global _active, _setting_up
     with _state_lock:
         previous = _active
-        if previous is not None and previous.path == target:
+        if previous is not None and previous.path == target and _still_on_fds(previous):
             return previous
         redirection = Redirection(path=target, name=name or _default_name(),
                                   node=node or default_node(), fmt=fmt, locked=False,
@@ -497,6 +499,21 @@ def _connect(redirection: Redirection, lock: str, idle_flush: float, snapshot_in
         _start_helper(redirection)
 
 
+def _identity(fd: int) -> tuple[int, int] | None:
+    try:
+        status = os.fstat(fd)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino
+
+
+def _still_on_fds(redirection: Redirection) -> bool:
+    """Whether fds 1 and 2 still hold what redirection put there: some frameworks (and
+    SkyRL's own tests) dup2 other files over them, and a redirection they replaced must not
+    be handed out as if it were in force."""
+    return redirection._on_fds == (_identity(1), _identity(2))
+
+
 def _abandon(redirection: Redirection) -> None:
     """Undo a redirection that never became active: close all it holds (a started helper
     sees EOF and exits)."""
@@ -527,6 +544,7 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
         if previous is not None:  # what was saved now are the previous redirection's channels
             _close_quietly(*saved)
             redirection._saved_fds, previous._saved_fds = previous._saved_fds, None
+        redirection._on_fds = (_identity(1), _identity(2))
     _line_buffer_python_streams()
     if previous is not None:
         _retire(previous)  # its pipes' numbers become stand-ins of fds 1 and 2 ...

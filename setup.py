@@ -7,6 +7,7 @@ for it) and the abi3 wheel tag.
 
 import os
 import runpy
+import sys
 
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
@@ -20,6 +21,11 @@ except ImportError:  # setuptools < 70
     from wheel.bdist_wheel import bdist_wheel
 
 HELPER_NAME = "skyrl-fdlog-helper"
+# The C core needs Linux (SO_PASSCRED, pipe2, close_range). Elsewhere (macOS laptops that run
+# SkyRL's unit tests) the package installs without it: the reader works, and
+# skyrl_fdlog.skyrl falls back to a plain dup2. SKYRL_FDLOG_BUILD_CORE=0/1 overrides the
+# platform's answer, which is how the tests simulate a machine without the core.
+BUILD_CORE = os.environ.get("SKYRL_FDLOG_BUILD_CORE", "1" if sys.platform.startswith("linux") else "0") == "1"
 
 
 class BuildExtAndHelper(build_ext):
@@ -46,7 +52,10 @@ class AbiThreeWheel(bdist_wheel):
         super().finalize_options()
 
 
-setup(
-    cffi_modules=["skyrl_fdlog/_build.py:ffibuilder"],
-    cmdclass={"build_ext": BuildExtAndHelper, "bdist_wheel": AbiThreeWheel},
-)
+if BUILD_CORE:
+    setup(
+        cffi_modules=["skyrl_fdlog/_build.py:ffibuilder"],
+        cmdclass={"build_ext": BuildExtAndHelper, "bdist_wheel": AbiThreeWheel},
+    )
+else:
+    setup()  # pure Python: a py3-none-any wheel

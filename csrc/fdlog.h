@@ -34,9 +34,10 @@ enum fdl_open_flags {
     FDL_OPEN_EXCLUSIVE = 1  /* fail with -EEXIST when the file exists (new run files) */
 };
 
-/* Open (creating directories and the file as needed) a log for appending.
+/* Open (creating directories and the file as needed) a log for appending; a new file gets
+ * `mode`, new directories `mode` plus search permission where it grants read (umask applied).
  * Returns the fd (O_APPEND, close-on-exec) or -errno, with `result` saying why. */
-int fdl_open_log(const char *path, int flags, struct fdl_open_result *result);
+int fdl_open_log(const char *path, int flags, int mode, struct fdl_open_result *result);
 
 /* Whether appends to fd need a lock around each batch (network and FUSE
  * filesystems): 1 yes, 0 no, -errno when fstatfs fails. */

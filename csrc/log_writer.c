@@ -268,7 +268,11 @@ static int write_some(void)
 static void reopen(const char *why)
 {
     struct fdl_open_result result;
-    int fd = fdl_open_log(w.settings.path, 0, &result);
+    /* The new file gets the mode of the one it replaces: the mode the actor chose, as the
+     * umask left it. */
+    struct stat old;
+    int mode = fstat(w.settings.fd, &old) == 0 ? (int)(old.st_mode & 0777) : 0640;
+    int fd = fdl_open_log(w.settings.path, 0, mode, &result);
     if (fd < 0)
         return; /* keep the old fd rather than none; the next check tries again */
     dup3(fd, w.settings.fd, O_CLOEXEC);

@@ -2,8 +2,10 @@
  * open_log.c - opening the log file without being tricked into writing
  * somewhere else.
  *
- * Missing directories are created (mode 0750 masked by the umask); the file
- * is created with 0640 masked by the umask and opened O_APPEND|O_NOFOLLOW.
+ * The file is created with the caller's mode (skyrl_fdlog's default 0640) and
+ * missing directories with the same mode plus search permission wherever it
+ * gives read permission (0640 -> 0750, 0644 -> 0755), both masked by the
+ * umask; existing ones keep theirs.  The file is opened O_APPEND|O_NOFOLLOW.
  * Refused, with the culprit path reported:
  *   - the log file as a symlink (O_NOFOLLOW), with other hard links, or not a
  *     regular file;
@@ -20,9 +22,6 @@
 #include <unistd.h>
 
 #include "fdlog.h"
-
-#define DIRECTORY_MODE 0750
-#define FILE_MODE 0640
 
 static int refuse(struct fdl_open_result *result, int refusal, const char *culprit, size_t length,
                   int owner, int error)
@@ -47,7 +46,7 @@ static int foreign(uid_t owner)
 }
 
 /* Make sure path[0..length) is a directory we may trust, creating it if missing. */
-static int ensure_directory(const char *path, size_t length, const struct stat *parent,
+static int ensure_directory(const char *path, size_t length, mode_t mode, const struct stat *parent,
                             struct stat *st, struct fdl_open_result *result)
 {
     char component[4096];
@@ -58,7 +57,7 @@ static int ensure_directory(const char *path, size_t length, const struct stat *
     if (lstat(component, st) != 0) {
         if (errno != ENOENT)
             return refuse(result, FDL_SYSCALL, path, length, -1, errno);
-        if (mkdir(component, DIRECTORY_MODE) != 0 && errno != EEXIST)
+        if (mkdir(component, mode) != 0 && errno != EEXIST)
             return refuse(result, FDL_SYSCALL, path, length, -1, errno);
         if (lstat(component, st) != 0)
             return refuse(result, FDL_SYSCALL, path, length, -1, errno);
@@ -78,8 +77,8 @@ static int ensure_directory(const char *path, size_t length, const struct stat *
 }
 
 /* Walk the directory part of path from the root, checking each component. */
-static int ensure_parents(const char *path, size_t directory_length, struct stat *parent,
-                          struct fdl_open_result *result)
+static int ensure_parents(const char *path, size_t directory_length, mode_t mode,
+                          struct stat *parent, struct fdl_open_result *result)
 {
     struct stat previous, current;
     int have_previous = 0;
@@ -96,7 +95,8 @@ static int ensure_parents(const char *path, size_t directory_length, struct stat
             continue;
         if (i == 0 || path[i - 1] == '/')
             continue; /* repeated slashes */
-        int rc = ensure_directory(path, i, have_previous ? &previous : NULL, &current, result);
+        int rc = ensure_directory(path, i, mode, have_previous ? &previous : NULL, &current,
+                                  result);
         if (rc != 0)
             return rc;
         previous = current;
@@ -106,7 +106,7 @@ static int ensure_parents(const char *path, size_t directory_length, struct stat
     return have_previous ? 0 : refuse(result, FDL_SYSCALL, ".", 1, -1, ENOENT);
 }
 
-int fdl_open_log(const char *path, int flags, struct fdl_open_result *result)
+int fdl_open_log(const char *path, int flags, int mode, struct fdl_open_result *result)
 {
     memset(result, 0, sizeof *result);
     result->owner_uid = -1;
@@ -115,7 +115,9 @@ int fdl_open_log(const char *path, int flags, struct fdl_open_result *result)
         return refuse(result, FDL_NOT_REGULAR, path, length, -1, EISDIR);
     const char *slash = strrchr(path, '/');
     struct stat parent;
-    int rc = ensure_parents(path, slash ? (size_t)(slash - path) : 0, &parent, result);
+    mode_t file_mode = (mode_t)mode & 0777, directory_mode = file_mode | ((file_mode & 0444) >> 2);
+    int rc = ensure_parents(path, slash ? (size_t)(slash - path) : 0, directory_mode, &parent,
+                            result);
     if (rc != 0)
         return rc;
 
@@ -123,7 +125,7 @@ int fdl_open_log(const char *path, int flags, struct fdl_open_result *result)
     int open_flags = O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK;
     if (flags & FDL_OPEN_EXCLUSIVE)
         open_flags |= O_EXCL;
-    int fd = open(path, open_flags, FILE_MODE);
+    int fd = open(path, open_flags, file_mode);
     if (fd < 0) {
         int error = errno;
         struct stat st;

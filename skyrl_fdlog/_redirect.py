@@ -45,7 +45,7 @@ from pathlib import Path
 from skyrl_fdlog._errors import FdlogError
 from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._node import default_node
-from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, open_log
+from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, log_mode, open_log
 from skyrl_fdlog._python_pipes import PythonPipes, flush_quietly, follow_fds_1_and_2
 
 FORMATS = ("prefixed", "raw")
@@ -417,7 +417,7 @@ def _close_again(fds: tuple) -> None:
 def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
              node: str | None = None, fmt: str = "prefixed", lock: str = "auto",
              idle_flush: float = 1.0, snapshot_interval: float = 5.0,
-             buffer_bytes: int = 4 << 20) -> Redirection | None:
+             buffer_bytes: int = 4 << 20, mode: int | None = None) -> Redirection | None:
     """Send everything this process and its children write to fds 1 and 2 into `path`.
 
     path defaults to $SKYRL_LOG_FILE; with neither set, or with
@@ -429,6 +429,8 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     A partial line is flushed after `idle_flush` seconds; a redrawn line
     (carriage return) is recorded at most every `snapshot_interval` seconds;
     up to `buffer_bytes` wait in memory while the log cannot be written.
+    A new log file gets `mode` (default $SKYRL_FDLOG_MODE, else 0o640), new
+    directories the same plus search permission, both masked by the umask.
 
     A second call with the same path returns the active Redirection while fds 1
     and 2 still hold its channels; when something else was put there (a dup2
@@ -437,6 +439,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     """
     _check_choice("fmt", fmt, FORMATS)
     _check_choice("lock", lock, LOCK_MODES)
+    mode = log_mode(mode)
     if dump_to_stdout():
         return None
     if path is None:
@@ -456,7 +459,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
         was_closed = previous._was_closed if previous is not None else _fill_closed_standard_fds()
         _setting_up = redirection  # a fork from now on closes what it holds in the child
         try:
-            _connect(redirection, lock, idle_flush, snapshot_interval, buffer_bytes)
+            _connect(redirection, lock, idle_flush, snapshot_interval, buffer_bytes, mode)
             _capture(redirection, previous)
         except BaseException:
             _setting_up = None
@@ -477,10 +480,10 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
 
 
 def _connect(redirection: Redirection, lock: str, idle_flush: float, snapshot_interval: float,
-             buffer_bytes: int) -> None:
+             buffer_bytes: int, mode: int) -> None:
     """Open the log, the channels and pipes and start the helper on them (none as PID 1)."""
     with _fd_lock:  # each descriptor is recorded on the redirection as it is made
-        redirection._log_fd = open_log(redirection.path)
+        redirection._log_fd = open_log(redirection.path, mode=mode)
         log_fd = redirection._log_fd
         redirection.locked = lock == "always" or (lock == "auto" and lib.fdl_needs_lock(log_fd) == 1)
         _make_settings(redirection, idle_flush, snapshot_interval, buffer_bytes)

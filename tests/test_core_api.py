@@ -108,6 +108,58 @@ def test_created_modes(tmp_path):
     assert stat.S_IMODE(strict.parent.stat().st_mode) == 0o700
 
 
+def test_chosen_modes_by_argument_and_variable_and_bad_ones_refused(tmp_path):
+    """A shared filesystem written under several uids needs group write: mode= or
+    SKYRL_FDLOG_MODE chooses the file's mode, directories get it plus search permission."""
+    result = run_python(f"""
+        import os, stat, skyrl_fdlog
+        os.umask(0o002)
+        r = skyrl_fdlog.redirect({str(tmp_path / "arg" / "infra.log")!r}, mode=0o664)
+        skyrl_fdlog.restore()
+        made = skyrl_fdlog.infra_log_path({str(tmp_path / "env")!r})
+        for bad in (0o1777, 0o444, "0664"):
+            try:
+                skyrl_fdlog.redirect({str(tmp_path / "bad.log")!r}, mode=bad)
+            except ValueError as error:
+                print(error)
+    """, env={"SKYRL_FDLOG_MODE": "0644"})
+    assert stat.S_IMODE((tmp_path / "arg" / "infra.log").stat().st_mode) == 0o664
+    assert stat.S_IMODE((tmp_path / "arg").stat().st_mode) == 0o775
+    (made,) = (tmp_path / "env").iterdir()
+    assert stat.S_IMODE(made.stat().st_mode) == 0o644
+    assert stat.S_IMODE((tmp_path / "env").stat().st_mode) == 0o755
+    refusals = result.stdout.decode().splitlines()
+    assert [line.split("got ")[-1] for line in refusals] == ["0o1777", "0o444", "'0664'"]
+    assert not (tmp_path / "bad.log").exists()
+    bad_variable = run_python(f"""
+        import skyrl_fdlog
+        try:
+            skyrl_fdlog.redirect({str(tmp_path / "bad.log")!r})
+        except ValueError as error:
+            print(error)
+    """, env={"SKYRL_FDLOG_MODE": "rw-r--r--"})
+    assert "SKYRL_FDLOG_MODE" in bad_variable.stdout.decode()
+    assert "'rw-r--r--'" in bad_variable.stdout.decode()
+
+
+def test_a_file_made_after_logrotate_keeps_the_chosen_mode(tmp_path):
+    """The helper's reopen after a rename gives the new file the mode of the one it replaces."""
+    log = tmp_path / "infra.log"
+    run_python(f"""
+        import os, time, skyrl_fdlog
+        os.umask(0o002)
+        skyrl_fdlog.redirect({str(log)!r}, mode=0o664)
+        print("before", flush=True)
+        os.rename({str(log)!r}, {str(log) + ".1"!r})
+        deadline = time.monotonic() + 20
+        while not os.path.exists({str(log)!r}) and time.monotonic() < deadline:
+            print("waiting", flush=True)
+            time.sleep(0.2)
+        skyrl_fdlog.restore()
+    """)
+    assert stat.S_IMODE(log.stat().st_mode) == 0o664
+
+
 def test_refuses_a_planted_symlink(tmp_path):
     """A symlink at the log path is refused, naming it; its target is untouched."""
     victim = tmp_path / "victim"

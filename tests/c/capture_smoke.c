@@ -44,7 +44,7 @@ int main(int argc, char **argv)
     if (argc != 3)
         return 2;
     struct fdl_open_result result;
-    int log = fdl_open_log(argv[2], 0, &result);
+    int log = fdl_open_log(argv[2], 0, 0640, &result);
     int out_read, out_write, err_read, err_write, status, helper;
     if (log < 0 || fdl_channel_open(&out_read, &out_write) || fdl_channel_open(&err_read, &err_write))
         return 4;

@@ -26,8 +26,9 @@ from typing import BinaryIO
 from ._dedup import DEFAULT_WINDOW_S, Deduplicator
 from ._filters import FilterError, Filters, RecordTest, compile_grep, parse_time
 from ._follow import Follower, last_newline_end, run_files
+from ._jsonl import JsonPrinter
 from ._stats import collect
-from ._terminal import Printer, use_color
+from ._terminal import BufferedPrinter, Printer, use_color
 from .reader import (
     CHUNK_BYTES,
     LineJoiner,
@@ -100,10 +101,14 @@ def _parser() -> argparse.ArgumentParser:
     group = display.add_argument_group("display")
     group.add_argument("--no-prefix", action="store_true",
                        help="print payloads only, one line per original line")
+    group.add_argument("--json", action="store_true",
+                       help="print one JSON object per line (schema: docs/reader.md)")
     group.add_argument("--raw-bytes", action="store_true",
-                       help="print payload bytes unchanged, escape sequences included")
+                       help="print payload bytes as written, escape sequences and vLLM's "
+                            "(Name pid=N) included")
     group.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                       help="colour per actor; auto: on a terminal, unless NO_COLOR is set")
+                       help="colour per actor, and the colours of payloads; auto: on a "
+                            "terminal, unless NO_COLOR is set")
     group.add_argument("--dedup", action="store_true",
                        help="collapse a line that several writers repeat, as Ray does")
     group.add_argument("--dedup-window", type=_seconds, default=DEFAULT_WINDOW_S,
@@ -293,15 +298,23 @@ class _Output:
 
     def __init__(self, options: argparse.Namespace) -> None:
         out = sys.stdout.buffer
-        self._printer = Printer(
-            out,
-            prefix=not options.no_prefix,
-            raw_bytes=options.raw_bytes,
-            color=use_color(options.color, out),
-        )
+        live = getattr(options, "follow", False)
+        self._printer: BufferedPrinter
+        if options.json:
+            if options.no_prefix:
+                raise UsageError("--json and --no-prefix cannot be combined: a JSON object "
+                                 "holds the payload as 'message'; give one of them")
+            # A log shipper reading tail -f --json gets every object as soon as it is read.
+            self._printer = JsonPrinter(out, raw_bytes=options.raw_bytes, flush_each=live)
+        else:
+            self._printer = Printer(
+                out,
+                prefix=not options.no_prefix,
+                raw_bytes=options.raw_bytes,
+                color=use_color(options.color, out),
+            )
         # Lines that arrive live are deduplicated by the reader's clock: a writer's clock
         # that is off must not hold repeats back or release them at once.
-        live = getattr(options, "follow", False)
         self._dedup = (
             Deduplicator(options.dedup_window, clock=_monotonic_ms if live else None)
             if options.dedup else None

@@ -40,6 +40,8 @@ from .reader import (
 )
 
 PROG = "skyrl-fdlog"
+# The lnav format for the record format, shipped as package data (docs/reader.md, "lnav").
+LNAV_FORMAT = Path(__file__).resolve().parent / "lnav" / "skyrl_fdlog.json"
 # In follow mode a line whose writer went quiet mid-line is shown as a partial line
 # after this long (the writer itself flushes a partial line after 1 s idle).
 PARTIAL_AFTER_S = 2.0
@@ -136,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("files", nargs="+", metavar="FILE")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(run=_stats)
+
+    lnav = commands.add_parser("lnav-format",
+                               help="print the path of the lnav format file, for: "
+                                    "lnav -i \"$(skyrl-fdlog lnav-format)\"")
+    lnav.set_defaults(run=_lnav_format)
 
     commands.add_parser("demo", help="run the demo with every later argument "
                                      "(Hydra-style overrides such as trainer.log_path=/x)")
@@ -258,6 +265,11 @@ def _stats(options: argparse.Namespace) -> int:
     if stats.malformed:
         print(f"{PROG}: {stats.malformed} malformed records", file=sys.stderr)
         return 1
+    return 0
+
+
+def _lnav_format(options: argparse.Namespace) -> int:
+    print(LNAV_FORMAT)
     return 0
 
 

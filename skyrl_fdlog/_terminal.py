@@ -138,9 +138,8 @@ class Printer(BufferedPrinter):
     and the prefix as in the file.
     """
 
-    def __init__(self, out: BinaryIO, *, prefix: bool, raw_bytes: bool, color: bool,
-                 flush_each: bool = False) -> None:
-        super().__init__(out, flush_each=flush_each)
+    def __init__(self, out: BinaryIO, *, prefix: bool, raw_bytes: bool, color: bool) -> None:
+        super().__init__(out)
         self._prefix = prefix
         self._raw_bytes = raw_bytes
         self._color = color

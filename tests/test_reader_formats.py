@@ -15,7 +15,6 @@ import shutil
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
@@ -27,7 +26,7 @@ from skyrl_fdlog._message import COLOUR, level_of, undecorate
 from skyrl_fdlog._terminal import _UNSAFE, escape_keeping_colours
 from skyrl_fdlog.cli import LNAV_FORMAT
 from skyrl_fdlog.reader import iter_records
-from test_cli import Reader, append, follow, out_lines, run_on_pty  # noqa: F401 (fixture)
+from test_cli import append, follow, out_lines, run_on_pty  # noqa: F401 (follow is a fixture)
 from test_reader_helpers import REPO, T0, cli, cli_env, line_records, record
 
 CYAN, RESET = b"\x1b[0;36m", b"\x1b[0;0m"
@@ -244,10 +243,9 @@ def test_lnav_format_levels_are_the_readers_classifier():
 def test_lnav_format_is_package_data_and_the_cli_names_it():
     """pyproject.toml ships the lnav format in the wheel, next to the code, and
     ``skyrl-fdlog lnav-format`` prints its path for ``lnav -i``."""
-    import tomllib
-    package_data = tomllib.loads((REPO / "pyproject.toml").read_text())[
-        "tool"]["setuptools"]["package-data"]["skyrl_fdlog"]
-    assert any(Path("lnav/skyrl_fdlog.json").match(glob) for glob in package_data)
+    pyproject = (REPO / "pyproject.toml").read_text()  # no tomllib before Python 3.11
+    section = pyproject.split("[tool.setuptools.package-data]\n", 1)[1].split("\n[", 1)[0]
+    assert re.search(r'^skyrl_fdlog = \[.*"lnav/\*\.json"', section, re.M), section
     assert out_lines(cli("lnav-format")) == [str(LNAV_FORMAT).encode()]
     assert LNAV_FORMAT.is_file()
 
@@ -408,6 +406,18 @@ def test_vllm_decoration_of_the_writer_itself_becomes_the_role_in_the_prefix(tmp
         (None, None, "(EngineCore pid=999) relayed from elsewhere"),
         (None, None, "(not vllm) text"),
     ]
+
+
+def test_grep_searches_the_line_as_shown(tmp_path):
+    """--grep reads the payload as it is shown: ^ERROR finds vLLM's error line although the
+    file holds its decoration and colours before the word."""
+    log = tmp_path / "a.log"
+    log.write_bytes(record(CYAN + b"(EngineCore pid=7)" + RESET + b" \x1b[31mERROR\x1b[0m "
+                           b"11-27 02:47:06 [core.py:1] engine died", name="e", pid=7)
+                    + record(b"ERROR:root:plain", name="t", pid=8))
+    assert out_lines(cli("cat", "--no-prefix", "--grep", "^ERROR (11|engine)", log)) == [
+        b"ERROR 11-27 02:47:06 [core.py:1] engine died"]
+    assert len(out_lines(cli("cat", "--grep", "^ERROR", log))) == 2
 
 
 def test_raw_bytes_shows_the_decoration_as_written(tmp_path):

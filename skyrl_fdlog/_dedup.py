@@ -7,6 +7,9 @@ nothing, as in Ray, which times windows by arrival):
 
 * A line is matched by its pattern: the stream and the payload's words, where every word
   that holds a digit (numbers, hex ids, addresses, timestamps) counts as the same word.
+  The payload is read as every output shows it (``_message.view``): without vLLM's
+  ``(Name pid=N)`` decoration of its own writer and without colour sequences, so a
+  coloured and a plain copy of a line match.
 * The first sighting of a pattern prints at once and opens a window (default 5 s).
 * Repeats from the same writer (node, pid) alone print as usual.  Once a second writer
   has sent the pattern in the window, every further repeat is held.
@@ -25,6 +28,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ._message import view
 from .reader import Record
 
 DEFAULT_WINDOW_S = 5.0
@@ -89,7 +93,7 @@ class Deduplicator:
             return [line]
         now_ms = line.time_ms if self._clock is None else self._clock()
         out = self.expire(now_ms)
-        pattern = pattern_of(line.payload)
+        pattern = pattern_of(view(line.payload, line.pid)[1])
         if pattern is None:
             out.append(line)
             return out

@@ -19,6 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from ._message import view
 from .reader import Record
 
 # The bytes a written name keeps (docs/format.md); every other byte became "_".  Node
@@ -129,7 +130,9 @@ class Filters:
 
     Actor and node values are shell-style patterns (``VLLM*``); several values of one
     option are alternatives.  Time bounds are inclusive and apply to a line's first
-    record.  ``grep`` searches the payload decoded as UTF-8 (invalid bytes as U+FFFD).
+    record.  ``grep`` searches the payload as every output shows it (``_message.view``:
+    without vLLM's decoration of its own pid and without colour sequences), decoded as
+    UTF-8 (invalid bytes as U+FFFD), so ``^ERROR`` finds vLLM's coloured error lines.
     Lines without a writer (unparsable) pass only when no writer or time filter is set.
     """
 
@@ -163,7 +166,10 @@ class Filters:
                     return False
                 if until is not None and line.time_ms > until:
                     return False
-            return search is None or search(line.payload.decode("utf-8", "replace")) is not None
+            if search is None:
+                return True
+            payload = view(line.payload, line.pid)[1] if line.parsed else line.payload
+            return search(payload.decode("utf-8", "replace")) is not None
 
         return test
 

@@ -9,7 +9,12 @@ Guarantees, unless ``raw_bytes`` is asked for:
   so escapes are for eyes, not for parsing; ``--raw-bytes`` gives the exact bytes.
 * One output line per logical line: a payload never holds ``\\n``, and ``\\r`` is escaped,
   so no payload can move the cursor to rewrite or fake a prefix.
-* Colour only marks the actor; it is decided by :func:`use_color`.
+* Colour marks the actor, and shows the colours a payload asked for (vLLM's and Ray's
+  SGR colour sequences, ``_message.COLOUR``; never one that hides text), reset at the end
+  of the line; without colour those sequences are dropped.  Whether to colour is decided
+  by :func:`use_color`; ``--no-prefix`` output is never coloured.
+* vLLM's ``(EngineCore pid=N)`` decoration of a line whose writer is pid N is not shown:
+  its role shows in the prefix, ``name[pid/role]`` (``_message.undecorate``).
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import zlib
 from typing import BinaryIO
 
 from ._dedup import Repeat
+from ._message import COLOUR, drop_colours, undecorate
 from .reader import Record
 
 # What a terminal could act on, each mapped to its visible escape: C0 controls but tab,
@@ -48,6 +54,23 @@ def escape(payload: bytes) -> str:
     return text if _UNSAFE.search(text) is None else text.translate(_ESCAPES)
 
 
+def escape_keeping_colours(payload: bytes) -> str:
+    """Like :func:`escape`, but the payload's colour sequences are kept as colour, and a
+    reset ends the text when there was any, so no colour runs on into the next line."""
+    shown = []
+    position = 0
+    for match in COLOUR.finditer(payload):
+        # A colour sequence is ASCII, so cutting around it never splits a UTF-8 character.
+        shown.append(escape(payload[position:match.start()]))
+        shown.append(match.group().decode("ascii"))
+        position = match.end()
+    if not shown:
+        return escape(payload)
+    shown.append(escape(payload[position:]))
+    shown.append(_RESET)
+    return "".join(shown)
+
+
 def shown_path(path: str | os.PathLike[str]) -> str:
     """A file name as safe to print: its bytes escaped as a payload's are."""
     return escape(os.fsencode(path))
@@ -66,37 +89,28 @@ def use_color(choice: str, stream: BinaryIO) -> bool:
     return stream.isatty()
 
 
-class Printer:
-    """Writes lines (and dedup summaries) to a binary stream, one output line each.
+class BufferedPrinter:
+    """Writes lines (and dedup summaries) to a binary stream, one output line each, as
+    :meth:`render` shows them.  Output is buffered: call :meth:`flush` when the reader
+    should see it, or ask for ``flush_each`` line (a live log shipper reads every line
+    at once)."""
 
-    With ``prefix`` a line shows as ``ts node name[pid] stream+mark payload`` (the record
-    format itself, so partial lines and progress snapshots keep their ``+`` and ``~``);
-    without, as its payload alone.  An unparsable line shows as it was in the file.
-    Output is buffered: call :meth:`flush` when the reader should see it.
-    """
-
-    def __init__(self, out: BinaryIO, *, prefix: bool, raw_bytes: bool, color: bool) -> None:
+    def __init__(self, out: BinaryIO, *, flush_each: bool = False) -> None:
         self._out = out
-        self._prefix = prefix
-        self._raw_bytes = raw_bytes
-        self._color = color
+        self._flush_each = flush_each
         self._buffer: list[bytes] = []
         self._buffered = 0
 
     def write(self, item: Record | Repeat) -> None:
         """Print one line, or a dedup summary as its line with the repeat count."""
-        if isinstance(item, Repeat):
-            suffix = f" [repeated {item.count}x across cluster]"
-            if self._color:
-                suffix = _GREEN + suffix + _RESET
-            text = self._render(item.line) + suffix.encode() + b"\n"
-        else:
-            text = self._render(item) + b"\n"
+        text = self.render(item) + b"\n"
         # Joining many lines into one write is most of the speed of printing; the bound is
         # in bytes because one line can be megabytes long.
         self._buffer.append(text)
         self._buffered += len(text)
-        if self._buffered >= _BUFFER_BYTES:
+        if self._flush_each:
+            self.flush()
+        elif self._buffered >= _BUFFER_BYTES:
             self._write_buffer()
 
     def flush(self) -> None:
@@ -108,13 +122,53 @@ class Printer:
         self._buffer.clear()
         self._buffered = 0
 
+    def render(self, item: Record | Repeat) -> bytes:
+        """One output line, without its ``\\n``."""
+        raise NotImplementedError
+
+
+class Printer(BufferedPrinter):
+    """Shows lines as text.
+
+    With ``prefix`` a line shows as ``ts node name[pid] stream+mark payload`` (the record
+    format itself, so partial lines and progress snapshots keep their ``+`` and ``~``;
+    ``name[pid/role]`` when vLLM's decoration named the line's role); without, as its
+    payload alone.  An unparsable line shows as it was in the file.  With ``raw_bytes``
+    the payload is shown exactly as written (decoration and escape sequences included)
+    and the prefix as in the file.
+    """
+
+    def __init__(self, out: BinaryIO, *, prefix: bool, raw_bytes: bool, color: bool) -> None:
+        super().__init__(out)
+        self._prefix = prefix
+        self._raw_bytes = raw_bytes
+        self._color = color
+        # The payload's own colours show only next to a prefix: --no-prefix output is
+        # what a program reads (grep, a file), so it never carries colour codes.
+        self._payload_colours = color and prefix
+
+    def render(self, item: Record | Repeat) -> bytes:
+        if isinstance(item, Repeat):
+            suffix = f" [repeated {item.count}x across cluster]"
+            if self._color:
+                suffix = _GREEN + suffix + _RESET
+            return self._render(item.line) + suffix.encode()
+        return self._render(item)
+
     def _render(self, line: Record) -> bytes:
         payload = line.payload
-        if not self._raw_bytes and _NOT_PLAIN_ASCII.search(payload) is not None:
-            payload = escape(payload).encode()
+        role = None
+        if not self._raw_bytes:
+            if line.parsed:
+                role, payload = undecorate(payload, line.pid)
+            if _NOT_PLAIN_ASCII.search(payload) is not None:
+                if self._payload_colours:
+                    payload = escape_keeping_colours(payload).encode()
+                else:
+                    payload = escape(drop_colours(payload)).encode()
         if not (self._prefix and line.parsed):
             return payload
-        writer = f"{line.name}[{line.pid}]"
+        writer = f"{line.name}[{line.pid}/{role}]" if role else f"{line.name}[{line.pid}]"
         if self._color:
             writer = _PALETTE[zlib.crc32(line.name.encode()) % len(_PALETTE)] + writer + _RESET
         return f"{line.ts} {line.node} {writer} {line.stream}{line.mark} ".encode() + payload

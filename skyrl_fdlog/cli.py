@@ -26,8 +26,9 @@ from typing import BinaryIO
 from ._dedup import DEFAULT_WINDOW_S, Deduplicator
 from ._filters import FilterError, Filters, RecordTest, compile_grep, parse_time
 from ._follow import Follower, last_newline_end, run_files
+from ._jsonl import JsonPrinter
 from ._stats import collect
-from ._terminal import Printer, use_color
+from ._terminal import BufferedPrinter, Printer, use_color
 from .reader import (
     CHUNK_BYTES,
     LineJoiner,
@@ -39,6 +40,8 @@ from .reader import (
 )
 
 PROG = "skyrl-fdlog"
+# The lnav format for the record format, shipped as package data (docs/reader.md, "lnav").
+LNAV_FORMAT = Path(__file__).resolve().parent / "lnav" / "skyrl_fdlog.json"
 # In follow mode a line whose writer went quiet mid-line is shown as a partial line
 # after this long (the writer itself flushes a partial line after 1 s idle).
 PARTIAL_AFTER_S = 2.0
@@ -100,10 +103,14 @@ def _parser() -> argparse.ArgumentParser:
     group = display.add_argument_group("display")
     group.add_argument("--no-prefix", action="store_true",
                        help="print payloads only, one line per original line")
+    group.add_argument("--json", action="store_true",
+                       help="print one JSON object per line (schema: docs/reader.md)")
     group.add_argument("--raw-bytes", action="store_true",
-                       help="print payload bytes unchanged, escape sequences included")
+                       help="print payload bytes as written, escape sequences and vLLM's "
+                            "(Name pid=N) included")
     group.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                       help="colour per actor; auto: on a terminal, unless NO_COLOR is set")
+                       help="colour per actor, and the colours of payloads; auto: on a "
+                            "terminal, unless NO_COLOR is set")
     group.add_argument("--dedup", action="store_true",
                        help="collapse a line that several writers repeat, as Ray does")
     group.add_argument("--dedup-window", type=_seconds, default=DEFAULT_WINDOW_S,
@@ -131,6 +138,11 @@ def _parser() -> argparse.ArgumentParser:
     stats.add_argument("files", nargs="+", metavar="FILE")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(run=_stats)
+
+    lnav = commands.add_parser("lnav-format",
+                               help="print the path of the lnav format file, for: "
+                                    "lnav -i \"$(skyrl-fdlog lnav-format)\"")
+    lnav.set_defaults(run=_lnav_format)
 
     commands.add_parser("demo", help="run the demo with every later argument "
                                      "(Hydra-style overrides such as trainer.log_path=/x)")
@@ -256,6 +268,11 @@ def _stats(options: argparse.Namespace) -> int:
     return 0
 
 
+def _lnav_format(options: argparse.Namespace) -> int:
+    print(LNAV_FORMAT)
+    return 0
+
+
 def _demo(overrides: list[str]) -> int:
     try:
         from .demo import main as demo_main  # imported here: it pulls in the capture core
@@ -293,15 +310,23 @@ class _Output:
 
     def __init__(self, options: argparse.Namespace) -> None:
         out = sys.stdout.buffer
-        self._printer = Printer(
-            out,
-            prefix=not options.no_prefix,
-            raw_bytes=options.raw_bytes,
-            color=use_color(options.color, out),
-        )
+        live = getattr(options, "follow", False)
+        self._printer: BufferedPrinter
+        if options.json:
+            if options.no_prefix:
+                raise UsageError("--json and --no-prefix cannot be combined: a JSON object "
+                                 "holds the payload as 'message'; give one of them")
+            # A log shipper reading tail -f --json gets every object as soon as it is read.
+            self._printer = JsonPrinter(out, raw_bytes=options.raw_bytes, flush_each=live)
+        else:
+            self._printer = Printer(
+                out,
+                prefix=not options.no_prefix,
+                raw_bytes=options.raw_bytes,
+                color=use_color(options.color, out),
+            )
         # Lines that arrive live are deduplicated by the reader's clock: a writer's clock
         # that is off must not hold repeats back or release them at once.
-        live = getattr(options, "follow", False)
         self._dedup = (
             Deduplicator(options.dedup_window, clock=_monotonic_ms if live else None)
             if options.dedup else None

@@ -27,7 +27,7 @@ TORCH_REQUIREMENT := $(if $(filter x86_64,$(shell uname -m)),torch==2.13.0+cpu)
 # The tests that need neither Ray, vLLM, torch nor GlusterFS: the C core, the reader and the CLI.
 FAST_TESTS := $(wildcard tests/test_core_*.py tests/test_reader*.py) tests/test_cli.py
 
-.PHONY: venv test test-fast test-setup demo bench wheel lock clean
+.PHONY: venv test test-fast test-setup test-tools demo bench wheel lock clean
 
 venv: $(DEPS_STAMP) $(PACKAGE_STAMP)
 
@@ -65,12 +65,26 @@ $(PACKAGE_STAMP): $(CORE_STAMP) $(PACKAGE_SOURCES)
 		echo "==> setup.py not there yet: skipping the editable install of skyrl_fdlog"; \
 	fi
 
-test: venv
+test: venv test-tools
 	$(PYTEST) tests/ --ignore=tests/setup -q
+
+# jq and lnav, Debian packages that the reader's format tests run (never skipped for want of
+# them): installed with apt-get when missing and root, else named with the command to run.
+TEST_TOOLS := jq lnav
+test-tools:
+	@missing=""; for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+			echo "==> installing Debian packages:$$missing"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+		else \
+			echo "make: the tests need$$missing; install them first (Debian and Ubuntu: sudo apt-get install$$missing)" >&2; exit 1; \
+		fi; \
+	fi
 
 # A minute or two, with only requirements/core.txt installed: `make test-fast PYTHON=python3.12
 # VENV=.venv-3.12` tries another Python without building torch, vLLM and Ray for it.
-test-fast: $(CORE_STAMP) $(PACKAGE_STAMP)
+test-fast: $(CORE_STAMP) $(PACKAGE_STAMP) test-tools
 	$(PYTEST) $(FAST_TESTS) -q
 
 # `make venv` in a fresh clone with pip's machine configuration removed and TORCH_INDEX on a local

@@ -29,15 +29,7 @@ from ._follow import Follower, last_newline_end, run_files
 from ._jsonl import JsonPrinter
 from ._stats import collect
 from ._terminal import BufferedPrinter, Printer, use_color
-from .reader import (
-    CHUNK_BYTES,
-    LineJoiner,
-    LineSplitter,
-    Record,
-    RecordParser,
-    iter_records,
-    merge_by_time,
-)
+from .reader import LineJoiner, Record, iter_records, merge_by_time, read_back
 
 PROG = "skyrl-fdlog"
 # The lnav format for the record format, shipped as package data (docs/reader.md, "lnav").
@@ -412,47 +404,14 @@ def _last_lines(
     path: Path, count: int, record_test: RecordTest | None, filters: Filters, follow: bool
 ) -> tuple[list[Record], LineJoiner, int, bool]:
     """The last ``count`` selected lines of ``path``, the joiner holding the chains still
-    open, the offset where reading stopped and whether the whole file was read.
-
-    Reads back from the end in growing windows until ``count`` lines are found, so a small
-    tail of a huge file is quick; memory holds ``count`` lines and one chunk.  When
-    following, a record still being written is left for the follower.  A chain that began
-    before the window shows as a line without its start.
-    """
+    open, the offset where reading stopped and whether the whole file was read.  When
+    following, a record still being written is left for the follower."""
     with _open_input(str(path)) as stream:
         size = os.fstat(stream.fileno()).st_size
         end = last_newline_end(stream, size) if follow else size
-        window = 1 << 16
-        while True:
-            start = max(0, end - window)
-            attempt = LineJoiner()
-            records = _records_between(stream, start, end)
-            found = collections.deque(
-                _select(records, record_test, filters, attempt, not follow), count)
-            if len(found) >= count or start == 0:
-                break
-            window *= 4
-    return list(found), attempt, end, start == 0
+        found, joiner, whole = read_back(
+            stream, end, count,
+            lambda records, joiner: _select(records, record_test, filters, joiner, not follow))
+    return found, joiner, end, whole
 
 
-def _records_between(stream: BinaryIO, start: int, end: int) -> Iterator[Record]:
-    """The records whose lines begin at or after ``start`` and end by ``end``."""
-    parse = RecordParser().parse
-    splitter = LineSplitter()
-    # Reading from the byte before start tells whether start begins a line: if it does,
-    # the first piece is empty; either way the first piece is not a whole line.
-    position = max(0, start - 1)
-    stream.seek(position)
-    skip_first = start > 0
-    while position < end:
-        data = stream.read(min(CHUNK_BYTES, end - position))
-        if not data:
-            break
-        position += len(data)
-        for line in splitter.feed(data):
-            if skip_first:
-                skip_first = False
-            else:
-                yield parse(line)
-    if splitter.rest and not skip_first:
-        yield parse(splitter.rest, truncated=True)

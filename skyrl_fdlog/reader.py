@@ -22,10 +22,14 @@ Typical use::
     for line in iter_lines("/tmp/skyrl-logs/infra-....log"):
         if line.name == "VLLMEngine" and not line.malformed:
             print(line.datetime, line.payload.decode(errors="replace"))
+
+    for line in tail("/tmp/skyrl-logs/infra-....log", 20, actor="VLLMEngine*"):
+        ...   # the engine's last 20 lines, read from the end of a file of any size
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import dataclasses
 import datetime as _dt
@@ -34,7 +38,7 @@ import io
 import os
 import re
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import BinaryIO, Literal, TypeVar, Union
 
@@ -54,6 +58,8 @@ __all__ = [
     "join_lines",
     "merge_by_time",
     "open_source",
+    "read_back",
+    "tail",
 ]
 
 #: How much one read takes from the file.
@@ -387,3 +393,67 @@ def _keyed_by_time(records: Iterable[Record]) -> Iterator[tuple[int, Record]]:
         if record.parsed:
             time_ms = record.time_ms
         yield time_ms, record
+
+
+def records_between(stream: BinaryIO, start: int, end: int) -> Iterator[Record]:
+    """The records of ``stream`` whose lines begin at or after ``start`` and end by ``end``."""
+    parse = RecordParser().parse
+    splitter = LineSplitter()
+    # Reading from the byte before start tells whether start begins a line: if it does,
+    # the first piece is empty; either way the first piece is not a whole line.
+    position = max(0, start - 1)
+    stream.seek(position)
+    skip_first = start > 0
+    while position < end:
+        data = stream.read(min(CHUNK_BYTES, end - position))
+        if not data:
+            break
+        position += len(data)
+        for line in splitter.feed(data):
+            if skip_first:
+                skip_first = False
+            else:
+                yield parse(line)
+    if splitter.rest and not skip_first:
+        yield parse(splitter.rest, truncated=True)
+
+
+#: Selects and joins lines: (records, joiner) -> lines.
+Select = Callable[[Iterable[Record], LineJoiner], Iterable[Record]]
+
+
+def read_back(stream: BinaryIO, end: int, count: int, select: Select) -> tuple[list[Record], LineJoiner, bool]:
+    """The last ``count`` lines that ``select`` makes of the records before ``end``, the
+    joiner that made them (holding chains still open) and whether the whole file was read.
+
+    Reads back from ``end`` in windows that grow fourfold until ``count`` lines are found,
+    so the last lines of a huge file cost a few reads; memory holds ``count`` lines and one
+    chunk.  A chain that began before the window shows as a line without its start.
+    """
+    window = 1 << 16
+    while True:
+        start = max(0, end - window)
+        joiner = LineJoiner()
+        found = collections.deque(select(records_between(stream, start, end), joiner), count)
+        if len(found) >= count or start == 0:
+            return list(found), joiner, start == 0
+        window *= 4
+
+
+def tail(source: str | os.PathLike, n: int = 20, *, actor: str | None = None,
+         pid: int | None = None) -> list[Record]:
+    """The last ``n`` whole lines of the log ``source`` written by ``actor`` (a shell-style
+    pattern, cleaned as ``skyrl-fdlog --actor`` cleans it) and/or ``pid``, oldest first,
+    without reading the whole file (:func:`read_back`).  Lines of every process of the
+    actor count, its children's included."""
+    from ._filters import Filters
+
+    record_test = Filters(actors=(actor,) if actor else (),
+                          pids=(pid,) if pid is not None else ()).record_test()
+
+    def select(records: Iterable[Record], joiner: LineJoiner) -> Iterable[Record]:
+        return joiner.lines(filter(record_test, records) if record_test else records)
+
+    with open(source, "rb") as stream:
+        lines, _, _ = read_back(stream, os.fstat(stream.fileno()).st_size, n, select)
+    return lines

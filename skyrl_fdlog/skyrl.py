@@ -64,6 +64,21 @@ def prepare_run_log(log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, prefix: s
     return path
 
 
+def get_actor_logs_tail(actor: str, num_lines: int = 50, log_file: str | os.PathLike | None = None) -> str:
+    """The last num_lines lines that the processes of `actor` (its name as records carry it,
+    or a shell-style pattern: 'VLLMServerActor*') wrote to the infra log (default
+    $SKYRL_LOG_FILE), one per text line as `actor[pid] stream: text`, oldest first; '' when
+    there are none or there is no log.  For re-raising a caught actor failure with its own
+    last words, not the whole shared log's (read from the end: cheap on a large file)."""
+    from skyrl_fdlog.reader import tail
+
+    path = log_file or os.environ.get(LOG_FILE_VARIABLE)
+    if not path or not os.path.exists(path):
+        return ""
+    return "\n".join(f"{line.name}[{line.pid}] {line.stream}: {line.payload.decode(errors='replace')}"
+                     for line in tail(path, num_lines, actor=actor))
+
+
 def _fileno(stream) -> int | None:
     try:
         return stream.fileno()

@@ -126,3 +126,27 @@ def test_prepare_run_log_names_a_new_file_per_run_and_per_kind(tmp_path):
         assert prepare_run_log({str(tmp_path / "none")!r}) is None
     """, env={"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "yes"})
     assert dump.returncode == 0 and not (tmp_path / "none").exists()
+
+
+def test_get_actor_logs_tail_gives_only_that_actors_last_lines(tmp_path):
+    """PR #1771's diagnostics read the last lines of the whole shared log; here only the failed
+    actor's, from all its processes, attributed."""
+    target = tmp_path / "infra.log"
+    result = run_python("""
+        import os, subprocess, skyrl_fdlog
+        from skyrl_fdlog.skyrl import get_actor_logs_tail, redirect_actor_output_to_file
+        skyrl_fdlog.redirect(name="policy_worker_0")
+        print("policy is fine", flush=True)
+        skyrl_fdlog.restore()
+        skyrl_fdlog.redirect(name="VLLMServerActor_1")
+        subprocess.run(["sh", "-c", "echo 'EngineCore: CUDA out of memory' >&2"])
+        print("engine start failed", flush=True)
+        skyrl_fdlog.restore()
+        print(get_actor_logs_tail("VLLMServerActor*", 10))
+    """, env={"SKYRL_LOG_FILE": str(target)})
+    # sorted: the actor's Python output and its child's fd 2 are not ordered between them
+    # (docs/format.md, "Order")
+    child, actor = sorted(result.stdout.decode().splitlines(), key=lambda line: "out:" in line)
+    assert child.startswith("VLLMServerActor_1[") and child.endswith("] err: EngineCore: CUDA out of memory")
+    assert actor.startswith("VLLMServerActor_1[") and actor.endswith("] out: engine start failed")
+    assert child.split("]")[0] != actor.split("]")[0]  # the child's pid and the actor's

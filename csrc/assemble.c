@@ -38,7 +38,8 @@ static void track_owner_chain(struct fdl_assembler *assembler, const struct fdl_
     int *open = &assembler->owner_chain[base - 1];
     if (*open != 0 && *open != channel && !assembler->format.raw) { /* raw: no chains */
         char record[FDL_RECORD_MAX];
-        size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->label,
+        size_t size = fdl_format_record(&assembler->format, record,
+                                        now_ms + assembler->wall_offset_ms, slot->label,
                                         slot->label_length, FDL_MARK_LINE,
                                         (const unsigned char *)"", 0);
         assembler->sink(assembler->context, record, size, FDL_MARK_LINE);
@@ -51,8 +52,8 @@ static void emit(struct fdl_assembler *assembler, struct fdl_slot *slot, char ma
 {
     track_owner_chain(assembler, slot, mark, now_ms);
     char record[FDL_RECORD_MAX];
-    size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->label,
-                                    slot->label_length, mark, payload, length);
+    size_t size = fdl_format_record(&assembler->format, record, now_ms + assembler->wall_offset_ms,
+                                    slot->label, slot->label_length, mark, payload, length);
     assembler->sink(assembler->context, record, size, mark);
     slot->open_chain = mark == FDL_MARK_FRAGMENT;
 }

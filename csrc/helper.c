@@ -27,13 +27,13 @@
 
 #include "internal.h"
 
-enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8,
-       FIRST_UNUSED_FD = 9 };
+enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8 };
 enum { CHANNEL_COUNT = 4 };
 
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ROUND 64        /* per channel, so one busy writer cannot starve the other */
 #define GIVE_UP_AFTER_MS 10000    /* at exit, how long to wait for a failing or hung log */
+#define POLL_RETRY_MS 10          /* after poll itself failed (ENOMEM): try again this soon */
 
 struct settings {
     const char *name, *node, *path;
@@ -45,11 +45,21 @@ static struct settings settings;
 static struct fdl_assembler *assembler;
 static volatile sig_atomic_t stop_requested;
 
-static int64_t now_ms(void)
+static int64_t clock_ms(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The assembler times idle lines and snapshots on the monotonic clock, which a step of the
+ * wall clock (NTP, an operator's date -s) cannot stall or rush; records are stamped with
+ * the wall clock, whose distance to the monotonic one is taken anew at every reading. */
+static int64_t now_ms(void)
+{
+    int64_t now = clock_ms(CLOCK_MONOTONIC);
+    assembler->wall_offset_ms = clock_ms(CLOCK_REALTIME) - now;
+    return now;
 }
 
 static void collect_record(void *context, const char *record, size_t length, char mark)
@@ -129,7 +139,10 @@ static int parse_settings(int argc, char **argv)
     return 0;
 }
 
-/* Leave the actor's session and process tree, and drop every fd not ours. */
+/* Leave the actor's session and process tree, and drop every fd not ours: fds 7 and 8
+ * are ours only when the owner's pipes were handed over.  The working directory becomes
+ * "/", so that a helper outliving the actor does not keep the actor's directory's
+ * filesystem busy (umount fails with EBUSY). */
 static void detach(void)
 {
     pid_t child = fork();
@@ -140,15 +153,31 @@ static void detach(void)
     if (child > 0)
         _exit(0);
     setsid();
+    if (chdir("/") != 0) {
+        dprintf(STATUS_FD, "ERROR chdir /: %s\n", strerror(errno));
+        _exit(1);
+    }
+    int first_unused = settings.owner > 0 ? PIPE_ERR_FD + 1 : STATUS_FD + 1;
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, FIRST_UNUSED_FD, ~0U, 0) == 0)
+    if (syscall(SYS_close_range, first_unused, ~0U, 0) == 0)
         return;
 #endif
     struct rlimit limit;
     long top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536 ? (long)limit.rlim_cur
                                                                                : 65536;
-    for (long fd = FIRST_UNUSED_FD; fd < top; fd++)
+    for (long fd = first_unused; fd < top; fd++)
         close((int)fd);
+}
+
+/* A path relative to the actor's working directory, made absolute before leaving it. */
+static const char *absolute(const char *path)
+{
+    static char joined[8192];
+    char directory[4096];
+    if (path[0] == '/' || getcwd(directory, sizeof directory) == NULL)
+        return path;
+    snprintf(joined, sizeof joined, "%s/%s", directory, path);
+    return joined;
 }
 
 static void install_signals(void)
@@ -158,6 +187,8 @@ static void install_signals(void)
     sigaction(SIGPIPE, &action, NULL);
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGHUP, &action, NULL);
+    /* Past RLIMIT_FSIZE a write fails with EFBIG instead, which log_writer.c counts. */
+    sigaction(SIGXFSZ, &action, NULL);
     action.sa_handler = on_sigterm; /* no SA_RESTART: poll returns at once */
     sigaction(SIGTERM, &action, NULL);
 }
@@ -187,6 +218,7 @@ int main(int argc, char **argv)
         dprintf(STATUS_FD, "ERROR bad arguments\n");
         return 2;
     }
+    settings.path = absolute(settings.path);
     detach();
     install_signals();
     /* A pipe has no MSG_DONTWAIT: its reads must not block the other channels. */
@@ -229,12 +261,18 @@ int main(int argc, char **argv)
     int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
         int ready = poll(channels, CHANNEL_COUNT, poll_timeout());
-        if (ready < 0 && errno != EINTR)
-            break;
+        if (ready < 0 && errno != EINTR) {
+            /* Out of kernel memory for the poll table: no reason to stop reading (writers
+             * would fill the channels and wait forever); try again shortly. */
+            struct timespec pause = {0, POLL_RETRY_MS * 1000000L};
+            nanosleep(&pause, NULL);
+            continue;
+        }
         if (ready > 0 && settings.gather_us > 0) {
             /* Let a burst gather while nobody waits on the channels: writers skip the wakeup,
              * reads come back bigger and batches fuller.  Costs gather_us of latency. */
-            struct timespec gather = {0, settings.gather_us * 1000L};
+            struct timespec gather = {settings.gather_us / 1000000,
+                                      settings.gather_us % 1000000 * 1000L};
             nanosleep(&gather, NULL);
         }
         for (int i = 0; i < CHANNEL_COUNT; i++) {

@@ -72,6 +72,8 @@ struct fdl_assembler {
     int snapshot_ms;
     fdl_record_sink sink;
     void *context;
+    int64_t wall_offset_ms; /* wall clock minus the times fed in: records are stamped with
+                             * wall time, while idle and snapshot timing use the times fed */
     int last_slot;          /* the slot used last: consecutive reads often come from one writer */
     int owner;              /* the pid whose own pipes are read (0: none) */
     int owner_chain[2];     /* per stream (out, err): which of the owner's channels has an

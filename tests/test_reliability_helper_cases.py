@@ -217,3 +217,39 @@ def test_reopen_note_waits_for_the_lock(tmp_path):
     assert b"EXIT eof" in said
     assert [r.payload for r in records][-1] == b"second"
     assert b"reopened it" in records[0].payload
+
+
+def test_a_helper_restarted_after_logrotate_writes_to_the_path(tmp_path):
+    """Case 8: logrotate moves the log away, then the helper dies (SIGKILL) before it checked
+    the path.  The restarted helper, handed the actor's fd of the moved file, used to write
+    its restart note and the next lines there; it now checks the path at start and opens it
+    anew, saying so."""
+    log = tmp_path / "rotate.log"
+    rotated = tmp_path / "rotate.log.1"
+    run_python(f"""
+        import os, signal, time, skyrl_fdlog
+        redirection = skyrl_fdlog.redirect({str(log)!r})
+        print("before", flush=True)
+        while b"before" not in open({str(log)!r}, "rb").read():
+            time.sleep(0.01)
+        os.rename({str(log)!r}, {str(rotated)!r})
+        dead = redirection.helper_pid
+        os.kill(dead, signal.SIGKILL)
+        deadline = time.monotonic() + 20
+        while redirection.helper_pid == dead and time.monotonic() < deadline:
+            time.sleep(0.01)
+        print("after", flush=True)
+        while time.monotonic() < deadline:
+            if any(os.path.exists(p) and b"after" in open(p, "rb").read()
+                   for p in ({str(log)!r}, {str(rotated)!r})):
+                break
+            time.sleep(0.01)
+        skyrl_fdlog.restore()
+    """)
+    old, _ = parse(rotated.read_bytes())
+    new, bad = parse(log.read_bytes())
+    assert [r.payload for r in old] == [b"before"]
+    assert bad == [] and [r.payload for r in new if r.stream == "out"] == [b"after"]
+    notes = [r.payload for r in new if r.stream == "fdlog"]
+    assert any(b"moved or removed; reopened it" in n for n in notes), notes
+    assert any(b"ended unexpectedly" in n for n in notes), notes

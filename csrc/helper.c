@@ -21,6 +21,7 @@
 #include <string.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,9 +42,38 @@ struct settings {
     long buffer_bytes;
 };
 
+/* Older headers (the manylinux_2_17 build) lack these; kernels before 6.5 (5.3 for
+ * pidfd_open) refuse them, and the helper then keeps writers apart by pid alone. */
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76
+#endif
+#ifndef SCM_PIDFD
+#define SCM_PIDFD 0x04
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
 static struct settings settings;
 static struct fdl_assembler *assembler;
 static volatile sig_atomic_t stop_requested;
+
+/* A pid names a process only while it lives: once a writer exits mid-line, a new process
+ * can get its pid (and every writer outside the helper's pid namespace reads as pid 0).
+ * For each socket slot holding an unfinished line the helper keeps a pidfd of its writer.
+ * While one of them has exited (or the slot is pid 0's), that channel's reads come with a
+ * pidfd of their writer (SO_PASSPIDFD; costly, so only then), and bytes of another
+ * process under the same pid end the slot's line instead of joining it.  Indexed like
+ * assembler->slots. */
+struct writer {
+    int pid, stream;    /* the slot it was taken for; stream 0: none */
+    int pidfd;          /* to see it exit; -1 once it has, or when none could be had */
+    uint64_t id;        /* the pidfd's inode: one per process (pidfs, Linux 6.9); 0 unknown */
+    int exited;
+};
+static struct writer writers[FDL_SLOT_COUNT];
+static int identifying[2];  /* SO_PASSPIDFD is on for the out (0) and err (1) channel */
+static int outsider_noted;
 
 static int64_t clock_ms(clockid_t clock)
 {
@@ -69,19 +99,132 @@ static void collect_record(void *context, const char *record, size_t length, cha
     fdl_writer_add(record, length);
 }
 
-/* One read from a socket channel: the writer's pid comes with the bytes. */
-static ssize_t receive(int fd, unsigned char *data, size_t size, int *pid)
+static uint64_t process_id(int pidfd)
 {
-    char control[CMSG_SPACE(sizeof(struct ucred))];
+    struct stat st;
+    return fstat(pidfd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+static int has_exited(int pidfd)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+static void forget(struct writer *w)
+{
+    if (w->pidfd >= 0)
+        close(w->pidfd);
+    *w = (struct writer){.pidfd = -1};
+}
+
+/* Could the bytes whose writer is pidfd be the tracked writer's? */
+static int same_writer(const struct writer *w, int pidfd)
+{
+    uint64_t id = process_id(pidfd);
+    if (w->id != 0 && id != 0)
+        return w->id == id;
+    /* Without inodes to compare: once the tracked writer has exited, only bytes of an
+     * exited process can still be its own. */
+    return !w->exited || has_exited(pidfd);
+}
+
+/* After a chunk was fed: start tracking the writer of the slot it went to when that slot
+ * holds an unfinished line.  Takes pidfd (the chunk's writer, or -1). */
+static void track(struct fdl_slot *slot, int pidfd)
+{
+    struct writer *w = &writers[slot - assembler->slots];
+    if (slot->stream == 0 || (w->stream == slot->stream && w->pid == slot->pid)) {
+        if (pidfd >= 0)
+            close(pidfd);
+        if (slot->stream == 0)
+            forget(w);
+        return;
+    }
+    forget(w);
+    *w = (struct writer){.pid = slot->pid, .stream = slot->stream, .pidfd = pidfd};
+    if (w->pidfd < 0 && slot->pid > 0) {
+        w->pidfd = (int)syscall(SYS_pidfd_open, slot->pid, 0);
+        w->exited = w->pidfd < 0 && errno == ESRCH;
+    }
+    if (w->pidfd >= 0) {
+        w->id = process_id(w->pidfd);
+        w->exited = has_exited(w->pidfd);
+    }
+}
+
+static void feed_socket_chunk(int pid, int pidfd, int stream, const unsigned char *data,
+                              size_t length)
+{
+    int64_t now = now_ms();
+    if (pid == 0 && !outsider_noted) {
+        fdl_assembler_note(assembler, getpid(),
+                           "a process outside this helper's pid namespace writes to the log; "
+                           "the kernel gives no pid for it: its records carry pid 0", now);
+        outsider_noted = 1;
+    }
+    struct fdl_slot *held = fdl_assembler_held(assembler, pid, stream);
+    if (held != NULL && pidfd >= 0 && !same_writer(&writers[held - assembler->slots], pidfd)) {
+        fdl_assembler_part(assembler, held, now);
+        forget(&writers[held - assembler->slots]);
+    }
+    fdl_assembler_feed(assembler, pid, stream, data, length, now);
+    track(&assembler->slots[assembler->last_slot], pidfd);
+}
+
+/* Once a round, before reading: drop what no slot holds any more, see which writers
+ * exited, and ask for the writers' pidfds on a channel exactly while it has an exited (or
+ * pid 0) writer. */
+static void watch_writers(void)
+{
+    struct pollfd fds[FDL_SLOT_COUNT];
+    int index[FDL_SLOT_COUNT], count = 0, wanted[2] = {0, 0};
+    for (int i = 0; i < FDL_SLOT_COUNT; i++) {
+        struct writer *w = &writers[i];
+        const struct fdl_slot *slot = &assembler->slots[i];
+        if (w->stream != 0 && (slot->stream != w->stream || slot->pid != w->pid))
+            forget(w);
+        if (w->pidfd >= 0) {
+            fds[count] = (struct pollfd){.fd = w->pidfd, .events = POLLIN};
+            index[count++] = i;
+        }
+    }
+    if (count > 0 && poll(fds, (nfds_t)count, 0) > 0) {
+        for (int k = 0; k < count; k++) {
+            if (fds[k].revents != 0) {
+                close(writers[index[k]].pidfd);
+                writers[index[k]].pidfd = -1;
+                writers[index[k]].exited = 1;
+            }
+        }
+    }
+    for (int i = 0; i < FDL_SLOT_COUNT; i++)
+        if (writers[i].stream != 0 && (writers[i].exited || writers[i].pid == 0))
+            wanted[FDL_STREAM_OF(writers[i].stream) - 1] = 1;
+    for (int c = 0; c < 2; c++)
+        if (wanted[c] != identifying[c] &&
+            setsockopt(OUT_FD + c, SOL_SOCKET, SO_PASSPIDFD, &wanted[c], sizeof wanted[c]) == 0)
+            identifying[c] = wanted[c];
+}
+
+/* One read from a socket channel: the writer's pid comes with the bytes, and its pidfd
+ * while SO_PASSPIDFD is on (-1 otherwise). */
+static ssize_t receive(int fd, unsigned char *data, size_t size, int *pid, int *pidfd)
+{
+    char control[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
     struct iovec iov = {.iov_base = data, .iov_len = size};
     struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1,
                              .msg_control = control, .msg_controllen = sizeof control};
     ssize_t n = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     *pid = 0;
+    *pidfd = -1;
     for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&message) : NULL; c != NULL;
-         c = CMSG_NXTHDR(&message, c))
+         c = CMSG_NXTHDR(&message, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
             *pid = ((struct ucred *)(void *)CMSG_DATA(c))->pid;
+        else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_PIDFD)
+            memcpy(pidfd, CMSG_DATA(c), sizeof *pidfd);
+    }
     return n;
 }
 
@@ -92,8 +235,9 @@ static int read_channel(int fd, int stream)
     static unsigned char data[READ_CHUNK];
     int from_pipe = stream & FDL_CHANNEL_PIPE;
     for (int round = 0; round < READS_PER_ROUND; round++) {
-        int pid = settings.owner;
-        ssize_t n = from_pipe ? read(fd, data, sizeof data) : receive(fd, data, sizeof data, &pid);
+        int pid = settings.owner, pidfd = -1;
+        ssize_t n = from_pipe ? read(fd, data, sizeof data)
+                              : receive(fd, data, sizeof data, &pid, &pidfd);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -101,7 +245,10 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
-        fdl_assembler_feed(assembler, pid, stream, data, (size_t)n, now_ms());
+        if (from_pipe)
+            fdl_assembler_feed(assembler, pid, stream, data, (size_t)n, now_ms());
+        else
+            feed_socket_chunk(pid, pidfd, stream, data, (size_t)n);
     }
     return 1;
 }
@@ -196,7 +343,7 @@ static void install_signals(void)
 static int any_line_pending(void)
 {
     for (int i = 0; i < FDL_SLOT_COUNT; i++)
-        if (assembler->slots[i].pid != 0)
+        if (assembler->slots[i].stream != 0)
             return 1;
     return 0;
 }
@@ -234,6 +381,8 @@ int main(int argc, char **argv)
     }
     fdl_assembler_init(assembler, settings.name, settings.node, settings.raw,
                        settings.snapshot_ms, collect_record, NULL);
+    for (int i = 0; i < FDL_SLOT_COUNT; i++)
+        writers[i].pidfd = -1;
     assembler->owner = settings.owner;
     dprintf(STATUS_FD, "READY %d\n", (int)getpid());
     if (settings.restarted_after > 0) {
@@ -275,6 +424,9 @@ int main(int argc, char **argv)
                                       settings.gather_us % 1000000 * 1000L};
             nanosleep(&gather, NULL);
         }
+        /* Before reading: a writer that exited before this round's bytes were written is
+         * seen exited now, so that its pid's next bytes come with their writer's pidfd. */
+        watch_writers();
         for (int i = 0; i < CHANNEL_COUNT; i++) {
             if (channels[i].fd < 0 || !(channels[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;

@@ -29,9 +29,11 @@ def channel() -> tuple[socket.socket, socket.socket]:
 
 class HelperAlone:
     def __init__(self, log: Path, wrapper: list[str] = (), settings: dict | None = None,
-                 env: dict | None = None, preexec=None, log_fd: int | None = None):
+                 env: dict | None = None, preexec=None, log_fd: int | None = None,
+                 launcher_exits: bool = True):
         """Start the helper on a fresh pair of channels, writing `log` (opened here unless
-        log_fd is given); returns once it said READY."""
+        log_fd is given); returns once it said READY.  launcher_exits=False: the wrapper stays
+        (it is the init of a pid namespace the helper runs in); the caller ends it."""
         self.log = log
         if log_fd is None:
             log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
@@ -61,7 +63,8 @@ class HelperAlone:
         err_read.detach()
         if log_fd >= 0:
             os.close(log_fd)
-        self.launcher.wait(timeout=30)  # it forks the real helper and exits
+        if launcher_exits:
+            self.launcher.wait(timeout=30)  # it forks the real helper and exits
         self.status = os.fdopen(status_read, "rb")
         ready = self.status.readline()
         assert ready.startswith(b"READY "), ready
@@ -71,6 +74,11 @@ class HelperAlone:
         """Close the writing ends; return what the helper said on its way out."""
         self.out.close()
         self.err.close()
-        said = self.status.read()
+        # Up to the EXIT line, not to EOF: a wrapper (unshare) may hold the pipe open.
+        said = b""
+        while not said.startswith(b"EXIT"):
+            said = self.status.readline()
+            if not said:
+                break
         self.status.close()
         return said

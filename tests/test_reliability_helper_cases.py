@@ -12,10 +12,13 @@ import os
 import resource
 import shutil
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
+from _faults import helpers_of
 from _helper_alone import HelperAlone
 from conftest import run_python, wait_for
 from records import lines_by_writer, parse
@@ -253,3 +256,96 @@ def test_a_helper_restarted_after_logrotate_writes_to_the_path(tmp_path):
     notes = [r.payload for r in new if r.stream == "fdlog"]
     assert any(b"moved or removed; reopened it" in n for n in notes), notes
     assert any(b"ended unexpectedly" in n for n in notes), notes
+
+
+def wait_read(sock) -> None:
+    """Until the helper has read everything written on sock (SIOCOUTQ: bytes not yet read)."""
+    import array
+    import fcntl
+    import termios
+    queued = array.array("i", [0])
+    deadline = time.monotonic() + 10
+    while True:
+        fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, queued)
+        if queued[0] == 0:
+            return
+        assert time.monotonic() < deadline, "the helper did not read"
+        time.sleep(0.01)
+
+
+PID_REUSE = """
+import os, sys, time
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from _helper_alone import HelperAlone
+from test_reliability_helper_cases import wait_read
+
+helper = HelperAlone(Path({log!r}))
+go_read, go_write = os.pipe()
+old = os.fork()
+if old == 0:
+    helper.out.send(b"old partial")
+    os.read(go_read, 1)  # exit only once the helper has read the partial line
+    os._exit(0)
+wait_read(helper.out)
+os.write(go_write, b"x")
+os.waitpid(old, 0)
+with open("/proc/sys/kernel/ns_last_pid", "w") as f:
+    f.write(str(old - 1))
+new = os.fork()
+if new == 0:
+    assert os.getpid() == old, (os.getpid(), old)
+    helper.out.send(b"new line\\n")
+    os._exit(0)
+os.waitpid(new, 0)
+helper.close()
+print(old)
+"""
+
+
+def test_pid_reuse_keeps_a_dead_writers_line_apart(tmp_path):
+    """Case 9: in a pid namespace (unshare --pid), a writer leaves "old partial" unfinished
+    and exits; ns_last_pid gives the next process its pid, which writes "new line".  The two
+    used to be glued ("old partialnew line"); now the dead writer's line is ended first."""
+    log = tmp_path / "reuse.log"
+    script = PID_REUSE.format(tests=str(Path(__file__).parent), log=str(log))
+    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
+                             script], capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    pid = int(result.stdout)
+    records, bad = parse(log.read_bytes())
+    assert bad == []
+    assert [text for text, _ in lines_by_writer(records)[(pid, "out")]] == \
+        [b"old partial", b"new line"]
+
+
+def test_a_writer_outside_the_pid_namespace_is_kept_apart(tmp_path):
+    """Case 10: the helper runs in a pid namespace of its own; this test process, outside it,
+    has no pid there (the kernel says 0, which was also the free-slot mark).  Its unfinished
+    line used to be taken over by the next writer, an insider, and glued to its line under
+    the insider's pid.  Now the outsider's bytes stay under pid 0, whole, and one note says
+    what pid 0 means."""
+    log = tmp_path / "outsider.log"
+    wrapper = ["unshare", "--pid", "--fork", "sh", "-c",
+               '"$@" & wait; exec sleep 1000 3>&- 4>&- 5>&- 6>&-', "sh"]
+    helper = HelperAlone(log, wrapper=wrapper, launcher_exits=False)
+    try:
+        helper.out.send(b"outsider partial")
+        wait_read(helper.out)
+        [outer_pid] = helpers_of(log)  # helper.pid is its pid inside the namespace
+        subprocess.run(
+            ["nsenter", "-t", str(outer_pid), "--pid", "--", sys.executable, "-c",
+             f"import socket; socket.socket(fileno={helper.out.fileno()}).send(b'insider line\\n')"],
+            pass_fds=[helper.out.fileno()], capture_output=True, timeout=30, check=True)
+        helper.out.send(b" end\n")
+        said = helper.close()
+    finally:
+        helper.launcher.kill()
+        helper.launcher.wait()
+    records, bad = parse(log.read_bytes())
+    lines = lines_by_writer(records)
+    insider_pid = [pid for pid, stream in lines if stream == "out" and pid != 0]
+    assert b"EXIT eof" in said and bad == []
+    assert [text for text, _ in lines[(0, "out")]] == [b"outsider partial end"], lines
+    assert [text for text, _ in lines[(insider_pid[0], "out")]] == [b"insider line"], lines
+    assert any(b"outside this helper's pid namespace" in r.payload for r in records)

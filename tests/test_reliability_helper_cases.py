@@ -349,3 +349,95 @@ def test_a_writer_outside_the_pid_namespace_is_kept_apart(tmp_path):
     assert [text for text, _ in lines[(0, "out")]] == [b"outsider partial end"], lines
     assert [text for text, _ in lines[(insider_pid[0], "out")]] == [b"insider line"], lines
     assert any(b"outside this helper's pid namespace" in r.payload for r in records)
+
+
+def test_lines_up_to_32_kib_from_racing_threads_stay_whole(tmp_path):
+    """Case 6: one write(2) into the socket is queued as buffers of at most 36,544 bytes here
+    (3,776 in the buffer's head plus 32 KiB of pages, on 4 KiB pages; measured by racing a
+    thread's small writes against growing writes: 36,544 always whole, 36,545 torn in a few
+    of 200 with the stock SO_SNDBUF of 212992 and with 4 MiB) and a racing thread's write can
+    land between two buffers.  Both carry the same pid, so the helper cannot tell them apart.
+    Up to 32 KiB per write(2) is promised: two threads of one process write 100 lines of
+    32,768 bytes each through fd 1 with a stock socket buffer, a third writes short lines
+    meanwhile; every line arrives whole."""
+    log = tmp_path / "threads.log"
+    run_python(f"""
+        import os, socket, threading, skyrl_fdlog
+        skyrl_fdlog.redirect({str(log)!r})
+        channel = socket.socket(fileno=os.dup(1))
+        channel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 212992 // 2)  # the kernel doubles it
+        assert channel.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) == 212992
+        done = threading.Event()
+
+        def big(letter):
+            line = letter * 32767 + b"\\n"
+            for _ in range(100):
+                assert os.write(1, line) == len(line)
+
+        def small():
+            while not done.is_set():
+                os.write(1, b"short\\n")
+
+        threads = [threading.Thread(target=big, args=(c,)) for c in (b"a", b"b")]
+        chatter = threading.Thread(target=small)
+        chatter.start()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        done.set()
+        chatter.join()
+        skyrl_fdlog.restore()
+    """)
+    records, bad = parse(log.read_bytes())
+    [lines] = [texts for (_, stream), texts in lines_by_writer(records).items() if stream == "out"]
+    texts = [text for text, _ in lines]
+    assert bad == []
+    assert texts.count(b"a" * 32767) == 100 and texts.count(b"b" * 32767) == 100
+    assert set(texts) == {b"a" * 32767, b"b" * 32767, b"short"}
+
+
+def test_o_nonblock_set_by_one_child_fails_no_other_writer(tmp_path):
+    """Case 1: with the stock socket buffer (SO_SNDBUF 212992) the helper is held up (SIGSTOP)
+    while `seq 1 200000` and a Python child writing 100,000 lines through sys.stdout.buffer
+    burst into the channel and block on it; meanwhile a third child sets O_NONBLOCK on fd 1
+    (os.set_blocking(1, False)) and exits.  When the helper goes on, the writers used to get
+    EAGAIN once the buffer filled again (seq died of "write error", Python lost lines).  The
+    actor's guard clears the flag within 10 ms and says so in the log: both writers exit 0 and
+    every line is in the log."""
+    log = tmp_path / "nonblock.log"
+    python_writer = ("import sys\n"
+                     "for i in range(100000):\n"
+                     "    sys.stdout.buffer.write(b'py %d\\n' % i)\n")
+    result = run_python(f"""
+        import json, os, signal, socket, subprocess, sys, time, skyrl_fdlog
+        helper = skyrl_fdlog.redirect({str(log)!r}).helper_pid
+        for fd in (1, 2):
+            channel = socket.socket(fileno=os.dup(fd))
+            channel.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 212992 // 2)
+            channel.close()
+        os.kill(helper, signal.SIGSTOP)
+        writers = [subprocess.Popen(["seq", "1", "200000"], stderr=open("seq.err", "wb")),
+                   subprocess.Popen([sys.executable, "-c", {python_writer!r}],
+                                    stderr=open("py.err", "wb"))]
+        time.sleep(0.5)  # both blocked on the full channel
+        subprocess.run([sys.executable, "-c", "import os; os.set_blocking(1, False)"], check=True)
+        time.sleep(0.3)
+        os.kill(helper, signal.SIGCONT)
+        codes = [writer.wait(timeout=120) for writer in writers]
+        skyrl_fdlog.restore()
+        print(json.dumps(codes))
+    """.replace('"seq.err"', repr(str(tmp_path / "seq.err"))).replace(
+        '"py.err"', repr(str(tmp_path / "py.err"))))
+    codes = json.loads(result.stdout)
+    records, bad = parse(log.read_bytes())
+    out = [r.payload for r in records if r.stream == "out"]
+    seq = [line for line in out if line.isdigit()]
+    py = [line for line in out if line.startswith(b"py ")]
+    notes = [r.payload for r in records if b"O_NONBLOCK" in r.payload]
+    print(f"\nMEASURED O_NONBLOCK: exit codes {codes}, seq {len(seq)} of 200000, python "
+          f"{len(py)} of 100000; {(tmp_path / 'seq.err').read_bytes()[:200]!r}")
+    assert codes == [0, 0] and bad == []
+    assert seq == [b"%d" % i for i in range(1, 200001)]
+    assert py == [b"py %d" % i for i in range(100000)]
+    assert notes, "the guard did not say it cleared the flag"

@@ -29,6 +29,7 @@ from skyrl_fdlog._errors import FdlogError
 from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, open_log
 from skyrl_fdlog._python_pipes import PythonPipes, flush_quietly, follow_fds_1_and_2
+from skyrl_fdlog import _nonblock_guard
 
 FORMATS = ("prefixed", "raw")
 LOCK_MODES = ("auto", "always", "never")
@@ -301,6 +302,7 @@ def _capture(redirection: Redirection) -> None:
     saved = ffi.new("int[2]")
     out_write, err_write = redirection._channel_writes
     rc = lib.fdl_capture(out_write, err_write, saved)
+    redirection._nonblock_guard = _nonblock_guard.start((out_write, err_write)) if rc == 0 else None
     os.close(out_write)
     os.close(err_write)
     if rc < 0:
@@ -333,6 +335,7 @@ def _restore_locked(timeout: float = RESTORE_WAIT_SECONDS) -> None:
         return
     _active = None
     redirection._stopping = True
+    _nonblock_guard.stop(redirection._nonblock_guard)
     _flush_python_streams()
     lib.fdl_release(redirection._saved_fds)
     if redirection._python_pipes is not None:

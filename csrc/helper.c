@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -290,7 +291,7 @@ static int parse_settings(int argc, char **argv)
  * are ours only when the owner's pipes were handed over.  The working directory becomes
  * "/", so that a helper outliving the actor does not keep the actor's directory's
  * filesystem busy (umount fails with EBUSY). */
-static void detach(void)
+static pid_t detach(void)
 {
     pid_t child = fork();
     if (child < 0) {
@@ -299,6 +300,7 @@ static void detach(void)
     }
     if (child > 0)
         _exit(0);
+    pid_t intermediate = getppid();
     setsid();
     if (chdir("/") != 0) {
         dprintf(STATUS_FD, "ERROR chdir /: %s\n", strerror(errno));
@@ -307,13 +309,41 @@ static void detach(void)
     int first_unused = settings.owner > 0 ? PIPE_ERR_FD + 1 : STATUS_FD + 1;
 #ifdef SYS_close_range
     if (syscall(SYS_close_range, first_unused, ~0U, 0) == 0)
-        return;
+        return intermediate;
 #endif
     struct rlimit limit;
     long top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536 ? (long)limit.rlim_cur
                                                                                : 65536;
     for (long fd = first_unused; fd < top; fd++)
         close((int)fd);
+    return intermediate;
+}
+
+/* With RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper=true the raylet is a
+ * child subreaper: the helper, orphaned on purpose by detach(), becomes its child, and Ray
+ * 2.60 kills children it did not start about every 10 s.  Each time the watchdog starts a
+ * new helper (its note says lines it held may be lost).  The helper cannot leave the
+ * raylet's care, so it says once why it will die. */
+static void note_subreaper(pid_t intermediate)
+{
+    const char *flag = getenv("RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper");
+    if (flag == NULL || (strcmp(flag, "1") != 0 && strcasecmp(flag, "true") != 0))
+        return;
+    for (int waited = 0; getppid() == intermediate && waited < 100; waited++) {
+        struct timespec pause = {0, 1000000L}; /* until the intermediate process is gone */
+        nanosleep(&pause, NULL);
+    }
+    pid_t parent = getppid();
+    if (parent == 1 || parent == intermediate)
+        return; /* adopted by init: no subreaper between */
+    char text[400];
+    snprintf(text, sizeof text,
+             "log helper %d was adopted by pid %d, a child subreaper "
+             "(RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper=%s): Ray kills such "
+             "processes about every 10 s; each time a new helper takes over and lines the "
+             "killed one held unwritten may be lost; unset the variable to keep the helper",
+             (int)getpid(), (int)parent, flag);
+    fdl_assembler_note(assembler, getpid(), text, now_ms());
 }
 
 /* A path relative to the actor's working directory, made absolute before leaving it. */
@@ -366,7 +396,7 @@ int main(int argc, char **argv)
         return 2;
     }
     settings.path = absolute(settings.path);
-    detach();
+    pid_t intermediate = detach();
     install_signals();
     /* A pipe has no MSG_DONTWAIT: its reads must not block the other channels. */
     for (int fd = PIPE_OUT_FD; settings.owner > 0 && fd <= PIPE_ERR_FD; fd++)
@@ -385,6 +415,7 @@ int main(int argc, char **argv)
         writers[i].pidfd = -1;
     assembler->owner = settings.owner;
     dprintf(STATUS_FD, "READY %d\n", (int)getpid());
+    note_subreaper(intermediate);
     if (settings.restarted_after > 0) {
         char text[200];
         snprintf(text, sizeof text,

@@ -441,3 +441,30 @@ def test_o_nonblock_set_by_one_child_fails_no_other_writer(tmp_path):
     assert seq == [b"%d" % i for i in range(1, 200001)]
     assert py == [b"py %d" % i for i in range(100000)]
     assert notes, "the guard did not say it cleared the flag"
+
+
+def test_a_helper_adopted_by_a_ray_subreaper_says_so(tmp_path):
+    """Suspected, Ray: with RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper=true
+    the raylet is a child subreaper that kills, about every 10 s, the children it did not
+    start (Ray 2.60's raylet: "Set this process as subreaper. Will kill unknown children every
+    10 seconds."); the helper, orphaned on purpose, is one.  It cannot avoid that, so it says
+    so in a note.  Here a plain process stands in for the raylet: it makes itself a child
+    subreaper (prctl) and runs the actor with the variable set."""
+    log = tmp_path / "subreaper.log"
+    actor = f"import skyrl_fdlog; skyrl_fdlog.redirect({str(log)!r}); print('hello')"
+    run_python(f"""
+        import ctypes, os, subprocess, sys
+        assert ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+        env = dict(os.environ, RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper="true")
+        subprocess.run([sys.executable, "-c", {actor!r}], env=env, check=True)
+        while True:  # reap the adopted helper once it is done
+            try:
+                os.wait()
+            except ChildProcessError:
+                break
+        print(os.getpid())
+    """)
+    records, bad = parse(log.read_bytes())
+    notes = [r.payload for r in records if r.stream == "fdlog"]
+    assert bad == [] and [r.payload for r in records if r.stream == "out"] == [b"hello"]
+    assert any(b"a child subreaper" in n and b"RAY_kill_child_processes" in n for n in notes), notes

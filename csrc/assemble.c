@@ -15,6 +15,8 @@
  *   as a snapshot) so that output of a hung writer is still seen.
  * Slots are freed once their line is done, when their writer has exited,
  * and the least recently used is evicted when all are busy: memory is fixed.
+ * A free slot has stream 0: pid 0 is a real writer, one outside the helper's
+ * pid namespace.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -38,7 +40,8 @@ static void track_owner_chain(struct fdl_assembler *assembler, const struct fdl_
     int *open = &assembler->owner_chain[base - 1];
     if (*open != 0 && *open != channel && !assembler->format.raw) { /* raw: no chains */
         char record[FDL_RECORD_MAX];
-        size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->label,
+        size_t size = fdl_format_record(&assembler->format, record,
+                                        now_ms + assembler->wall_offset_ms, slot->label,
                                         slot->label_length, FDL_MARK_LINE,
                                         (const unsigned char *)"", 0);
         assembler->sink(assembler->context, record, size, FDL_MARK_LINE);
@@ -51,8 +54,8 @@ static void emit(struct fdl_assembler *assembler, struct fdl_slot *slot, char ma
 {
     track_owner_chain(assembler, slot, mark, now_ms);
     char record[FDL_RECORD_MAX];
-    size_t size = fdl_format_record(&assembler->format, record, now_ms, slot->label,
-                                    slot->label_length, mark, payload, length);
+    size_t size = fdl_format_record(&assembler->format, record, now_ms + assembler->wall_offset_ms,
+                                    slot->label, slot->label_length, mark, payload, length);
     assembler->sink(assembler->context, record, size, mark);
     slot->open_chain = mark == FDL_MARK_FRAGMENT;
 }
@@ -113,12 +116,12 @@ static void release_if_idle(const struct fdl_assembler *assembler, struct fdl_sl
 {
     if (slot->length == 0 && !slot->pending_cr && !slot->redraw && !slot->open_chain &&
         snapshot_due(assembler, slot, now_ms))
-        slot->pid = 0;
+        slot->stream = 0;
 }
 
 
-/* Flush whatever the slot holds as it stands: the writer is gone or evicted. */
-static void flush_slot(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
+/* Flush whatever the slot holds as it stands. */
+static void flush_line(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
 {
     if (slot->pending_cr) {
         slot->pending_cr = 0;
@@ -126,7 +129,13 @@ static void flush_slot(struct fdl_assembler *assembler, struct fdl_slot *slot, i
     }
     if (slot->length > 0)
         emit_buffer(assembler, slot, slot->redraw ? FDL_MARK_SNAPSHOT : FDL_MARK_FRAGMENT, now_ms);
-    slot->pid = 0;
+}
+
+/* ... and free the slot: the writer is gone or evicted. */
+static void flush_slot(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
+{
+    flush_line(assembler, slot, now_ms);
+    slot->stream = 0;
 }
 
 static struct fdl_slot *find_slot(struct fdl_assembler *assembler, int pid, int stream,
@@ -142,7 +151,7 @@ static struct fdl_slot *find_slot(struct fdl_assembler *assembler, int pid, int 
             assembler->last_slot = i;
             return slot;
         }
-        if (slot->pid == 0 && free_index < 0)
+        if (slot->stream == 0 && free_index < 0)
             free_index = i;
         if (slot->last_data_ms < assembler->slots[oldest_index].last_data_ms)
             oldest_index = i;
@@ -215,7 +224,7 @@ void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idl
 {
     for (int i = 0; i < FDL_SLOT_COUNT; i++) {
         struct fdl_slot *slot = &assembler->slots[i];
-        if (slot->pid == 0 || now_ms - slot->last_data_ms < idle_ms)
+        if (slot->stream == 0 || now_ms - slot->last_data_ms < idle_ms)
             continue;
         if (slot->pending_cr) {
             slot->pending_cr = 0;
@@ -239,8 +248,27 @@ void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idl
 void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int64_t now_ms)
 {
     for (int i = 0; i < FDL_SLOT_COUNT; i++)
-        if (assembler->slots[i].pid != 0 && assembler->slots[i].stream == stream)
+        if (assembler->slots[i].stream == stream)
             flush_slot(assembler, &assembler->slots[i], now_ms);
+}
+
+struct fdl_slot *fdl_assembler_held(struct fdl_assembler *assembler, int pid, int stream)
+{
+    for (int i = 0; i < FDL_SLOT_COUNT; i++)
+        if (assembler->slots[i].pid == pid && assembler->slots[i].stream == stream)
+            return &assembler->slots[i];
+    return NULL;
+}
+
+/* A reader rejoins '+' records by (pid, stream): before another process's bytes under the
+ * same pid, the slot's open chain is ended with an empty line end, as for the owner's two
+ * channels (track_owner_chain).  Its line is cut there; no byte is lost or misattributed. */
+void fdl_assembler_part(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
+{
+    flush_line(assembler, slot, now_ms);
+    if (slot->open_chain && !assembler->format.raw)
+        emit(assembler, slot, FDL_MARK_LINE, (const unsigned char *)"", 0, now_ms);
+    slot->stream = 0;
 }
 
 void fdl_assembler_note(struct fdl_assembler *assembler, int pid, const char *text, int64_t now_ms)

@@ -19,21 +19,23 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #include "internal.h"
 
-enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8,
-       FIRST_UNUSED_FD = 9 };
+enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8 };
 enum { CHANNEL_COUNT = 4 };
 
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ROUND 64        /* per channel, so one busy writer cannot starve the other */
 #define GIVE_UP_AFTER_MS 10000    /* at exit, how long to wait for a failing or hung log */
+#define POLL_RETRY_MS 10          /* after poll itself failed (ENOMEM): try again this soon */
 
 struct settings {
     const char *name, *node, *path;
@@ -41,15 +43,54 @@ struct settings {
     long buffer_bytes;
 };
 
+/* Older headers (the manylinux_2_17 build) lack these; kernels before 6.5 (5.3 for
+ * pidfd_open) refuse them, and the helper then keeps writers apart by pid alone. */
+#ifndef SO_PASSPIDFD
+#define SO_PASSPIDFD 76
+#endif
+#ifndef SCM_PIDFD
+#define SCM_PIDFD 0x04
+#endif
+#ifndef SYS_pidfd_open
+#define SYS_pidfd_open 434
+#endif
+
 static struct settings settings;
 static struct fdl_assembler *assembler;
 static volatile sig_atomic_t stop_requested;
 
-static int64_t now_ms(void)
+/* A pid names a process only while it lives: once a writer exits mid-line, a new process
+ * can get its pid (and every writer outside the helper's pid namespace reads as pid 0).
+ * For each socket slot holding an unfinished line the helper keeps a pidfd of its writer.
+ * While one of them has exited (or the slot is pid 0's), that channel's reads come with a
+ * pidfd of their writer (SO_PASSPIDFD; costly, so only then), and bytes of another
+ * process under the same pid end the slot's line instead of joining it.  Indexed like
+ * assembler->slots. */
+struct writer {
+    int pid, stream;    /* the slot it was taken for; stream 0: none */
+    int pidfd;          /* to see it exit; -1 once it has, or when none could be had */
+    uint64_t id;        /* the pidfd's inode: one per process (pidfs, Linux 6.9); 0 unknown */
+    int exited;
+};
+static struct writer writers[FDL_SLOT_COUNT];
+static int identifying[2];  /* SO_PASSPIDFD is on for the out (0) and err (1) channel */
+static int outsider_noted;
+
+static int64_t clock_ms(clockid_t clock)
 {
     struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
+    clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The assembler times idle lines and snapshots on the monotonic clock, which a step of the
+ * wall clock (NTP, an operator's date -s) cannot stall or rush; records are stamped with
+ * the wall clock, whose distance to the monotonic one is taken anew at every reading. */
+static int64_t now_ms(void)
+{
+    int64_t now = clock_ms(CLOCK_MONOTONIC);
+    assembler->wall_offset_ms = clock_ms(CLOCK_REALTIME) - now;
+    return now;
 }
 
 static void collect_record(void *context, const char *record, size_t length, char mark)
@@ -59,19 +100,132 @@ static void collect_record(void *context, const char *record, size_t length, cha
     fdl_writer_add(record, length);
 }
 
-/* One read from a socket channel: the writer's pid comes with the bytes. */
-static ssize_t receive(int fd, unsigned char *data, size_t size, int *pid)
+static uint64_t process_id(int pidfd)
 {
-    char control[CMSG_SPACE(sizeof(struct ucred))];
+    struct stat st;
+    return fstat(pidfd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+static int has_exited(int pidfd)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
+static void forget(struct writer *w)
+{
+    if (w->pidfd >= 0)
+        close(w->pidfd);
+    *w = (struct writer){.pidfd = -1};
+}
+
+/* Could the bytes whose writer is pidfd be the tracked writer's? */
+static int same_writer(const struct writer *w, int pidfd)
+{
+    uint64_t id = process_id(pidfd);
+    if (w->id != 0 && id != 0)
+        return w->id == id;
+    /* Without inodes to compare: once the tracked writer has exited, only bytes of an
+     * exited process can still be its own. */
+    return !w->exited || has_exited(pidfd);
+}
+
+/* After a chunk was fed: start tracking the writer of the slot it went to when that slot
+ * holds an unfinished line.  Takes pidfd (the chunk's writer, or -1). */
+static void track(struct fdl_slot *slot, int pidfd)
+{
+    struct writer *w = &writers[slot - assembler->slots];
+    if (slot->stream == 0 || (w->stream == slot->stream && w->pid == slot->pid)) {
+        if (pidfd >= 0)
+            close(pidfd);
+        if (slot->stream == 0)
+            forget(w);
+        return;
+    }
+    forget(w);
+    *w = (struct writer){.pid = slot->pid, .stream = slot->stream, .pidfd = pidfd};
+    if (w->pidfd < 0 && slot->pid > 0) {
+        w->pidfd = (int)syscall(SYS_pidfd_open, slot->pid, 0);
+        w->exited = w->pidfd < 0 && errno == ESRCH;
+    }
+    if (w->pidfd >= 0) {
+        w->id = process_id(w->pidfd);
+        w->exited = has_exited(w->pidfd);
+    }
+}
+
+static void feed_socket_chunk(int pid, int pidfd, int stream, const unsigned char *data,
+                              size_t length)
+{
+    int64_t now = now_ms();
+    if (pid == 0 && !outsider_noted) {
+        fdl_assembler_note(assembler, getpid(),
+                           "a process outside this helper's pid namespace writes to the log; "
+                           "the kernel gives no pid for it: its records carry pid 0", now);
+        outsider_noted = 1;
+    }
+    struct fdl_slot *held = fdl_assembler_held(assembler, pid, stream);
+    if (held != NULL && pidfd >= 0 && !same_writer(&writers[held - assembler->slots], pidfd)) {
+        fdl_assembler_part(assembler, held, now);
+        forget(&writers[held - assembler->slots]);
+    }
+    fdl_assembler_feed(assembler, pid, stream, data, length, now);
+    track(&assembler->slots[assembler->last_slot], pidfd);
+}
+
+/* Once a round, before reading: drop what no slot holds any more, see which writers
+ * exited, and ask for the writers' pidfds on a channel exactly while it has an exited (or
+ * pid 0) writer. */
+static void watch_writers(void)
+{
+    struct pollfd fds[FDL_SLOT_COUNT];
+    int index[FDL_SLOT_COUNT], count = 0, wanted[2] = {0, 0};
+    for (int i = 0; i < FDL_SLOT_COUNT; i++) {
+        struct writer *w = &writers[i];
+        const struct fdl_slot *slot = &assembler->slots[i];
+        if (w->stream != 0 && (slot->stream != w->stream || slot->pid != w->pid))
+            forget(w);
+        if (w->pidfd >= 0) {
+            fds[count] = (struct pollfd){.fd = w->pidfd, .events = POLLIN};
+            index[count++] = i;
+        }
+    }
+    if (count > 0 && poll(fds, (nfds_t)count, 0) > 0) {
+        for (int k = 0; k < count; k++) {
+            if (fds[k].revents != 0) {
+                close(writers[index[k]].pidfd);
+                writers[index[k]].pidfd = -1;
+                writers[index[k]].exited = 1;
+            }
+        }
+    }
+    for (int i = 0; i < FDL_SLOT_COUNT; i++)
+        if (writers[i].stream != 0 && (writers[i].exited || writers[i].pid == 0))
+            wanted[FDL_STREAM_OF(writers[i].stream) - 1] = 1;
+    for (int c = 0; c < 2; c++)
+        if (wanted[c] != identifying[c] &&
+            setsockopt(OUT_FD + c, SOL_SOCKET, SO_PASSPIDFD, &wanted[c], sizeof wanted[c]) == 0)
+            identifying[c] = wanted[c];
+}
+
+/* One read from a socket channel: the writer's pid comes with the bytes, and its pidfd
+ * while SO_PASSPIDFD is on (-1 otherwise). */
+static ssize_t receive(int fd, unsigned char *data, size_t size, int *pid, int *pidfd)
+{
+    char control[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
     struct iovec iov = {.iov_base = data, .iov_len = size};
     struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1,
                              .msg_control = control, .msg_controllen = sizeof control};
     ssize_t n = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     *pid = 0;
+    *pidfd = -1;
     for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&message) : NULL; c != NULL;
-         c = CMSG_NXTHDR(&message, c))
+         c = CMSG_NXTHDR(&message, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
             *pid = ((struct ucred *)(void *)CMSG_DATA(c))->pid;
+        else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_PIDFD)
+            memcpy(pidfd, CMSG_DATA(c), sizeof *pidfd);
+    }
     return n;
 }
 
@@ -82,8 +236,9 @@ static int read_channel(int fd, int stream)
     static unsigned char data[READ_CHUNK];
     int from_pipe = stream & FDL_CHANNEL_PIPE;
     for (int round = 0; round < READS_PER_ROUND; round++) {
-        int pid = settings.owner;
-        ssize_t n = from_pipe ? read(fd, data, sizeof data) : receive(fd, data, sizeof data, &pid);
+        int pid = settings.owner, pidfd = -1;
+        ssize_t n = from_pipe ? read(fd, data, sizeof data)
+                              : receive(fd, data, sizeof data, &pid, &pidfd);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -91,7 +246,10 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
-        fdl_assembler_feed(assembler, pid, stream, data, (size_t)n, now_ms());
+        if (from_pipe)
+            fdl_assembler_feed(assembler, pid, stream, data, (size_t)n, now_ms());
+        else
+            feed_socket_chunk(pid, pidfd, stream, data, (size_t)n);
     }
     return 1;
 }
@@ -129,9 +287,15 @@ static int parse_settings(int argc, char **argv)
     return 0;
 }
 
-/* Leave the actor's session and process tree, and drop every fd not ours. */
-static void detach(void)
+/* Leave the actor's session and process tree, and drop every fd not ours: fds 7 and 8
+ * are ours only when the owner's pipes were handed over.  The working directory becomes
+ * "/", so that a helper outliving the actor does not keep the actor's directory's
+ * filesystem busy (umount fails with EBUSY). */
+static pid_t detach(void)
 {
+    /* Our pid before the fork, not getppid() after it: by then the parent may have exited
+     * and getppid() already names whoever adopted us. */
+    pid_t intermediate = getpid();
     pid_t child = fork();
     if (child < 0) {
         dprintf(STATUS_FD, "ERROR fork: %s\n", strerror(errno));
@@ -140,15 +304,59 @@ static void detach(void)
     if (child > 0)
         _exit(0);
     setsid();
+    if (chdir("/") != 0) {
+        dprintf(STATUS_FD, "ERROR chdir /: %s\n", strerror(errno));
+        _exit(1);
+    }
+    int first_unused = settings.owner > 0 ? PIPE_ERR_FD + 1 : STATUS_FD + 1;
 #ifdef SYS_close_range
-    if (syscall(SYS_close_range, FIRST_UNUSED_FD, ~0U, 0) == 0)
-        return;
+    if (syscall(SYS_close_range, first_unused, ~0U, 0) == 0)
+        return intermediate;
 #endif
     struct rlimit limit;
     long top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536 ? (long)limit.rlim_cur
                                                                                : 65536;
-    for (long fd = FIRST_UNUSED_FD; fd < top; fd++)
+    for (long fd = first_unused; fd < top; fd++)
         close((int)fd);
+    return intermediate;
+}
+
+/* With RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper=true the raylet is a
+ * child subreaper: the helper, orphaned on purpose by detach(), becomes its child, and Ray
+ * 2.60 kills children it did not start about every 10 s.  Each time the watchdog starts a
+ * new helper (its note says lines it held may be lost).  The helper cannot leave the
+ * raylet's care, so it says once why it will die. */
+static void note_subreaper(pid_t intermediate)
+{
+    const char *flag = getenv("RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper");
+    if (flag == NULL || (strcmp(flag, "1") != 0 && strcasecmp(flag, "true") != 0))
+        return;
+    for (int waited = 0; getppid() == intermediate && waited < 100; waited++) {
+        struct timespec pause = {0, 1000000L}; /* until the intermediate process is gone */
+        nanosleep(&pause, NULL);
+    }
+    pid_t parent = getppid();
+    if (parent == 1 || parent == intermediate)
+        return; /* adopted by init: no subreaper between */
+    char text[400];
+    snprintf(text, sizeof text,
+             "log helper %d was adopted by pid %d, a child subreaper "
+             "(RAY_kill_child_processes_on_worker_exit_with_raylet_subreaper=%s): Ray kills such "
+             "processes about every 10 s; each time a new helper takes over and lines the "
+             "killed one held unwritten may be lost; unset the variable to keep the helper",
+             (int)getpid(), (int)parent, flag);
+    fdl_assembler_note(assembler, getpid(), text, now_ms());
+}
+
+/* A path relative to the actor's working directory, made absolute before leaving it. */
+static const char *absolute(const char *path)
+{
+    static char joined[8192];
+    char directory[4096];
+    if (path[0] == '/' || getcwd(directory, sizeof directory) == NULL)
+        return path;
+    snprintf(joined, sizeof joined, "%s/%s", directory, path);
+    return joined;
 }
 
 static void install_signals(void)
@@ -158,6 +366,8 @@ static void install_signals(void)
     sigaction(SIGPIPE, &action, NULL);
     sigaction(SIGINT, &action, NULL);
     sigaction(SIGHUP, &action, NULL);
+    /* Past RLIMIT_FSIZE a write fails with EFBIG instead, which log_writer.c counts. */
+    sigaction(SIGXFSZ, &action, NULL);
     action.sa_handler = on_sigterm; /* no SA_RESTART: poll returns at once */
     sigaction(SIGTERM, &action, NULL);
 }
@@ -165,7 +375,7 @@ static void install_signals(void)
 static int any_line_pending(void)
 {
     for (int i = 0; i < FDL_SLOT_COUNT; i++)
-        if (assembler->slots[i].pid != 0)
+        if (assembler->slots[i].stream != 0)
             return 1;
     return 0;
 }
@@ -187,7 +397,8 @@ int main(int argc, char **argv)
         dprintf(STATUS_FD, "ERROR bad arguments\n");
         return 2;
     }
-    detach();
+    settings.path = absolute(settings.path);
+    pid_t intermediate = detach();
     install_signals();
     /* A pipe has no MSG_DONTWAIT: its reads must not block the other channels. */
     for (int fd = PIPE_OUT_FD; settings.owner > 0 && fd <= PIPE_ERR_FD; fd++)
@@ -202,8 +413,11 @@ int main(int argc, char **argv)
     }
     fdl_assembler_init(assembler, settings.name, settings.node, settings.raw,
                        settings.snapshot_ms, collect_record, NULL);
+    for (int i = 0; i < FDL_SLOT_COUNT; i++)
+        writers[i].pidfd = -1;
     assembler->owner = settings.owner;
     dprintf(STATUS_FD, "READY %d\n", (int)getpid());
+    note_subreaper(intermediate);
     if (settings.restarted_after > 0) {
         char text[200];
         snprintf(text, sizeof text,
@@ -229,14 +443,23 @@ int main(int argc, char **argv)
     int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
         int ready = poll(channels, CHANNEL_COUNT, poll_timeout());
-        if (ready < 0 && errno != EINTR)
-            break;
+        if (ready < 0 && errno != EINTR) {
+            /* Out of kernel memory for the poll table: no reason to stop reading (writers
+             * would fill the channels and wait forever); try again shortly. */
+            struct timespec pause = {0, POLL_RETRY_MS * 1000000L};
+            nanosleep(&pause, NULL);
+            continue;
+        }
         if (ready > 0 && settings.gather_us > 0) {
             /* Let a burst gather while nobody waits on the channels: writers skip the wakeup,
              * reads come back bigger and batches fuller.  Costs gather_us of latency. */
-            struct timespec gather = {0, settings.gather_us * 1000L};
+            struct timespec gather = {settings.gather_us / 1000000,
+                                      settings.gather_us % 1000000 * 1000L};
             nanosleep(&gather, NULL);
         }
+        /* Before reading: a writer that exited before this round's bytes were written is
+         * seen exited now, so that its pid's next bytes come with their writer's pidfd. */
+        watch_writers();
         for (int i = 0; i < CHANNEL_COUNT; i++) {
             if (channels[i].fd < 0 || !(channels[i].revents & (POLLIN | POLLHUP | POLLERR)))
                 continue;

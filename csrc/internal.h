@@ -54,8 +54,8 @@ typedef void (*fdl_record_sink)(void *context, const char *record, size_t length
 
 /* The line being assembled for one (pid, stream). */
 struct fdl_slot {
-    int pid;                /* 0: slot free */
-    int stream;
+    int pid;                /* 0: a writer outside the helper's pid namespace */
+    int stream;             /* 0: slot free */
     int pending_cr;         /* saw '\r' last: '\n' may follow (CRLF) or a redraw starts */
     int redraw;             /* the buffer holds a state drawn after a carriage return */
     int open_chain;         /* the last record emitted for this slot was a fragment */
@@ -72,6 +72,8 @@ struct fdl_assembler {
     int snapshot_ms;
     fdl_record_sink sink;
     void *context;
+    int64_t wall_offset_ms; /* wall clock minus the times fed in: records are stamped with
+                             * wall time, while idle and snapshot timing use the times fed */
     int last_slot;          /* the slot used last: consecutive reads often come from one writer */
     int owner;              /* the pid whose own pipes are read (0: none) */
     int owner_chain[2];     /* per stream (out, err): which of the owner's channels has an
@@ -87,6 +89,11 @@ void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
 void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idle_ms);
 /* The stream reached EOF (or the helper stops): flush every line of it as it stands. */
 void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int64_t now_ms);
+/* The slot holding an unfinished line of (pid, stream), or NULL. */
+struct fdl_slot *fdl_assembler_held(struct fdl_assembler *assembler, int pid, int stream);
+/* The slot's bytes came from a process that another one now follows under the same pid
+ * (pid reuse, or two writers outside the pid namespace): flush its line and end it. */
+void fdl_assembler_part(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms);
 /* A record written by skyrl_fdlog itself. */
 void fdl_assembler_note(struct fdl_assembler *assembler, int pid, const char *text, int64_t now_ms);
 

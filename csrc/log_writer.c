@@ -16,8 +16,14 @@
  * lost); in front of a failing log, or one that made no progress for
  * STALL_MS, records are dropped and counted instead, and one "dropped"
  * record says so once there is room again.
- * Once a second the thread checks that the path still names the open file;
- * after logrotate moved or removed it, the path is opened anew.
+ * Once a second, and once at the start (a restarted helper is handed the fd
+ * its actor opened, maybe before a logrotate), the thread checks that the
+ * path still names the open file; after logrotate moved or removed it, the
+ * path is opened anew.
+ *
+ * Timing (retries, stalls, the give-up at exit) uses the monotonic clock, so
+ * that a step of the wall clock neither stalls the writer nor drops what is
+ * queued at exit; the wall clock only stamps records.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,6 +32,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,7 +57,8 @@ static struct {
     struct fdl_writer_settings settings;
     pthread_mutex_t mutex;
     pthread_cond_t wake;          /* to the writing thread: batches are waiting */
-    pthread_cond_t room;          /* to the reading side: a batch was written */
+    pthread_cond_t room;          /* to the reading side: a batch was written, or the thread
+                                   * exited; waited on with the monotonic clock */
     pthread_t thread;
     struct batch *ring;           /* capacity batches; head..head+count-1 wait to be written */
     size_t capacity, head, count;
@@ -61,14 +69,30 @@ static struct {
     int stalled;                  /* the log let the reading side wait STALL_MS in vain */
     int drop_error;
     int finishing;
-} w = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER,
-       .room = PTHREAD_COND_INITIALIZER};
+    int exited;                   /* the thread has written all it could and returned */
+    rlim_t size_limit;            /* RLIMIT_FSIZE, see check_size_limit */
+    int size_limit_noted;         /* the note saying the open file reached it is written */
+} w = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static int64_t clock_ms(clockid_t clock)
 {
     struct timespec ts;
     clock_gettime(clock, &ts);
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* The monotonic time ms from now, as pthread_cond_timedwait on `room` wants it. */
+static struct timespec monotonic_after(long ms)
+{
+    struct timespec until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += ms % 1000 * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    return until;
 }
 
 /* One record of skyrl_fdlog's own ('fdlog' stream) into batch. */
@@ -96,13 +120,7 @@ static void wait_for_room_locked(void)
             w.stalled = 1; /* hung: drop from now on rather than block the actor */
             break;
         }
-        struct timespec until;
-        clock_gettime(CLOCK_REALTIME, &until);
-        until.tv_nsec += 100 * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        struct timespec until = monotonic_after(100);
         pthread_cond_timedwait(&w.room, &w.mutex, &until);
     }
 }
@@ -216,6 +234,42 @@ static int write_batch(struct batch *batch)
     return 0;
 }
 
+/* One note straight into the file, outside the queue, with the lock and sync a batch gets
+ * (on a network filesystem an unlocked append can land on top of another machine's). */
+static void write_note_now(const char *text)
+{
+    struct batch note;
+    format_note(&note, text);
+    int locked = w.settings.lock && lock_log(F_WRLCK) == 0;
+    if (write_batch(&note) == 0 && locked)
+        (void)fdatasync(w.settings.fd);
+    if (locked)
+        lock_log(F_UNLCK);
+}
+
+/* The actor's RLIMIT_FSIZE (ulimit -f) is inherited: past it a write fails with EFBIG (the
+ * helper ignores SIGXFSZ, which would kill it).  The last record's room below the limit is
+ * kept for one note saying so; batches that do not fit are refused with EFBIG and, like
+ * records a full disk refused, queued then dropped and counted, the count written once
+ * logrotate gives the path a new file. */
+static int check_size_limit(const struct batch *batch)
+{
+    struct stat st;
+    if (w.size_limit == RLIM_INFINITY || fstat(w.settings.fd, &st) != 0 ||
+        (rlim_t)st.st_size + (batch->length - batch->written) + FDL_RECORD_MAX <= w.size_limit)
+        return 0;
+    if (!w.size_limit_noted) {
+        char text[768];
+        snprintf(text, sizeof text,
+                 "%s reached the file size limit (RLIMIT_FSIZE, ulimit -f) of %llu bytes; later "
+                 "records are dropped and counted until the file is rotated", w.settings.path,
+                 (unsigned long long)w.size_limit);
+        write_note_now(text);
+        w.size_limit_noted = 1;
+    }
+    return EFBIG;
+}
+
 static void pop_locked(size_t batches)
 {
     w.head = (w.head + batches) % w.capacity;
@@ -238,7 +292,9 @@ static int write_some(void)
         if (batch == NULL)
             break;
         /* The reading side only appends behind the head, so the batch is ours to read. */
-        error = write_batch(batch);
+        error = check_size_limit(batch);
+        if (error == 0)
+            error = write_batch(batch);
         if (error == 0 && w.settings.lock) {
             unsynced++;
         } else if (error == 0) {
@@ -277,11 +333,10 @@ static void reopen(const char *why)
         return; /* keep the old fd rather than none; the next check tries again */
     dup3(fd, w.settings.fd, O_CLOEXEC);
     close(fd);
+    w.size_limit_noted = 0;
     char text[512];
     snprintf(text, sizeof text, "%s %s; reopened it", w.settings.path, why);
-    struct batch note;
-    format_note(&note, text);
-    write_batch(&note);
+    write_note_now(text);
 }
 
 /* logrotate moved or removed the file, or the fd died with a network filesystem's server. */
@@ -340,6 +395,8 @@ static void *writer_main(void *unused)
             retry_ms = RETRY_MIN_MS;
         }
     }
+    w.exited = 1;
+    pthread_cond_broadcast(&w.room);
     pthread_mutex_unlock(&w.mutex);
     return NULL;
 }
@@ -353,6 +410,14 @@ int fdl_writer_start(const struct fdl_writer_settings *settings)
     w.ring = malloc(w.capacity * sizeof(struct batch));
     if (w.ring == NULL)
         return -ENOMEM;
+    struct rlimit limit;
+    w.size_limit = getrlimit(RLIMIT_FSIZE, &limit) == 0 ? limit.rlim_cur : RLIM_INFINITY;
+    pthread_condattr_t attributes;
+    pthread_condattr_init(&attributes);
+    pthread_condattr_setclock(&attributes, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.room, &attributes);
+    pthread_condattr_destroy(&attributes);
+    reopen_if_moved();
     int rc = pthread_create(&w.thread, NULL, writer_main, NULL);
     return -rc;
 }
@@ -363,10 +428,15 @@ int fdl_writer_finish(int give_up_ms)
     pthread_mutex_lock(&w.mutex);
     w.finishing = 1;
     pthread_cond_signal(&w.wake);
+    /* A log that stays unwritable (or hangs) must not keep the helper alive forever.  Not
+     * pthread_timedjoin_np: it times with the wall clock, which a step can rush. */
+    struct timespec deadline = monotonic_after(give_up_ms);
+    while (!w.exited && pthread_cond_timedwait(&w.room, &w.mutex, &deadline) != ETIMEDOUT)
+        ;
+    int exited = w.exited;
     pthread_mutex_unlock(&w.mutex);
-    struct timespec deadline;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += give_up_ms / 1000;
-    /* A log that stays unwritable (or hangs) must not keep the helper alive forever. */
-    return pthread_timedjoin_np(w.thread, NULL, &deadline) == 0 ? 0 : -ETIMEDOUT;
+    if (!exited)
+        return -ETIMEDOUT;
+    pthread_join(w.thread, NULL);
+    return 0;
 }

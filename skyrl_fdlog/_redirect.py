@@ -31,10 +31,12 @@ straight to the log, as a plain `>>` redirection does (docs/reliability.md).
 
 from __future__ import annotations
 
+import fcntl
 import os
 import resource
 import select
 import socket
+import stat
 import struct
 import sys
 import threading
@@ -47,6 +49,7 @@ from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._node import default_node
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, log_mode, open_log
 from skyrl_fdlog._python_pipes import PythonPipes, flush_quietly, follow_fds_1_and_2
+from skyrl_fdlog import _nonblock_guard
 
 FORMATS = ("prefixed", "raw")
 LOCK_MODES = ("auto", "always", "never")
@@ -90,6 +93,10 @@ class Redirection:
     _status_fd: int = field(repr=False, default=-1)
     _direct: bool = field(repr=False, default=False)  # fds 1 and 2 append to the log itself
     _on_fds: tuple = field(repr=False, default=())  # (st_dev, st_ino) of fds 1 and 2 once captured
+    # Copies of the channels' writing ends while in force, whatever is later put on fds 1 and
+    # 2: the O_NONBLOCK guard watches them, flush() sends its requests through them.
+    _own_writes: tuple = field(repr=False, default=())
+    _nonblock_guard: object = field(repr=False, default=None)
     _restored: bool = field(repr=False, default=False)
     _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
     _started_at: float = field(repr=False, default=0.0)
@@ -341,6 +348,30 @@ def _copy_channels_until_eof(redirection: Redirection) -> None:
                            f"ran: the log could not take them ({lost[1]})")
 
 
+def _follow_log_path(redirection: Redirection) -> None:
+    """When logrotate has moved or removed the log, the watchdog's note and the helper it
+    restarts belong in the file now at the path, not in the rotated one: reopen it (safely,
+    with the mode of the file it replaces) onto the same descriptor.  Where that fails the
+    old file is kept: a note there beats none."""
+    try:
+        held = os.fstat(redirection._log_fd)
+        now = os.stat(redirection.path)
+        if (now.st_dev, now.st_ino) == (held.st_dev, held.st_ino):
+            return
+    except FileNotFoundError:
+        pass
+    except OSError:
+        return
+    try:
+        fresh = open_log(redirection.path, mode=stat.S_IMODE(held.st_mode))
+    except (OSError, ValueError):
+        return
+    with _fd_lock:
+        os.dup2(fresh, redirection._log_fd, inheritable=False)
+        os.close(fresh)
+    _note(redirection, f"{redirection.path} was moved or removed; reopened it")
+
+
 def _restart_wait(young: int) -> float:
     """Seconds to wait before a restart after `young` helpers in a row died young."""
     if young <= FREE_RESTARTS:
@@ -364,6 +395,7 @@ def _watch_helper(redirection: Redirection) -> None:
             young = young + 1 if lived < YOUNG_SECONDS else 0
             wait = _restart_wait(young)
             redirection._restarts += 1
+            _follow_log_path(redirection)
             when = "at once" if wait == 0 else (
                 f"after waiting {wait:g} s (the last {young} helpers each lived under "
                 f"{YOUNG_SECONDS:g} s; the wait doubles up to {BACKOFF_CAP:g} s)")
@@ -539,6 +571,9 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
     out_fd, err_fd = redirection._channel_writes or (redirection._log_fd, redirection._log_fd)
     rc = lib.fdl_capture(out_fd, err_fd, saved)
     with _fd_lock:
+        if rc == 0 and redirection._channel_writes:
+            redirection._own_writes = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
+                                            for fd in redirection._channel_writes)
         _close_quietly(*redirection._channel_writes)
         redirection._channel_writes = ()
         if rc < 0:
@@ -548,6 +583,8 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
             _close_quietly(*saved)
             redirection._saved_fds, previous._saved_fds = previous._saved_fds, None
         redirection._on_fds = (_identity(1), _identity(2))
+    if redirection._own_writes:
+        redirection._nonblock_guard = _nonblock_guard.start(redirection._own_writes)
     _line_buffer_python_streams()
     if previous is not None:
         _retire(previous)  # its pipes' numbers become stand-ins of fds 1 and 2 ...
@@ -597,7 +634,13 @@ def _mark_restored(redirection: Redirection) -> None:
 
 
 def _retire(redirection: Redirection) -> None:
-    """The redirection no longer owns fds 1 and 2: its pipes' numbers follow them."""
+    """The redirection no longer owns fds 1 and 2: its pipes' numbers follow them, and its
+    own copies of the channels' writing ends go (a helper sees EOF once the last writer
+    has closed)."""
+    _nonblock_guard.stop(redirection._nonblock_guard)
+    with _fd_lock:
+        _close_quietly(*redirection._own_writes)
+        redirection._own_writes, redirection._nonblock_guard = (), None
     if redirection._python_pipes is not None:
         redirection._python_pipes.flush()
     with _fd_lock:  # stand-ins change hands: a fork must not see them in between
@@ -644,7 +687,8 @@ def _forget(redirection: Redirection) -> None:
         else:
             pipes.abandon()
     _close_quietly(redirection._log_fd, redirection._status_fd, *redirection._channel_reads,
-                   *redirection._channel_writes, *(redirection._saved_fds or ()))
+                   *redirection._channel_writes, *redirection._own_writes,
+                   *(redirection._saved_fds or ()))
 
 
 def _before_fork() -> None:

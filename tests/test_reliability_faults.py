@@ -297,24 +297,25 @@ def test_helper_sigstopped_small_output_passes_then_writers_wait(tmp_path):
     result_path = tmp_path / "result.json"
     signals = {name: str(tmp_path / name) for name in ("stopped", "small", "full", "cont")}
     actor = start_actor(f"""
-        import fcntl, threading
+        import socket, threading
         s = {signals!r}
         r = skyrl_fdlog.redirect({str(log)!r}, name="stopped")
         report(s["stopped"] + ".pid", helper=r.helper_pid)
         wait_file(s["stopped"])
         worst, total = lines("small", 1000)
         report(s["small"], worst=worst, total=total)
-        # How much more fits: write 100-byte lines without blocking until the socket is full.
-        flags = fcntl.fcntl(1, fcntl.F_GETFL)
-        fcntl.fcntl(1, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+        # How much more fits: write 100-byte lines without blocking until the socket is full
+        # (MSG_DONTWAIT, not O_NONBLOCK on fd 1: redirect() clears that flag within 10 ms).
+        channel = socket.socket(fileno=os.dup(1))
         fitted = 0
         try:
             while True:
-                os.write(1, f"fill {{fitted}} ".encode().ljust(99, b"f") + b"\\n")
+                line = f"fill {{fitted}} ".encode().ljust(99, b"f") + b"\\n"
+                assert channel.send(line, socket.MSG_DONTWAIT) == len(line)
                 fitted += 1
         except BlockingIOError:
             pass
-        fcntl.fcntl(1, fcntl.F_SETFL, flags)
+        channel.close()
         done = threading.Event()
         # fd 1 is the socket just filled (print would go to the Python pipe, still empty)
         threading.Thread(target=lambda: (os.write(1, b"blocked line\\n"), done.set()),

@@ -34,7 +34,9 @@ enum { CHANNEL_COUNT = 4 };
 
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ROUND 64        /* per channel, so one busy writer cannot starve the other */
-#define GIVE_UP_AFTER_MS 10000    /* at exit, how long to wait for a failing or hung log */
+#define GIVE_UP_AFTER_MS 10000
+#define FLUSH_DRAIN_ROUNDS 64     /* reads of READS_PER_ROUND per channel before answering */
+#define FLUSH_WAIT_MS 5000        /* how long a flush waits for the log before answering no */    /* at exit, how long to wait for a failing or hung log */
 #define POLL_RETRY_MS 10          /* after poll itself failed (ENOMEM): try again this soon */
 
 struct settings {
@@ -210,23 +212,45 @@ static void watch_writers(void)
 
 /* One read from a socket channel: the writer's pid comes with the bytes, and its pidfd
  * while SO_PASSPIDFD is on (-1 otherwise). */
-static ssize_t receive(int fd, unsigned char *data, size_t size, int *pid, int *pidfd)
+static ssize_t receive(int fd, unsigned char *data, size_t size, int *pid, int *pidfd,
+                       int *passed_fd)
 {
-    char control[CMSG_SPACE(sizeof(struct ucred)) + CMSG_SPACE(sizeof(int))];
+    char control[CMSG_SPACE(sizeof(struct ucred)) + 2 * CMSG_SPACE(sizeof(int))];
     struct iovec iov = {.iov_base = data, .iov_len = size};
     struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1,
                              .msg_control = control, .msg_controllen = sizeof control};
     ssize_t n = recvmsg(fd, &message, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
     *pid = 0;
     *pidfd = -1;
+    *passed_fd = -1;
     for (struct cmsghdr *c = n > 0 ? CMSG_FIRSTHDR(&message) : NULL; c != NULL;
          c = CMSG_NXTHDR(&message, c)) {
         if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_CREDENTIALS)
             *pid = ((struct ucred *)(void *)CMSG_DATA(c))->pid;
         else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_PIDFD)
             memcpy(pidfd, CMSG_DATA(c), sizeof *pidfd);
+        else if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS &&
+                 c->cmsg_len == CMSG_LEN(sizeof(int)))
+            memcpy(passed_fd, CMSG_DATA(c), sizeof *passed_fd);
     }
     return n;
+}
+
+/* flush() in the actor (skyrl_fdlog.flush) sends, on each socket channel, one byte carrying
+ * the writing end of a pipe.  The kernel queues it behind every byte written into that
+ * channel before, ends the read at it, and never glues it to a later message, so the byte
+ * is the last of its read.  Once everything read so far is written, the helper answers on
+ * the pipe (serve_flush_requests). */
+enum { MAX_FLUSH_REQUESTS = 8 };
+static int flush_requests[MAX_FLUSH_REQUESTS];
+static int flush_request_count;
+
+static void take_flush_request(int answer_fd)
+{
+    if (flush_request_count < MAX_FLUSH_REQUESTS)
+        flush_requests[flush_request_count++] = answer_fd;
+    else
+        close(answer_fd); /* the caller sees EOF early and reports a failed flush */
 }
 
 /* Read what a channel has; returns 0 at EOF, 1 while it stays open.  The owner's pipes
@@ -236,9 +260,9 @@ static int read_channel(int fd, int stream)
     static unsigned char data[READ_CHUNK];
     int from_pipe = stream & FDL_CHANNEL_PIPE;
     for (int round = 0; round < READS_PER_ROUND; round++) {
-        int pid = settings.owner, pidfd = -1;
+        int pid = settings.owner, pidfd = -1, passed_fd = -1;
         ssize_t n = from_pipe ? read(fd, data, sizeof data)
-                              : receive(fd, data, sizeof data, &pid, &pidfd);
+                              : receive(fd, data, sizeof data, &pid, &pidfd, &passed_fd);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -246,10 +270,16 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
+        if (passed_fd >= 0) { /* a flush request: its byte is not output */
+            take_flush_request(passed_fd);
+            n--;
+        }
         if (from_pipe)
             fdl_assembler_feed(assembler, pid, stream, data, (size_t)n, now_ms());
-        else
+        else if (n > 0)
             feed_socket_chunk(pid, pidfd, stream, data, (size_t)n);
+        else if (pidfd >= 0)
+            close(pidfd);
     }
     return 1;
 }
@@ -391,6 +421,54 @@ static int poll_timeout(void)
     return any_line_pending() ? tick_interval_ms() : -1;
 }
 
+/* The owner's pipes come first in each round: of a Python line and a C line the owner wrote
+ * within one gather window, the Python one comes first in the log (docs/format.md, "Order"),
+ * whichever was written first. */
+static const int streams[CHANNEL_COUNT] = {FDL_STREAM_OUT | FDL_CHANNEL_PIPE,
+                                           FDL_STREAM_ERR | FDL_CHANNEL_PIPE, FDL_STREAM_OUT,
+                                           FDL_STREAM_ERR};
+
+/* Read the channels poll found ready; returns how many reached EOF (and are closed now). */
+static int read_ready(struct pollfd *channels)
+{
+    int ended = 0;
+    for (int i = 0; i < CHANNEL_COUNT; i++) {
+        if (channels[i].fd < 0 || !(channels[i].revents & (POLLIN | POLLHUP | POLLERR)))
+            continue;
+        if (read_channel(channels[i].fd, streams[i]) == 0) {
+            fdl_assembler_close_stream(assembler, streams[i], now_ms());
+            close(channels[i].fd);
+            channels[i].fd = -1;
+            ended++;
+        }
+    }
+    return ended;
+}
+
+static void answer_flush_requests(int done)
+{
+    for (int i = 0; i < flush_request_count; i++) {
+        if (done)
+            (void)!write(flush_requests[i], "F", 1);
+        close(flush_requests[i]); /* without an answer: the caller's flush() returns False */
+    }
+    flush_request_count = 0;
+}
+
+/* Everything written into the channels before the requests was read by now or waits in
+ * them: read until they are empty (a bounded number of rounds, so a writer that never
+ * stops cannot hold the answer forever), write every unfinished line as it stands (a `+`
+ * fragment), wait for the writing thread, then answer.  Returns how many channels ended. */
+static int serve_flush_requests(struct pollfd *channels)
+{
+    int ended = 0;
+    for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0; round++)
+        ended += read_ready(channels);
+    fdl_assembler_tick(assembler, now_ms(), 0);
+    answer_flush_requests(fdl_writer_sync(FLUSH_WAIT_MS) == 0);
+    return ended;
+}
+
 int main(int argc, char **argv)
 {
     if (parse_settings(argc, argv) != 0) {
@@ -426,17 +504,12 @@ int main(int argc, char **argv)
         fdl_assembler_note(assembler, getpid(), text, now_ms());
     }
 
-    /* The owner's pipes are read first in each round: of a Python line and a C line the owner
-     * wrote within one gather window, the Python one comes first in the log (docs/format.md,
-     * "Order"), whichever was written first. */
+    /* In the order of `streams`: the owner's pipes first. */
     struct pollfd channels[CHANNEL_COUNT] = {
         {.fd = settings.owner > 0 ? PIPE_OUT_FD : -1, .events = POLLIN},
         {.fd = settings.owner > 0 ? PIPE_ERR_FD : -1, .events = POLLIN},
         {.fd = OUT_FD, .events = POLLIN},
         {.fd = ERR_FD, .events = POLLIN}};
-    const int streams[CHANNEL_COUNT] = {FDL_STREAM_OUT | FDL_CHANNEL_PIPE,
-                                        FDL_STREAM_ERR | FDL_CHANNEL_PIPE, FDL_STREAM_OUT,
-                                        FDL_STREAM_ERR};
     int open_channels = 0;
     for (int i = 0; i < CHANNEL_COUNT; i++)
         open_channels += channels[i].fd >= 0;
@@ -460,16 +533,9 @@ int main(int argc, char **argv)
         /* Before reading: a writer that exited before this round's bytes were written is
          * seen exited now, so that its pid's next bytes come with their writer's pidfd. */
         watch_writers();
-        for (int i = 0; i < CHANNEL_COUNT; i++) {
-            if (channels[i].fd < 0 || !(channels[i].revents & (POLLIN | POLLHUP | POLLERR)))
-                continue;
-            if (read_channel(channels[i].fd, streams[i]) == 0) {
-                fdl_assembler_close_stream(assembler, streams[i], now_ms());
-                close(channels[i].fd);
-                channels[i].fd = -1;
-                open_channels--;
-            }
-        }
+        open_channels -= read_ready(channels);
+        if (flush_request_count > 0)
+            open_channels -= serve_flush_requests(channels);
         int64_t now = now_ms();
         if (now >= next_tick) { /* idle lines need no attention on every round */
             fdl_assembler_tick(assembler, now, settings.idle_ms);
@@ -483,7 +549,7 @@ int main(int argc, char **argv)
             read_channel(channels[i].fd, streams[i]);
         fdl_assembler_close_stream(assembler, streams[i], now_ms());
     }
-    fdl_writer_finish(GIVE_UP_AFTER_MS);
+    answer_flush_requests(fdl_writer_finish(GIVE_UP_AFTER_MS) == 0);
     dprintf(STATUS_FD, "EXIT %s\n", stop_requested ? "term" : "eof");
     return 0;
 }

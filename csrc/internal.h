@@ -110,6 +110,9 @@ int fdl_writer_start(const struct fdl_writer_settings *settings);
 void fdl_writer_add(const char *record, size_t length);
 /* Hand the batch being filled to the writing thread. */
 void fdl_writer_flush(void);
+/* Hand over the open batch and wait until every batch handed over is written (or counted as
+ * dropped), at most give_up_ms: 0, or -ETIMEDOUT. */
+int fdl_writer_sync(int give_up_ms);
 /* Write everything queued, waiting at most give_up_ms; 0 or -ETIMEDOUT. */
 int fdl_writer_finish(int give_up_ms);
 

@@ -422,6 +422,19 @@ int fdl_writer_start(const struct fdl_writer_settings *settings)
     return -rc;
 }
 
+int fdl_writer_sync(int give_up_ms)
+{
+    fdl_writer_flush();
+    struct timespec deadline = monotonic_after(give_up_ms);
+    pthread_mutex_lock(&w.mutex);
+    while (w.count > 0 && !w.exited &&
+           pthread_cond_timedwait(&w.room, &w.mutex, &deadline) != ETIMEDOUT)
+        ;
+    int written = w.count == 0;
+    pthread_mutex_unlock(&w.mutex);
+    return written ? 0 : -ETIMEDOUT;
+}
+
 int fdl_writer_finish(int give_up_ms)
 {
     fdl_writer_flush();

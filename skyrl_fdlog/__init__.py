@@ -25,6 +25,7 @@ _HOMES = {
     "infra_log_path": "skyrl_fdlog._paths",
     "Redirection": "skyrl_fdlog._redirect",
     "active": "skyrl_fdlog._redirect",
+    "flush": "skyrl_fdlog._redirect",
     "redirect": "skyrl_fdlog._redirect",
     "restore": "skyrl_fdlog._redirect",
 }
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
     from skyrl_fdlog._errors import FdlogError
     from skyrl_fdlog._paths import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, dump_to_stdout,
                                     infra_log_path)
-    from skyrl_fdlog._redirect import Redirection, active, redirect, restore
+    from skyrl_fdlog._redirect import Redirection, active, flush, redirect, restore
 
 
 def __getattr__(name: str):

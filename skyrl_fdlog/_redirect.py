@@ -91,7 +91,7 @@ class Redirection:
     _settings: object = field(repr=False, default=None)
     _keepalive: tuple = field(repr=False, default=())
     _status_fd: int = field(repr=False, default=-1)
-    _direct: bool = field(repr=False, default=False)  # fds 1 and 2 append to the log itself
+    _direct: bool = field(repr=False, default=False)  # fds 1 and 2 append to the log itself (PID 1, fallback)
     _on_fds: tuple = field(repr=False, default=())  # (st_dev, st_ino) of fds 1 and 2 once captured
     # Copies of the channels' writing ends while in force, whatever is later put on fds 1 and
     # 2: the O_NONBLOCK guard watches them, flush() sends its requests through them.
@@ -287,6 +287,7 @@ def _fall_back_to_direct_writes(redirection: Redirection, reason: str) -> None:
     """No helper can run: this process appends straight to the log (whole lines not
     guaranteed, no records), and what older children write into the channels is copied there
     line by line until they are gone, so none of them waits forever."""
+    redirection._direct = True  # flush() has no helper to ask
     with redirection._lock:
         if not redirection._restored:  # after restore() fds 1 and 2 are no longer ours
             with _fd_lock:
@@ -602,6 +603,64 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
     redirection._watchdog = threading.Thread(target=_watch_helper, args=(redirection,),
                                              name="skyrl-fdlog-watchdog", daemon=True)
     redirection._watchdog.start()
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Return once everything written into this process's redirection before the call, by
+    any of its processes (the Python streams, fds 1 and 2, children, C code), is in the log
+    file or counted as dropped there; an unfinished line is written as it stands, as a `+`
+    fragment.  False when that did not happen within `timeout` seconds (a hung or failing
+    log).  True at once when nothing is redirected, or without a helper (PID 1, or the
+    fallback: this process then writes to the file itself).
+
+    How: a request travels on each socket channel, behind every byte written before it,
+    carrying a pipe on which the helper answers once it has read and written all of it.
+    """
+    redirection = _active
+    if redirection is None:
+        return True
+    _flush_python_streams()
+    if redirection._direct or not redirection._own_writes:
+        return True
+    deadline = time.monotonic() + timeout
+    answer_read, answer_write = os.pipe2(os.O_CLOEXEC)
+    try:
+        for fd in redirection._own_writes:
+            if not _send_flush_request(fd, answer_write, deadline):
+                return False
+        os.close(answer_write)
+        answer_write = -1
+        answers = b""
+        while len(answers) < len(redirection._own_writes):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0 or not select.select([answer_read], [], [], remaining)[0]:
+                return False
+            chunk = os.read(answer_read, 8)
+            if not chunk:  # the helper closed the pipe without an answer
+                return False
+            answers += chunk
+        return True
+    finally:
+        _close_quietly(answer_read, answer_write)
+
+
+def _send_flush_request(channel_write: int, answer_write: int, deadline: float) -> bool:
+    """One byte carrying answer_write, queued behind what was written before.  MSG_DONTWAIT,
+    never O_NONBLOCK: the flag would be the channel's, shared by every writer."""
+    channel = socket.socket(fileno=channel_write)
+    try:
+        while True:
+            try:
+                socket.send_fds(channel, [b"\0"], [answer_write], socket.MSG_DONTWAIT)
+                return True
+            except BlockingIOError:  # the channel is full: the helper is behind
+                if time.monotonic() >= deadline:
+                    return False
+                time.sleep(0.001)
+            except OSError:  # the channel is gone (every reader closed)
+                return False
+    finally:
+        channel.detach()
 
 
 def restore(timeout: float = RESTORE_WAIT_SECONDS) -> None:

@@ -61,7 +61,7 @@ int fdl_release(int *saved);
 /* Settings of one helper process, passed on its command line. */
 struct fdl_helper_settings {
     const char *helper_path;  /* the skyrl-fdlog-helper executable */
-    const char *log_path;     /* for messages only; the helper writes to log_fd */
+    const char *log_path;     /* reopened after logrotate, and named in messages */
     const char *name;         /* actor name in records */
     const char *node;         /* node name in records */
     int raw;                  /* 1: payload only, no prefix */
@@ -70,6 +70,7 @@ struct fdl_helper_settings {
     int snapshot_ms;          /* at most one carriage-return snapshot per this time */
     int gather_us;            /* after a wakeup, let more output arrive for this long */
     long buffer_bytes;        /* output kept in memory while the log cannot be written */
+    long long max_bytes;      /* 0, or records are dropped once the file holds this much */
     int restarted_after;      /* pid of a helper that died, 0 on first start */
     int owner_pid;            /* the process whose own pipes are handed over (see below) */
 };

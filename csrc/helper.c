@@ -43,6 +43,7 @@ struct settings {
     const char *name, *node, *path;
     int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after, owner;
     long buffer_bytes;
+    long long max_bytes;
 };
 
 /* Older headers (the manylinux_2_17 build) lack these; kernels before 6.5 (5.3 for
@@ -309,6 +310,7 @@ static int parse_settings(int argc, char **argv)
         else if (KEY("snapshot_ms")) settings.snapshot_ms = atoi(value);
         else if (KEY("gather_us")) settings.gather_us = atoi(value);
         else if (KEY("buffer_bytes")) settings.buffer_bytes = atol(value);
+        else if (KEY("max_bytes")) settings.max_bytes = atoll(value);
         else if (KEY("restarted_after")) settings.restarted_after = atoi(value);
         else if (KEY("owner")) settings.owner = atoi(value);
         else return -1;
@@ -483,7 +485,8 @@ int main(int argc, char **argv)
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
     struct fdl_writer_settings writer = {.fd = LOG_FD, .path = settings.path, .name = settings.name,
                                          .node = settings.node, .raw = settings.raw,
-                                         .lock = settings.lock, .buffer_bytes = settings.buffer_bytes};
+                                         .lock = settings.lock, .buffer_bytes = settings.buffer_bytes,
+                                         .max_bytes = settings.max_bytes};
     assembler = calloc(1, sizeof *assembler);
     if (assembler == NULL || fdl_writer_start(&writer) != 0) {
         dprintf(STATUS_FD, "ERROR cannot allocate the helper's buffers or thread\n");

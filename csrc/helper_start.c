@@ -56,14 +56,15 @@ static int hand_over(const int *fds, int count, int *copies)
 
 static int spawn(const struct fdl_helper_settings *s, const int *copies, int count, pid_t *child)
 {
-    char raw[16], lock[16], idle[32], snapshot[32], gather[32], buffer[48], restarted[32],
-        owner[32];
+    char raw[16], lock[16], idle[32], snapshot[32], gather[32], buffer[48], cap[48],
+        restarted[32], owner[32];
     snprintf(raw, sizeof raw, "raw=%d", s->raw);
     snprintf(lock, sizeof lock, "lock=%d", s->lock);
     snprintf(idle, sizeof idle, "idle_ms=%d", s->idle_ms);
     snprintf(snapshot, sizeof snapshot, "snapshot_ms=%d", s->snapshot_ms);
     snprintf(gather, sizeof gather, "gather_us=%d", s->gather_us);
     snprintf(buffer, sizeof buffer, "buffer_bytes=%ld", s->buffer_bytes);
+    snprintf(cap, sizeof cap, "max_bytes=%lld", s->max_bytes);
     snprintf(restarted, sizeof restarted, "restarted_after=%d", s->restarted_after);
     snprintf(owner, sizeof owner, "owner=%d", count == MAX_HANDED_OVER ? s->owner_pid : 0);
     size_t name_size = strlen(s->name) + 6, node_size = strlen(s->node) + 6,
@@ -76,7 +77,7 @@ static int spawn(const struct fdl_helper_settings *s, const int *copies, int cou
     snprintf(node, node_size, "node=%s", s->node);
     snprintf(path, path_size, "path=%s", s->log_path);
     char *argv[] = {"skyrl-fdlog-helper", name, node, path, raw, lock, idle, snapshot,
-                    gather, buffer, restarted, owner, NULL};
+                    gather, buffer, cap, restarted, owner, NULL};
 
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;

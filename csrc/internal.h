@@ -104,6 +104,7 @@ struct fdl_writer_settings {
     const char *name, *node;
     int raw, lock;
     long buffer_bytes;        /* queue size: beyond it records are dropped and counted */
+    long long max_bytes;      /* 0, or the cap on the file's size: see log_writer.c over_cap */
 };
 int fdl_writer_start(const struct fdl_writer_settings *settings);
 /* Append a record to the batch being filled (reading side only). */

@@ -50,6 +50,7 @@ struct batch {
     size_t length;
     size_t written;               /* a write cut short by a full disk resumes here */
     int records;
+    int note;                     /* skyrl_fdlog's own: exempt from the cap */
     char data[FDL_RECORD_MAX];
 };
 
@@ -72,6 +73,7 @@ static struct {
     int exited;                   /* the thread has written all it could and returned */
     rlim_t size_limit;            /* RLIMIT_FSIZE, see check_size_limit */
     int size_limit_noted;         /* the note saying the open file reached it is written */
+    long capped_records, capped_bytes; /* dropped over settings.max_bytes, not yet reported */
 } w = {.mutex = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 
 static int64_t clock_ms(clockid_t clock)
@@ -104,6 +106,7 @@ static void format_note(struct batch *batch, const char *text)
     size_t label_length = fdl_format_label(&format, label, getpid(), FDL_STREAM_META);
     batch->records = 1;
     batch->written = 0;
+    batch->note = 1;
     batch->length = fdl_format_record(&format, batch->data, clock_ms(CLOCK_REALTIME), label,
                                       label_length, FDL_MARK_LINE, (const unsigned char *)text,
                                       strlen(text));
@@ -270,6 +273,42 @@ static int check_size_limit(const struct batch *batch)
     return EFBIG;
 }
 
+/* settings.max_bytes (redirect(max_bytes=...)): once the file at the path holds that much,
+ * output records are dropped where they are, without holding anybody up, and counted; one
+ * note says so when the cap is reached and one gives the count when the file is rotated away
+ * or the helper ends.  skyrl_fdlog's own notes are exempt.  On a network filesystem the size
+ * is read under the lock, so the cap holds across writers as far as their caches agree. */
+static int over_cap(const struct batch *batch)
+{
+    struct stat st;
+    if (w.settings.max_bytes <= 0 || fstat(w.settings.fd, &st) != 0 ||
+        (long long)st.st_size + (long long)(batch->length - batch->written) <= w.settings.max_bytes)
+        return 0;
+    if (w.capped_records == 0) {
+        char text[768];
+        snprintf(text, sizeof text,
+                 "%s reached its cap of %lld bytes (max_bytes, SKYRL_FDLOG_MAX_BYTES); later "
+                 "records are dropped and counted until the file is rotated", w.settings.path,
+                 w.settings.max_bytes);
+        write_note_now(text);
+    }
+    w.capped_records += batch->records;
+    w.capped_bytes += (long)(batch->length - batch->written);
+    return 1;
+}
+
+/* The count of records dropped over the cap, into the file they were kept out of. */
+static void report_capped(void)
+{
+    if (w.capped_records == 0)
+        return;
+    char text[768];
+    snprintf(text, sizeof text, "dropped %ld records (%ld bytes) over the cap of %lld bytes of %s",
+             w.capped_records, w.capped_bytes, w.settings.max_bytes, w.settings.path);
+    write_note_now(text);
+    w.capped_records = w.capped_bytes = 0;
+}
+
 static void pop_locked(size_t batches)
 {
     w.head = (w.head + batches) % w.capacity;
@@ -293,6 +332,12 @@ static int write_some(void)
             break;
         /* The reading side only appends behind the head, so the batch is ours to read. */
         error = check_size_limit(batch);
+        if (error == 0 && !batch->note && over_cap(batch)) {
+            pthread_mutex_lock(&w.mutex);
+            pop_locked(1);  /* dropped and counted: nothing to wait for */
+            pthread_mutex_unlock(&w.mutex);
+            continue;
+        }
         if (error == 0)
             error = write_batch(batch);
         if (error == 0 && w.settings.lock) {
@@ -331,6 +376,7 @@ static void reopen(const char *why)
     int fd = fdl_open_log(w.settings.path, 0, mode, &result);
     if (fd < 0)
         return; /* keep the old fd rather than none; the next check tries again */
+    report_capped();
     dup3(fd, w.settings.fd, O_CLOEXEC);
     close(fd);
     w.size_limit_noted = 0;
@@ -395,6 +441,7 @@ static void *writer_main(void *unused)
             retry_ms = RETRY_MIN_MS;
         }
     }
+    report_capped();
     w.exited = 1;
     pthread_cond_broadcast(&w.room);
     pthread_mutex_unlock(&w.mutex);

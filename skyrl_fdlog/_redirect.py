@@ -58,6 +58,8 @@ RESTORE_WAIT_SECONDS = 5.0
 # After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
 GATHER_US = 300
 GATHER_VARIABLE = "SKYRL_FDLOG_GATHER_US"
+MAX_BYTES_VARIABLE = "SKYRL_FDLOG_MAX_BYTES"
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 # A helper that dies sooner than this after its start counts as dying young.  The first
 # FREE_RESTARTS young deaths in a row are restarted at once (a helper killed now and then loses
 # no time); each further one doubles the wait, from BACKOFF_FIRST up to BACKOFF_CAP, so a helper
@@ -193,8 +195,26 @@ def _gather_us() -> int:
     return value
 
 
+def _max_bytes(max_bytes: int | None) -> int:
+    """The cap on the log's size: max_bytes, else $SKYRL_FDLOG_MAX_BYTES (bytes, or with a
+    K, M, G or T suffix: 20G), else 0 (no cap)."""
+    if max_bytes is None:
+        text = os.environ.get(MAX_BYTES_VARIABLE, "").strip()
+        if not text:
+            return 0
+        number, unit = text.rstrip("KMGTkmgt"), text[len(text.rstrip("KMGTkmgt")):].upper()
+        if not number.isdigit() or unit not in _SIZE_UNITS:
+            raise ValueError(f"{MAX_BYTES_VARIABLE} must be a number of bytes, optionally with a "
+                             f"K, M, G or T suffix (20G), got {text!r}; unset it for no cap")
+        return int(number) * _SIZE_UNITS[unit]
+    if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes <= 0:
+        raise ValueError(f"max_bytes must be a positive number of bytes, or None for no cap "
+                         f"(or {MAX_BYTES_VARIABLE}), got {max_bytes!r}")
+    return max_bytes
+
+
 def _make_settings(redirection: Redirection, idle_flush: float, snapshot_interval: float,
-                   buffer_bytes: int):
+                   buffer_bytes: int, max_bytes: int):
     strings = tuple(ffi.new("char[]", os.fsencode(text)) for text in
                     (helper_executable(), str(redirection.path), redirection.name, redirection.node))
     settings = ffi.new("struct fdl_helper_settings *")
@@ -204,6 +224,7 @@ def _make_settings(redirection: Redirection, idle_flush: float, snapshot_interva
     settings.idle_ms = max(1, int(idle_flush * 1000))
     settings.snapshot_ms = max(0, int(snapshot_interval * 1000))
     settings.buffer_bytes = buffer_bytes
+    settings.max_bytes = max_bytes
     settings.gather_us = _gather_us()
     settings.owner_pid = os.getpid()
     redirection._settings = settings
@@ -450,7 +471,8 @@ def _close_again(fds: tuple) -> None:
 def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
              node: str | None = None, fmt: str = "prefixed", lock: str = "auto",
              idle_flush: float = 1.0, snapshot_interval: float = 5.0,
-             buffer_bytes: int = 4 << 20, mode: int | None = None) -> Redirection | None:
+             buffer_bytes: int = 4 << 20, mode: int | None = None,
+             max_bytes: int | None = None) -> Redirection | None:
     """Send everything this process and its children write to fds 1 and 2 into `path`.
 
     path defaults to $SKYRL_LOG_FILE; with neither set, or with
@@ -464,6 +486,9 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     up to `buffer_bytes` wait in memory while the log cannot be written.
     A new log file gets `mode` (default $SKYRL_FDLOG_MODE, else 0o640), new
     directories the same plus search permission, both masked by the umask.
+    Once the file at the path holds `max_bytes` (default $SKYRL_FDLOG_MAX_BYTES, else no
+    cap), records are dropped and counted, with one note saying so; a file made anew by
+    logrotate starts again.
 
     A second call with the same path returns the active Redirection while fds 1
     and 2 still hold its channels; when something else was put there (a dup2
@@ -473,6 +498,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     _check_choice("fmt", fmt, FORMATS)
     _check_choice("lock", lock, LOCK_MODES)
     mode = log_mode(mode)
+    max_bytes = _max_bytes(max_bytes)
     if dump_to_stdout():
         return None
     if path is None:
@@ -492,7 +518,8 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
         was_closed = previous._was_closed if previous is not None else _fill_closed_standard_fds()
         _setting_up = redirection  # a fork from now on closes what it holds in the child
         try:
-            _connect(redirection, lock, idle_flush, snapshot_interval, buffer_bytes, mode)
+            _connect(redirection, lock, idle_flush, snapshot_interval, buffer_bytes, mode,
+                     max_bytes)
             _capture(redirection, previous)
         except BaseException:
             _setting_up = None
@@ -513,13 +540,13 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
 
 
 def _connect(redirection: Redirection, lock: str, idle_flush: float, snapshot_interval: float,
-             buffer_bytes: int, mode: int) -> None:
+             buffer_bytes: int, mode: int, max_bytes: int) -> None:
     """Open the log, the channels and pipes and start the helper on them (none as PID 1)."""
     with _fd_lock:  # each descriptor is recorded on the redirection as it is made
         redirection._log_fd = open_log(redirection.path, mode=mode)
         log_fd = redirection._log_fd
         redirection.locked = lock == "always" or (lock == "auto" and lib.fdl_needs_lock(log_fd) == 1)
-        _make_settings(redirection, idle_flush, snapshot_interval, buffer_bytes)
+        _make_settings(redirection, idle_flush, snapshot_interval, buffer_bytes, max_bytes)
         if os.getpid() == 1:
             redirection._direct = True
             return

@@ -87,6 +87,7 @@ def main() -> int:
     parser.add_argument("--address")
     parser.add_argument("--log-path", required=True)
     parser.add_argument("--actors", type=int, default=24)
+    parser.add_argument("--pin", help="custom resource of the node to start all actors on")
     parser.add_argument("--own-init", action="store_true",
                         help="ray.init() with SKYRL_LOG_FILE from the environment, then "
                              "capture_ray_logs(), as a driver that starts Ray itself")
@@ -107,7 +108,9 @@ def main() -> int:
     else:
         log_file = init_ray(args.log_path, **init_args)
 
-    actors = [Quiet.options(name=f"quiet-{index}").remote() for index in range(args.actors)]
+    resources = {args.pin: 0.001} if args.pin else {}
+    actors = [Quiet.options(name=f"quiet-{index}", resources=resources).remote()
+              for index in range(args.actors)]
     pids = ray.get([actor.ready.remote() for actor in actors])
     if args.plain_task:
         ray.get(plain_task.remote())

@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -67,11 +68,13 @@ UNSAFE_NODE_BYTES = re.compile(rb"[^A-Za-z0-9._-]")
 class LogWriter:
     """Appends whole records to one infra log from this process."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, hold: bool = False) -> None:
         self.path = path
         self._fd = open_log(path)
         self._locked = lib.fdl_needs_lock(self._fd) == 1
         self._lock = threading.Lock()  # POSIX locks do not keep this process's threads apart
+        # While held: (records, text) of each line, written by commit() or handed back.
+        self._held: list[tuple[list[bytes], str]] | None = [] if hold else None
 
     def write_line(self, name: str, node: str, stream: str, text: str) -> None:
         """One line as records of this process: split into `+` records when it does not fit
@@ -86,16 +89,33 @@ class LogWriter:
         records = [prefix + (b"+ " if index < len(pieces) - 1 else b": ") + piece + b"\n"
                    for index, piece in enumerate(pieces)]
         with self._lock:
+            if self._held is not None:
+                self._held.append((records, text))
+                return
+            self._append(records)
+
+    def commit(self) -> None:
+        """Write the held lines, and every later one at once."""
+        with self._lock:
+            held, self._held = self._held or [], None
+            for records, _ in held:
+                self._append(records)
+
+    def held_lines(self) -> list[str]:
+        with self._lock:
+            return [text for _, text in self._held or []]
+
+    def _append(self, records: list[bytes]) -> None:
+        if self._locked:
+            fcntl.lockf(self._fd, fcntl.LOCK_EX)
+        try:
+            for record in records:
+                os.write(self._fd, record)
             if self._locked:
-                fcntl.lockf(self._fd, fcntl.LOCK_EX)
-            try:
-                for record in records:
-                    os.write(self._fd, record)
-                if self._locked:
-                    os.fdatasync(self._fd)
-            finally:
-                if self._locked:
-                    fcntl.lockf(self._fd, fcntl.LOCK_UN)
+                os.fdatasync(self._fd)
+        finally:
+            if self._locked:
+                fcntl.lockf(self._fd, fcntl.LOCK_UN)
 
     def close(self) -> None:
         os.close(self._fd)
@@ -154,11 +174,13 @@ _original_print_worker_logs: Callable | None = None
 _state_lock = threading.Lock()
 
 
-def capture(log_file: Path) -> None:
+def capture(log_file: Path, hold: bool = False) -> None:
     """Send Ray's own lines on this driver into log_file (see the module's docstring), in
-    place of any earlier capture. Safe to call before or after ray.init()."""
+    place of any earlier capture. Safe to call before or after ray.init(). With hold, lines
+    are kept in memory until commit(): a ray.init() that fails leaves the file empty (and
+    release(replay=True) prints them where Ray would have)."""
     global _capture
-    writer = LogWriter(log_file)
+    writer = LogWriter(log_file, hold)
     with _state_lock:
         _release_locked()
         _capture = _Capture(writer)
@@ -177,9 +199,20 @@ def capture(log_file: Path) -> None:
                           f"terminal as before")
 
 
-def release() -> None:
-    """Stop capturing: Ray's lines reach the terminal as they did before capture()."""
+def commit() -> None:
+    """Write the lines held since capture(hold=True) into the file, and later ones at once."""
     with _state_lock:
+        if _capture is not None:
+            _capture.writer.commit()
+
+
+def release(replay: bool = False) -> None:
+    """Stop capturing: Ray's lines reach the terminal as they did before capture(). With
+    replay, lines still held are printed on stderr first."""
+    with _state_lock:
+        if replay and _capture is not None:
+            for line in _capture.writer.held_lines():
+                print(line, file=sys.stderr)
         _release_locked()
 
 

@@ -89,17 +89,20 @@ def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: 
     # redirect (a training entrypoint running as a task, say) must still reach the terminal.
     ray_init_kwargs.setdefault("log_to_driver", True)
     try:
-        # Before ray.init(), whose own warnings ("Token authentication is enabled") are infra.
+        # Before ray.init(), whose own warnings ("Token authentication is enabled") are infra;
+        # held until it succeeded, so that a failed one leaves the file empty and its lines
+        # on the terminal, next to its error.
         if log_file is not None:
-            _ray_logs.capture(log_file)
+            _ray_logs.capture(log_file, hold=True)
         else:
             _ray_logs.release()  # a run in dump mode after ray.shutdown() shows everything
         ray.init(runtime_env=runtime_env, **ray_init_kwargs)
     except BaseException:
-        _ray_logs.release()
+        _ray_logs.release(replay=True)
         if log_file is not None:
             _remove_unused_log_file(log_file, first_made)
         raise
+    _ray_logs.commit()
     if log_file is not None:
         os.environ[LOG_FILE_VARIABLE] = str(log_file)
         print(f"Infrastructure logs will be written to: {log_file}", flush=True)

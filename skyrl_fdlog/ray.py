@@ -28,18 +28,18 @@ from typing import Any, TypeVar
 
 import ray
 
-from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, dump_to_stdout,
-                         infra_log_path, redirect)
+from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, active,
+                         dump_to_stdout, infra_log_path, redirect)
 from skyrl_fdlog import _ray_logs
 from skyrl_fdlog._paths import DUMP_VARIABLE
 
 ActorClass = TypeVar("ActorClass", bound=type)
 # The name under which a Ray actor started by a redirected actor redirects (see
-# redirect_started_actor), set in that actor's runtime_env.
+# setup_worker), set in that actor's runtime_env.
 STARTED_ACTOR_VARIABLE = "SKYRL_FDLOG_STARTED_BY"
 # Ray runs this in every worker process of a job started by init_ray (runtime_env's
 # worker_process_setup_hook); a driver that calls ray.init() itself passes it there.
-WORKER_SETUP_HOOK = "skyrl_fdlog.ray.redirect_started_actor"
+WORKER_SETUP_HOOK = "skyrl_fdlog.ray.setup_worker"
 
 
 def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: Any) -> Path | None:
@@ -194,56 +194,49 @@ def redirect_actor_output(class_name: str) -> Redirection | None:
     (returns None) without SKYRL_LOG_FILE or in dump mode. Call it first thing in __init__,
     before anything that prints or starts subprocesses, so that they inherit the redirected fds.
     Ray actors that this actor starts from then on redirect as NAME-w0, NAME-w1, ... in the
-    order it starts them (see redirect_started_actor).
+    order it starts them, in a job whose runtime_env has WORKER_SETUP_HOOK (see setup_worker).
     """
-    redirection = redirect(name=_ray_actor_name() or class_name)
-    if redirection is not None:
-        _name_started_actors(redirection.name)
-    return redirection
+    return redirect(name=_ray_actor_name() or class_name)
 
 
-_started_by: str | None = None  # the name of this process's redirection, for actors it starts
 _started_count = itertools.count()
 
 
-def _name_started_actors(name: str) -> None:
-    """From now on every Ray actor this process starts gets STARTED_ACTOR_VARIABLE=NAME-wK in
-    its runtime_env, K counting from 0 in the order they are started: the rank, for vLLM's
-    Ray executor and create_worker_group, which start their workers in rank order. Actors
-    that redirect themselves (@redirected) and those given the variable already are left
-    alone. Ray merges a runtime_env's env_vars into the inherited ones, so the job's
-    SKYRL_LOG_FILE stays."""
-    global _started_by
-    first_time = _started_by is None
-    _started_by = name
-    if not first_time:
-        return
+def setup_worker() -> None:
+    """Ray's worker_process_setup_hook for jobs started by init_ray (WORKER_SETUP_HOOK); a
+    driver that calls ray.init() itself passes it in its runtime_env the same way.
+
+    In every worker process of the job, before any actor class is imported:
+      - a process started for an actor that a redirected actor started redirects under the
+        name that actor gave it (STARTED_ACTOR_VARIABLE in its runtime_env);
+      - from then on, whenever this process is redirected (by @redirected, redirect() or any
+        other way) and starts a Ray actor, that actor gets STARTED_ACTOR_VARIABLE=NAME-wK,
+        NAME being this process's redirection's and K counting from 0 in the order it starts
+        them: the rank, for vLLM's Ray executor and create_worker_group, which start their
+        workers in rank order. Actors whose class redirects itself (@redirected) and those
+        given the variable already are left alone. Ray merges a runtime_env's env_vars into
+        the inherited ones, so the job's SKYRL_LOG_FILE stays.
+    """
+    name = os.environ.get(STARTED_ACTOR_VARIABLE)
+    if name:
+        redirect(name=name)
     # ActorClass._remote is where both Actor.remote() and Actor.options(...).remote() end.
     original = ray.actor.ActorClass._remote
 
     @functools.wraps(original)
     def _remote(self, args=None, kwargs=None, **actor_options):
+        starter = active()
         actor_class = getattr(getattr(self, "__ray_metadata__", None), "modified_class", None)
         runtime_env = dict(actor_options.get("runtime_env") or {})
         env_vars = dict(runtime_env.get("env_vars") or {})
-        if (_started_by is not None and STARTED_ACTOR_VARIABLE not in env_vars
+        if (starter is not None and STARTED_ACTOR_VARIABLE not in env_vars
                 and not getattr(actor_class, "__skyrl_fdlog_redirected__", False)):
-            env_vars[STARTED_ACTOR_VARIABLE] = f"{_started_by}-w{next(_started_count)}"
+            env_vars[STARTED_ACTOR_VARIABLE] = f"{starter.name}-w{next(_started_count)}"
             runtime_env["env_vars"] = env_vars
             actor_options["runtime_env"] = ray.runtime_env.RuntimeEnv(**runtime_env)
         return original(self, args, kwargs, **actor_options)
 
     ray.actor.ActorClass._remote = _remote
-
-
-def redirect_started_actor() -> None:
-    """Ray's worker_process_setup_hook of jobs started by init_ray (WORKER_SETUP_HOOK): a
-    worker process started for an actor that a redirected actor started redirects under the
-    name that actor gave it (STARTED_ACTOR_VARIABLE), before the actor's class is even
-    imported. Every other worker process is left as it is."""
-    name = os.environ.get(STARTED_ACTOR_VARIABLE)
-    if name:
-        redirect(name=name)
 
 
 def redirected(cls: ActorClass) -> ActorClass:

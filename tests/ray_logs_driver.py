@@ -89,8 +89,9 @@ def main() -> int:
     parser.add_argument("--actors", type=int, default=24)
     parser.add_argument("--pin", help="custom resource of the node to start all actors on")
     parser.add_argument("--own-init", action="store_true",
-                        help="ray.init() with SKYRL_LOG_FILE from the environment, then "
-                             "capture_ray_logs(), as a driver that starts Ray itself")
+                        help="ray.init() with SKYRL_LOG_FILE from the environment and "
+                             "WORKER_SETUP_HOOK, then capture_ray_logs(), as a driver that "
+                             "starts Ray itself")
     parser.add_argument("--plain-task", action="store_true")
     parser.add_argument("--unhandled-error", action="store_true")
     parser.add_argument("--torch-workers", type=int, default=0)
@@ -100,9 +101,12 @@ def main() -> int:
 
     init_args = {"address": args.address} if args.address else {"num_cpus": 2}
     if args.own_init:
-        from skyrl_fdlog.ray import capture_ray_logs
+        from skyrl_fdlog.ray import WORKER_SETUP_HOOK, capture_ray_logs
 
-        ray.init(runtime_env={"env_vars": {"SKYRL_LOG_FILE": os.environ["SKYRL_LOG_FILE"]}},
+        # As init_ray does: the dump switch pinned off (a node of the tests' cluster has it on).
+        env_vars = {"SKYRL_LOG_FILE": os.environ["SKYRL_LOG_FILE"],
+                    "SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "0"}
+        ray.init(runtime_env={"env_vars": env_vars, "worker_process_setup_hook": WORKER_SETUP_HOOK},
                  **init_args)
         log_file = capture_ray_logs()
     else:

@@ -114,21 +114,26 @@ def test_dump_mode_still_shows_ray_lines(cluster, tmp_path):  # noqa: F811
 
 
 def test_own_ray_init_with_capture_ray_logs(cluster, tmp_path):  # noqa: F811
-    """A driver that calls ray.init() itself (as SkyRL's initialize_ray does) and then
-    capture_ray_logs() gets the same: the raylet's warning in the infra log, none of Ray's
-    lines on the terminal after the call."""
+    """A driver that calls ray.init() itself (as SkyRL's initialize_ray does), with
+    WORKER_SETUP_HOOK in its runtime_env, and then capture_ray_logs() gets the same: the
+    raylet's warning in the infra log, none of Ray's lines on the terminal after the call,
+    and the torch workers a redirected actor starts in the log under its name and their rank."""
     log_file = tmp_path / "logs" / "infra-own.log"
     log_file.parent.mkdir()
     log_file.touch()
-    run = run_driver(tmp_path / "logs", "--own-init", "--actors", "24", "--pin", "head", "--plain-task",
-                     address=cluster.address, env={"SKYRL_LOG_FILE": str(log_file)})
+    run = run_driver(tmp_path / "logs", "--own-init", "--actors", "24", "--pin", "head",
+                     "--plain-task", "--torch-workers", "2", address=cluster.address,
+                     env={"SKYRL_LOG_FILE": str(log_file)})
     assert run.result["log_file"] == str(log_file)
     # ray.init() itself logs before capture_ray_logs() can take over: only what follows counts.
     after_init = run.stderr.split("Connected to Ray cluster", 1)[-1]
     assert_no_ray_lines(run.stdout + after_init)
     assert "plain task says hello" in run.stdout
-    records = records_of(log_file)
+    assert "torch rank" not in run.stdout + run.stderr
+    records = wait_for_lines(log_file, [f"torch rank {rank}: all_reduce gave 3.0" for rank in (0, 1)])
     assert any(WORKERS_STARTED in line for line in lines_of(records, "raylet"))
+    for rank in (0, 1):
+        assert f"torch rank {rank} raw stderr" in lines_of(records, f"engine-0-w{rank}")
 
 
 def test_ray_without_the_hook_keeps_its_lines_and_says_so(cluster, tmp_path):  # noqa: F811

@@ -3,7 +3,8 @@ calls init_ray() (or ray.init() and capture_ray_logs() with --own-init), starts 
 redirected zero-CPU actors at once, which makes the raylet warn that it started many Python
 workers, and on request a task that does not redirect and prints, a task that fails with
 nobody waiting on it (Ray's "Unhandled error" on the driver), and a redirected actor that
-starts torch workers as Ray actors of its own, as vLLM's Ray executor does. Ends with one line
+starts torch workers as Ray actors of its own, as vLLM's Ray executor does, and a task whose
+worker dies. Ends with one line
 `RESULT <json>`.
 """
 
@@ -41,6 +42,11 @@ def plain_task() -> None:
 def failing_task(marker: str) -> None:
     open(marker, "w").close()
     raise ValueError("failing task gave up")
+
+
+@ray.remote(num_cpus=0, max_retries=0)
+def dying_task() -> None:
+    os._exit(1)
 
 
 @ray.remote(num_cpus=0)
@@ -94,6 +100,8 @@ def main() -> int:
                              "starts Ray itself")
     parser.add_argument("--plain-task", action="store_true")
     parser.add_argument("--unhandled-error", action="store_true")
+    parser.add_argument("--dying-task", action="store_true",
+                        help="a task whose worker exits: the raylet reports the death")
     parser.add_argument("--torch-workers", type=int, default=0)
     parser.add_argument("--linger", type=float, default=3.0,
                         help="seconds before ray.shutdown(): Ray forwards lines asynchronously")
@@ -128,6 +136,11 @@ def main() -> int:
         time.sleep(1)
         del failed
         gc.collect()
+    if args.dying_task:
+        try:
+            ray.get(dying_task.remote())
+        except ray.exceptions.WorkerCrashedError:
+            print("driver: the dying task's worker crashed", flush=True)
     torch_reports = []
     if args.torch_workers:
         launcher = Launcher.options(name="engine-0").remote()

@@ -54,8 +54,14 @@ def lines_of(records: list[Record], name: str) -> list[str]:
     return [record.payload.decode(errors="replace") for record in records if record.name == name]
 
 
+# The raylet's report of a worker that died stays on the terminal.
+WORKER_DIED = "A worker died or was killed while executing a task"
+
+
 def assert_no_ray_lines(terminal: str) -> None:
-    assert "(raylet" not in terminal and "(gcs" not in terminal, terminal
+    ray_lines = [line for line in terminal.splitlines()
+                 if line.startswith(("(raylet", "(gcs")) and WORKER_DIED not in line]
+    assert ray_lines == [], terminal
     assert WORKERS_STARTED not in terminal
     assert not RAY_LOG_LINE.search(terminal), terminal
 
@@ -64,14 +70,16 @@ def test_issue_driver_shows_no_ray_line_and_its_log_has_them(tmp_path):
     """The issue's driver on a local Ray started by init_ray(): 24 redirected zero-CPU actors
     make the raylet warn that it started many Python workers. The terminal shows the driver's
     own lines, a task that does not redirect (with Ray's prefix, as ever) and Ray's ERROR for a
-    failed task nobody waits on, and no (raylet) line and no Ray log line below ERROR; those
+    failed task nobody waits on and the raylet's report of a worker that died, and no other
+    (raylet) line and no Ray log line below ERROR; those
     are in the infra log as records of raylet and ray-driver, which `skyrl-fdlog cat` reads.
     Torch workers that a redirected actor starts as Ray actors of its own (as vLLM's Ray
     executor does) write into the log as engine-0-w0 and engine-0-w1, not on the terminal."""
     run = run_driver(tmp_path / "logs", "--actors", "24", "--plain-task", "--unhandled-error",
-                     "--torch-workers", "2")
+                     "--dying-task", "--torch-workers", "2")
     terminal = run.stdout + run.stderr
     assert_no_ray_lines(terminal)
+    assert re.search(rf"^\(raylet\) {WORKER_DIED}", terminal, re.M), terminal
     assert PROGRESS_LINE in run.stdout
     assert re.search(r"\(plain_task pid=\d+\) plain task says hello", terminal)
     assert "Unhandled error (suppress with 'RAY_IGNORE_UNHANDLED_ERRORS=1')" in terminal

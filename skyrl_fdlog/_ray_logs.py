@@ -61,6 +61,8 @@ FAILURE = re.compile(r"\b(died|dead|killed|kill|crash(ed)?|OOM|out of memory|mem
 SEVERE_CXX_LINE = re.compile(r"^\[\S+ \S+ [EF] \d+ \d+\]")
 # The raylet's error channel carries failures, and one notice that is not one.
 ERROR_CHANNEL_NOTICE = re.compile(r"worker processes have been started")
+# Ray colours its deduplication's "[repeated Nx across cluster]"; the record needs no colour.
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")
 UNSAFE_NAME_BYTES = re.compile(rb"[^A-Za-z0-9._:-]")
 UNSAFE_NODE_BYTES = re.compile(rb"[^A-Za-z0-9._-]")
 
@@ -148,11 +150,12 @@ class _InfraLogHandler(logging.Handler):
         self.addFilter(lambda record: record.levelno < logging.ERROR)
 
     def emit(self, record: logging.LogRecord) -> None:
+        text = self.line_format.format(record)
         try:
-            for line in self.line_format.format(record).splitlines() or [""]:
+            for line in text.splitlines() or [""]:
                 self.writer.write_line(DRIVER_NAME, _node(), "err", line)
-        except Exception:
-            self.handleError(record)
+        except OSError as error:  # the log refuses it (full disk...): the terminal, then
+            print(f"{text} (not in {self.writer.path}: {error.strerror})", file=sys.stderr)
 
 
 def _errors_only(record: logging.LogRecord) -> bool:
@@ -261,14 +264,21 @@ def _print_worker_logs(data: dict, print_file: Any, ignore_prefix: bool = False)
         # The autoscaler's raw events are turned into messages by Ray's own printing, so a
         # batch of them with a failure reaches the terminal whole.
         if not failures or origin != "autoscaler":
+            terminal = []
             for line in lines:
-                if line not in failures:
-                    capture_now.writer.write_line(PROCESS_NAMES.get(origin, origin),
-                                                  data.get("ip") or _node(),
-                                                  "err" if data.get("is_err") else "out", line)
-            if not failures:
+                try:
+                    if line in failures:
+                        terminal.append(line)
+                    else:
+                        capture_now.writer.write_line(PROCESS_NAMES.get(origin, origin),
+                                                      data.get("ip") or _node(),
+                                                      "err" if data.get("is_err") else "out",
+                                                      COLOUR.sub("", line))
+                except OSError:  # the log refuses it (full disk...): the terminal, then
+                    terminal.append(line)
+            if not terminal:
                 return
-            data = {**data, "lines": failures}
+            data = {**data, "lines": terminal}
     _original_print_worker_logs(data, print_file, ignore_prefix)
 
 

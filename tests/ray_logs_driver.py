@@ -130,11 +130,11 @@ def main() -> int:
         # Nobody waits on it (ray.wait would count as handling the error): the marker says it
         # ran, and Ray reports the error once the reference goes.
         marker = os.path.join(tempfile.mkdtemp(), "failing-task-ran")
-        failed = failing_task.remote(marker)
+        references = [failing_task.remote(marker)]
         while not os.path.exists(marker):
             time.sleep(0.1)
         time.sleep(1)
-        del failed
+        references.clear()
         gc.collect()
     if args.dying_task:
         try:

@@ -165,5 +165,5 @@ def test_ray_without_the_hook_keeps_its_lines_and_says_so(cluster, tmp_path):  #
     assert log_file.parent == log_path
     notes = [record for record in records_of(log_file) if record.stream == "fdlog"]
     assert len(notes) == 1 and notes[0].name == "ray-driver"
-    assert (f"has no ray._private.worker.print_worker_logs(data, print_file, ignore_prefix): "
-            f"the lines Ray forwards") in notes[0].payload.decode()
+    assert ("has no ray._private.worker.print_worker_logs(data, print_file, ignore_prefix): "
+            "the lines Ray forwards") in notes[0].payload.decode()

@@ -118,3 +118,24 @@ lock:
 
 clean:
 	rm -rf $(VENV) build *.egg-info wheelhouse dist
+
+# Ray 2.57.0, SkyRL's pin, for the Ray integration tests on a second Ray version without a second
+# full install: .venv-ray2.57's own site-packages hold only ray (its dependencies are the same
+# packages), and a .pth there adds .venv's site-packages after them through site.addsitedir, so
+# that .venv's own .pth files (the editable install of skyrl_fdlog) are read too.
+RAY_PIN := 2.57.0
+RAY_PIN_VENV := .venv-ray2.57
+RAY_PIN_STAMP := $(RAY_PIN_VENV)/.ray-installed
+RAY_TESTS := tests/test_integration_ray.py tests/test_integration_ray_logs.py
+
+.PHONY: test-ray-pin
+
+$(RAY_PIN_STAMP): $(DEPS_STAMP)
+	test -x $(RAY_PIN_VENV)/bin/python || $(BIN)/python -m venv $(RAY_PIN_VENV)
+	$(RAY_PIN_VENV)/bin/pip install --quiet --no-deps ray==$(RAY_PIN)
+	$(RAY_PIN_VENV)/bin/python -c 'import site, sys; main = sys.argv[1]; open(site.getsitepackages()[0] + "/zz-main-venv.pth", "w").write(f"import site; site.addsitedir({main!r})\n")' "$$($(BIN)/python -c 'import site; print(site.getsitepackages()[0])')"
+	$(RAY_PIN_VENV)/bin/python -c "import ray, torch; assert ray.__version__ == '$(RAY_PIN)', ray.__file__; print('ray', ray.__version__, 'from', ray.__file__)"
+	touch $@
+
+test-ray-pin: venv $(RAY_PIN_STAMP)
+	$(RAY_PIN_VENV)/bin/python -m pytest -p no:cacheprovider $(RAY_TESTS) -q

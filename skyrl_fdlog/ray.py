@@ -9,13 +9,18 @@
     class Engine: ...
 
 The driver itself is never redirected: what it prints (configuration, steps, rewards) stays on
-the terminal, and so does whatever an unredirected actor prints, through log_to_driver.
+the terminal, and so does whatever an unredirected actor prints, through log_to_driver. Ray's
+own lines on the driver (its logging, the (raylet) lines) go into the infra log, failures
+excepted (_ray_logs.py); a driver that calls ray.init() itself gets that from
+capture_ray_logs(). Ray actors that a redirected actor starts (vLLM's Ray workers) redirect
+too, under the starting actor's name and their rank.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import itertools
 import logging
 import os
 from pathlib import Path
@@ -23,11 +28,18 @@ from typing import Any, TypeVar
 
 import ray
 
-from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, dump_to_stdout,
-                         infra_log_path, redirect)
+from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, active,
+                         dump_to_stdout, infra_log_path, redirect)
+from skyrl_fdlog import _ray_logs
 from skyrl_fdlog._paths import DUMP_VARIABLE
 
 ActorClass = TypeVar("ActorClass", bound=type)
+# The name under which a Ray actor started by a redirected actor redirects (see
+# setup_worker), set in that actor's runtime_env.
+STARTED_ACTOR_VARIABLE = "SKYRL_FDLOG_STARTED_BY"
+# Ray runs this in every worker process of a job started by init_ray (runtime_env's
+# worker_process_setup_hook); a driver that calls ray.init() itself passes it there.
+WORKER_SETUP_HOOK = "skyrl_fdlog.ray.setup_worker"
 
 
 def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: Any) -> Path | None:
@@ -38,10 +50,13 @@ def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: 
     file is made, SKYRL_LOG_FILE is not set and actors do not redirect. Otherwise SKYRL_LOG_FILE
     names the new file in this process's environment and in the runtime_env of every worker
     (merged into the caller's runtime_env, whose own env_vars win except for SKYRL_LOG_FILE and
-    the dump switch, which init_ray pins so that actors do what it announced), and Ray's
-    driver-side logging defaults to WARNING. Other keyword arguments, address= and log_to_driver=
-    (default True) included, go to ray.init(); when it fails, the file and the directories made
-    for it are removed and the environment is left as it was.
+    the dump switch, which init_ray pins so that actors do what it announced), its
+    worker_process_setup_hook is WORKER_SETUP_HOOK unless the caller gave one (so that Ray
+    actors started by redirected actors redirect too), and Ray's own lines on this driver go
+    into the file from before ray.init() on (capture_ray_logs), with Ray's driver-side logging
+    level at INFO unless logging_level= says otherwise. Other keyword arguments, address= and
+    log_to_driver= (default True) included, go to ray.init(); when it fails, the file and the
+    directories made for it are removed and the environment is left as it was.
 
     One run, one file: while Ray is initialised in this process, a second call changes nothing;
     with ignore_reinit_error=True it returns the file in force (None if there is none), without
@@ -60,24 +75,61 @@ def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: 
         first_made = _first_missing_directory(log_path)
         log_file = infra_log_path(log_path)
         env_vars[LOG_FILE_VARIABLE] = str(log_file)
-        # Ray's own INFO lines on the driver ("Started a local Ray instance") are infra too.
+        runtime_env.setdefault("worker_process_setup_hook", WORKER_SETUP_HOOK)
+        # Ray's own INFO lines on the driver ("Started a local Ray instance") are infra: they
+        # go into the file with the rest of Ray's lines, so none is lost by quieting Ray.
         # RAY_BACKEND_LOG_LEVEL, SkyRL's way to quiet Ray, is deliberately left alone: with
         # Ray 2.60 every process that reads it prints a notice saying so on stderr, and the
-        # workers' notices reach the terminal as "(raylet)" lines (docs/integration.md).
+        # driver's own notice comes from C++, past any Python hook (docs/integration.md).
+        ray_init_kwargs.setdefault("logging_level", logging.INFO)
+    else:
         ray_init_kwargs.setdefault("logging_level", logging.WARNING)
     runtime_env["env_vars"] = env_vars
     # log_to_driver stays on unless the caller turns it off: output of actors that do not
     # redirect (a training entrypoint running as a task, say) must still reach the terminal.
     ray_init_kwargs.setdefault("log_to_driver", True)
     try:
+        # Before ray.init(), whose own warnings ("Token authentication is enabled") are infra;
+        # held until it succeeded, so that a failed one leaves the file empty and its lines
+        # on the terminal, next to its error.
+        if log_file is not None:
+            _ray_logs.capture(log_file, hold=True)
+        else:
+            _ray_logs.release()  # a run in dump mode after ray.shutdown() shows everything
         ray.init(runtime_env=runtime_env, **ray_init_kwargs)
     except BaseException:
+        _ray_logs.release(replay=True)
         if log_file is not None:
             _remove_unused_log_file(log_file, first_made)
         raise
+    _ray_logs.commit()
     if log_file is not None:
         os.environ[LOG_FILE_VARIABLE] = str(log_file)
         print(f"Infrastructure logs will be written to: {log_file}", flush=True)
+    return log_file
+
+
+def capture_ray_logs() -> Path | None:
+    """For a driver that calls ray.init() itself: Ray's own lines on this driver go into the
+    infra log from now on, as in a run started by init_ray().
+
+    Call it right after ray.init(). Records of the `ray` loggers below ERROR go into the file as
+    lines of `ray-driver`, and the lines Ray forwards from its own processes as lines of
+    `raylet`, `gcs`, `autoscaler`..., except failures (ERROR records, worker deaths,
+    out-of-memory kills), which stay on the terminal; output of actors and tasks is untouched.
+    The file is the SKYRL_LOG_FILE of the Ray job's runtime_env, else of this process's
+    environment. Returns it, or None (nothing captured) in dump mode or without a file.
+    """
+    if not ray.is_initialized():
+        raise RuntimeError("capture_ray_logs() needs a connected Ray: call it right after "
+                           "ray.init(...), or use init_ray(), which calls it itself")
+    log_file = _log_file_in_force()
+    if log_file is None and os.environ.get(LOG_FILE_VARIABLE) and not dump_to_stdout():
+        log_file = Path(os.environ[LOG_FILE_VARIABLE])
+    if log_file is None:
+        _ray_logs.release()
+        return None
+    _ray_logs.capture(log_file)
     return log_file
 
 
@@ -141,8 +193,50 @@ def redirect_actor_output(class_name: str) -> Redirection | None:
     node by Ray's node IP address, as redirect() does everywhere inside Ray. Does nothing
     (returns None) without SKYRL_LOG_FILE or in dump mode. Call it first thing in __init__,
     before anything that prints or starts subprocesses, so that they inherit the redirected fds.
+    Ray actors that this actor starts from then on redirect as NAME-w0, NAME-w1, ... in the
+    order it starts them, in a job whose runtime_env has WORKER_SETUP_HOOK (see setup_worker).
     """
     return redirect(name=_ray_actor_name() or class_name)
+
+
+_started_count = itertools.count()
+
+
+def setup_worker() -> None:
+    """Ray's worker_process_setup_hook for jobs started by init_ray (WORKER_SETUP_HOOK); a
+    driver that calls ray.init() itself passes it in its runtime_env the same way.
+
+    In every worker process of the job, before any actor class is imported:
+      - a process started for an actor that a redirected actor started redirects under the
+        name that actor gave it (STARTED_ACTOR_VARIABLE in its runtime_env);
+      - from then on, whenever this process is redirected (by @redirected, redirect() or any
+        other way) and starts a Ray actor, that actor gets STARTED_ACTOR_VARIABLE=NAME-wK,
+        NAME being this process's redirection's and K counting from 0 in the order it starts
+        them: the rank, for vLLM's Ray executor and create_worker_group, which start their
+        workers in rank order. Actors whose class redirects itself (@redirected) and those
+        given the variable already are left alone. Ray merges a runtime_env's env_vars into
+        the inherited ones, so the job's SKYRL_LOG_FILE stays.
+    """
+    name = os.environ.get(STARTED_ACTOR_VARIABLE)
+    if name:
+        redirect(name=name)
+    # ActorClass._remote is where both Actor.remote() and Actor.options(...).remote() end.
+    original = ray.actor.ActorClass._remote
+
+    @functools.wraps(original)
+    def _remote(self, args=None, kwargs=None, **actor_options):
+        starter = active()
+        actor_class = getattr(getattr(self, "__ray_metadata__", None), "modified_class", None)
+        runtime_env = dict(actor_options.get("runtime_env") or {})
+        env_vars = dict(runtime_env.get("env_vars") or {})
+        if (starter is not None and STARTED_ACTOR_VARIABLE not in env_vars
+                and not getattr(actor_class, "__skyrl_fdlog_redirected__", False)):
+            env_vars[STARTED_ACTOR_VARIABLE] = f"{starter.name}-w{next(_started_count)}"
+            runtime_env["env_vars"] = env_vars
+            actor_options["runtime_env"] = ray.runtime_env.RuntimeEnv(**runtime_env)
+        return original(self, args, kwargs, **actor_options)
+
+    ray.actor.ActorClass._remote = _remote
 
 
 def redirected(cls: ActorClass) -> ActorClass:
@@ -165,4 +259,5 @@ def redirected(cls: ActorClass) -> ActorClass:
         # (*args, **kwargs) signature and the built-in checks the arguments when called.
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
     cls.__init__ = __init__
+    cls.__skyrl_fdlog_redirected__ = True  # actors starting it leave its naming to it
     return cls

@@ -29,6 +29,8 @@ INFRA_MARKERS = ("EngineCore", "Initializing a V1 LLM engine", "Loading safetens
 # A C++ warning from torch's c10 logging, e.g. "[W1127 03:04:13.734017973 utils.cpp:68] ...".
 CPP_WARNING = re.compile(rb"^\[W\d{4} [\d:.]+ \w+\.cpp:\d+\]")
 ENGINE_CORE_PREFIX = re.compile(rb"^\(EngineCore pid=(\d+)\)")
+# A line of Ray's driver-side logging as Ray's handler prints it.
+RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\s+(DEBUG|INFO|WARNING) ", re.M)
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +74,9 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
     terminal = result.stdout + result.stderr
     for marker in INFRA_MARKERS:
         assert marker not in terminal, f"infra output on the terminal: {marker!r}"
+    # Nor any of Ray's own lines (issue 15): they are in the infra log.
+    assert not re.search(r"^(\x1b\[\d+m)?\((raylet|gcs_server|autoscaler)", terminal, re.M), terminal
+    assert not RAY_LOG_LINE.search(terminal), terminal
 
     (log_file,) = log_path.iterdir()
     assert f"Infrastructure logs: {log_file}" in out
@@ -80,7 +85,9 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
 
     records, not_records = parse(log_file.read_bytes())
     assert not_records == []
-    assert {record.name for record in records} == {"vllm-engine-0", "policy-0", "policy-1"}
+    names = {record.name for record in records}
+    assert names - {"ray-driver", "raylet", "gcs"} == {"vllm-engine-0", "policy-0", "policy-1"}
+    assert "ray-driver" in names  # "Started a local Ray instance"
     engine = records_named(records, "vllm-engine-0")
     engine_core = [(record, ENGINE_CORE_PREFIX.match(record.payload)) for record in engine]
     engine_core = [(record, int(match.group(1))) for record, match in engine_core if match]

@@ -18,11 +18,17 @@ PYTHON=${PYTHON:-python3.11}
 TOOLS=${WHEEL_TOOLS:-$ROOT/build/wheel-tools}
 read -r -a ARCHS <<<"${WHEEL_ARCHS:-x86_64 aarch64}"
 GLIBC=2.17   # manylinux_2_17: zig links against this glibc's symbol versions
+# What `readelf -h` calls each architecture's ELF machine; step 4 checks every file's.
+declare -A ELF_MACHINE=([x86_64]="Advanced Micro Devices X86-64" [aarch64]=AArch64)
+
 took() { awk -v a="$1" -v b="$EPOCHREALTIME" -v what="$2" 'BEGIN { printf "==> %s: %.1f s\n", what, b - a }'; }
 # This machine's pip configuration names local indexes that lack most packages; pip warns
 # about each one it skips. Drop those lines, keep everything else (and pip's exit status).
 quiet_pip() { "$@" 2>&1 | { grep -v "^WARNING: Location 'file:" || true; }; }
 fail() { echo "build_wheel.sh: $*" >&2; exit 1; }
+for arch in "${ARCHS[@]}"; do
+    [[ -n ${ELF_MACHINE[$arch]:-} ]] || fail "WHEEL_ARCHS: unknown architecture '$arch' (known: ${!ELF_MACHINE[*]})"
+done
 
 begin=$EPOCHREALTIME
 work=$(mktemp -d)
@@ -100,7 +106,6 @@ echo "==> [4/4] checks per wheel: tags, abi3audit --strict, every ELF file's arc
 shopt -s nullglob
 wheels=(wheelhouse/*.whl)
 ((${#wheels[@]} == ${#ARCHS[@]})) || fail "expected ${#ARCHS[@]} wheels in wheelhouse/ (${ARCHS[*]}), found ${#wheels[*]}"
-declare -A ELF_MACHINE=([x86_64]="Advanced Micro Devices X86-64" [aarch64]=AArch64)
 for arch in "${ARCHS[@]}"; do
     plat=manylinux_${GLIBC/./_}_$arch   # auditwheel also writes its legacy alias, manylinux2014
     matching=(wheelhouse/*-cp39-abi3-*"$plat".whl)

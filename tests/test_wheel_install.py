@@ -6,6 +6,7 @@ checks the editable install the same way, except where the test says it needs a 
 from __future__ import annotations
 
 import os
+import platform
 import stat
 import subprocess
 import sys
@@ -30,6 +31,27 @@ def test_package_comes_from_site_packages_not_the_source_tree():
     assert PACKAGE == site / "skyrl_fdlog"
     assert Path(_fdlog.__file__).resolve().parent == PACKAGE
     assert not (PACKAGE.parent / "csrc").exists()
+
+
+def elf_machine(path: Path) -> int:
+    """e_machine of a little-endian ELF file (62 x86_64, 183 aarch64): bytes 18 and 19."""
+    header = path.read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and header[5] == 1, f"{path} is not a little-endian ELF file"
+    return int.from_bytes(header[18:20], "little")
+
+
+def test_extension_and_helper_are_built_for_this_interpreters_machine():
+    """Both compiled files match the interpreter's own ELF machine. Under QEMU this matters: a
+    wheel for aarch64 that carried an x86_64 helper would still run on an x86_64 host."""
+    interpreter = elf_machine(Path(sys.executable).resolve())
+    assert elf_machine(Path(_fdlog.__file__)) == interpreter
+    assert elf_machine(PACKAGE / "skyrl-fdlog-helper") == interpreter
+
+
+def test_tests_run_on_the_architecture_under_test():
+    """scripts/test_wheel.sh names the wheel's architecture in SKYRL_FDLOG_EXPECT_MACHINE
+    (aarch64 under QEMU): the interpreter running these tests is that machine's, not the host's."""
+    assert platform.machine() == os.environ.get("SKYRL_FDLOG_EXPECT_MACHINE", platform.machine())
 
 
 def test_extension_is_the_abi3_build():

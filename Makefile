@@ -100,7 +100,8 @@ demo: venv
 bench: venv
 	$(BIN)/python benchmarks/run.py --wait-idle 600
 
-# One abi3 manylinux_2_17 wheel in wheelhouse/ and an sdist in dist/ (docs/packaging.md).
+# One abi3 manylinux_2_17 wheel per architecture (x86_64, aarch64) in wheelhouse/ and an sdist
+# in dist/ (docs/packaging.md).
 wheel:
 	scripts/build_wheel.sh
 

@@ -49,10 +49,12 @@ def pattern(length: int, seed: int = 0, avoid: bytes = b"\n") -> bytes:
 
 
 def cli_env(**extra: str) -> dict[str, str]:
-    """The environment for a CLI child: the source tree first on the path, no colour
-    unless asked (so a developer's NO_COLOR or FORCE settings do not leak in)."""
+    """The environment for a CLI child: the source tree first on the path (but not under
+    scripts/test_wheel.sh, which tests the installed wheel), no colour unless asked (so a
+    developer's NO_COLOR or FORCE settings do not leak in)."""
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    if env.get("SKYRL_FDLOG_EXPECT_INSTALLED") != "1":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     env.update(extra)
     return env
 

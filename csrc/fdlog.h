@@ -90,6 +90,12 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
 int fdl_write_note(int log_fd, const struct fdl_helper_settings *settings, int pid,
                    const char *text);
 
+/* The level of a line (levels.c), from the table skyrl_fdlog/levels.json: 0 none, 1 debug,
+ * 2 info, 3 warning, 4 error, 5 critical; -1 when the table did not compile.  in_traceback
+ * is the writer's state across lines (start at 0): a Python traceback is one block of
+ * level error, up to and with its first line that is not indented. */
+int fdl_level_of(const unsigned char *text, size_t length, int *in_traceback);
+
 /* Test entry point: run the line assembler over chunks of input as the
  * helper would, at fixed times, and write the records to out.
  * chunk i is data[offsets[i] .. offsets[i]+lengths[i]) from pids[i] on

@@ -115,3 +115,58 @@ def test_the_helpers_header_is_generated_from_the_table():
     assert header.read_text() == _levels.c_header()
     for pattern in (*_levels.AT_START.values(), *_levels.ANYWHERE.values()):
         assert _levels.c_header().count(json.dumps(pattern)) == 1
+
+
+# --- the reader and the CLI -------------------------------------------------------------
+
+def test_cli_level_selects_errors_and_whole_tracebacks_from_a_real_log(tmp_path):
+    """Real processes write through the captured fds: ``cat --level error`` keeps the
+    error lines (the child's CUDA line, the whole traceback, an NCCL WARN) and drops the
+    INFO line that names an error file; ``--level warning`` adds the warning; the API
+    gives the same levels."""
+    from conftest import run_python
+    from test_reader_helpers import cli
+    from skyrl_fdlog.reader import iter_lines, with_levels
+
+    log = tmp_path / "infra.log"
+    result = run_python(f"""
+import os, subprocess, sys, logging, traceback
+import skyrl_fdlog
+skyrl_fdlog.redirect({str(log)!r}, name="Engine")
+print("INFO 11-27 02:47:06 [loader.py:1] loading /data/error_cases.parquet", flush=True)
+print("WARNING 11-27 02:47:06 [config.py:1] casting", flush=True)
+subprocess.run([sys.executable, "-c", "import os; os.write(2, b'EngineCore: CUDA out of memory\\\\n')"])
+os.write(2, b"node-1:1:2 [0] NCCL WARN Cuda failure 'out of memory'\\n")
+try:
+    raise RuntimeError("Engine core initialization failed")
+except RuntimeError:
+    traceback.print_exc()
+print("step 1 loss 0.5", flush=True)
+skyrl_fdlog.restore()
+""")
+    assert result.returncode == 0, result.stderr
+    errors = cli("cat", "--level", "error", "--no-prefix", log)
+    assert errors.returncode == 0, errors.stderr
+    shown = errors.stdout.decode().splitlines()
+    assert shown[0] == "EngineCore: CUDA out of memory"
+    assert shown[1].endswith("NCCL WARN Cuda failure 'out of memory'")
+    assert shown[2] == "Traceback (most recent call last):"
+    assert shown[-1] == "RuntimeError: Engine core initialization failed"
+    assert not any("error_cases" in text or "loss" in text or "casting" in text
+                   for text in shown)
+    warnings = cli("cat", "--level", "warning", "--no-prefix", log).stdout.decode().splitlines()
+    assert warnings == ["WARNING 11-27 02:47:06 [config.py:1] casting", *shown]
+    tail = cli("tail", "-n", "1", "--level", "error", "--no-prefix", log)
+    assert tail.stdout.decode().splitlines() == shown[-1:]
+    levels = {line.payload: level for line, level in with_levels(iter_lines(log))}
+    assert levels[b"RuntimeError: Engine core initialization failed"] == "error"
+    assert levels[b"step 1 loss 0.5"] is None
+    assert [line.level for line in iter_lines(log) if line.payload.startswith(b"INFO")] == ["info"]
+
+
+def test_cli_refuses_an_unknown_level(tmp_path):
+    from test_reader_helpers import cli
+    log = tmp_path / "a.log"
+    log.write_bytes(b"")
+    result = cli("cat", "--level", "fatal", log)
+    assert result.returncode == 2 and b"--level" in result.stderr and b"fatal" in result.stderr

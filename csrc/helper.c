@@ -6,7 +6,9 @@
  * Started by fdl_helper_start (helper_start.c) with the log on fd 3, the out
  * and err channels on 4 and 5, the status pipe on 6 and, when the actor's
  * Python output has pipes of its own (owner=PID), their reading ends on 7
- * and 8; bytes from those are the owner's.  It exits once every
+ * and 8; bytes from those are the owner's.  With surface=1, fd 9 is the
+ * actor's original stderr, to which error lines are copied (see "Error
+ * lines to the terminal" below).  It exits once every
  * writer has closed the channels (orphaned children included) and all
  * records are written, or after SIGTERM once what is readable is written;
  * its last words on the status pipe say which ("EXIT eof" / "EXIT term").
@@ -27,9 +29,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdlog.h"
 #include "internal.h"
+#include "levels.h"
 
-enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8 };
+enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8,
+       SURFACE_FD = 9 };
 enum { CHANNEL_COUNT = 4 };
 
 #define READ_CHUNK (64 * 1024)
@@ -41,7 +46,7 @@ enum { CHANNEL_COUNT = 4 };
 
 struct settings {
     const char *name, *node, *path;
-    int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after, owner;
+    int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after, owner, surface;
     long buffer_bytes;
 };
 
@@ -95,11 +100,100 @@ static int64_t now_ms(void)
     return now;
 }
 
+/*
+ * Error lines to the terminal.  The log takes every line off the terminal; lines that are
+ * errors (levels.c: level error or graver, a Python traceback as one block) are also
+ * copied to the actor's original stderr, which Ray forwards to the driver from any node.
+ * Each is attributed "NAME[PID] " (PID: the process that wrote it, a child's too).  At
+ * most SURFACE_BURST lines per SURFACE_WINDOW_MS: past that they are counted, and one
+ * line says how many were held back and where they are.
+ */
+#define SURFACE_BURST 40
+#define SURFACE_WINDOW_MS 10000
+#define SURFACE_WRITERS 256  /* per-writer state kept, hashed by (pid, stream) */
+
+struct surfaced_writer {
+    int pid, stream;        /* stream 0: unused */
+    int in_traceback;       /* levels.c's state across this writer's lines */
+    int showing;            /* the line under way (a '+' chain) is copied */
+    int mid_line;           /* the last record was a '+' fragment */
+};
+static struct surfaced_writer surfaced[SURFACE_WRITERS];
+static int64_t surface_window_start = -SURFACE_WINDOW_MS;
+static long surface_shown, surface_held_back;
+static int surface_path_told;
+
+static void surface_write(const char *text, size_t length)
+{
+    while (length > 0) {
+        ssize_t n = write(SURFACE_FD, text, length);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* the terminal is gone or full: the log has the line anyway */
+        text += n;
+        length -= (size_t)n;
+    }
+}
+
+/* Say how many lines the last window held back; start a new window when it is over. */
+static void surface_window(int64_t now)
+{
+    if (now - surface_window_start < SURFACE_WINDOW_MS)
+        return;
+    if (surface_held_back > 0) {
+        char text[8400];
+        int n = snprintf(text, sizeof text,
+                         "skyrl_fdlog: %s: %ld more error lines not shown here (at most %d per "
+                         "%d s); every line is in %s\n", settings.name, surface_held_back,
+                         SURFACE_BURST, SURFACE_WINDOW_MS / 1000, settings.path);
+        surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    }
+    surface_window_start = now;
+    surface_shown = surface_held_back = 0;
+}
+
+static void surface(const struct fdl_slot *slot, const char *payload, size_t length, char mark)
+{
+    int stream = FDL_STREAM_OF(slot->stream);
+    if (stream != FDL_STREAM_OUT && stream != FDL_STREAM_ERR)
+        return;
+    unsigned hash = ((unsigned)slot->pid * 2654435761u + (unsigned)slot->stream) % SURFACE_WRITERS;
+    struct surfaced_writer *w = &surfaced[hash];
+    if (w->pid != slot->pid || w->stream != slot->stream) /* a new writer, or a collision */
+        *w = (struct surfaced_writer){.pid = slot->pid, .stream = slot->stream};
+    if (!w->mid_line)
+        w->showing = fdl_level_of((const unsigned char *)payload, length, &w->in_traceback) >=
+                     FDL_LEVEL_ERROR;
+    w->mid_line = mark == FDL_MARK_FRAGMENT;
+    if (!w->showing)
+        return;
+    surface_window(clock_ms(CLOCK_MONOTONIC));
+    if (surface_shown >= SURFACE_BURST) {
+        surface_held_back++;
+        return;
+    }
+    surface_shown++;
+    char text[FDL_RECORD_MAX + 8400];
+    int n = 0;
+    if (!surface_path_told) {
+        n = snprintf(text, sizeof text, "skyrl_fdlog: error lines of %s follow; all its output "
+                     "is in %s\n", settings.name, settings.path);
+        surface_path_told = 1;
+    }
+    n += snprintf(text + n, sizeof text - (size_t)n, "%s[%d] %.*s\n", settings.name, slot->pid,
+                  (int)length, payload);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+}
+
 static void collect_record(void *context, const char *record, size_t length, char mark)
 {
     (void)context;
-    (void)mark;
     fdl_writer_add(record, length);
+    const struct fdl_slot *slot = assembler->emitting;
+    if (settings.surface && slot != NULL) /* the payload: the record's end, before '\n' */
+        surface(slot, record + length - 1 - assembler->emitting_length,
+                assembler->emitting_length, mark);
 }
 
 static uint64_t process_id(int pidfd)
@@ -311,10 +405,25 @@ static int parse_settings(int argc, char **argv)
         else if (KEY("buffer_bytes")) settings.buffer_bytes = atol(value);
         else if (KEY("restarted_after")) settings.restarted_after = atoi(value);
         else if (KEY("owner")) settings.owner = atoi(value);
+        else if (KEY("surface")) settings.surface = atoi(value);
         else return -1;
 #undef KEY
     }
     return 0;
+}
+
+/* Close fds first to last (~0U: every fd from first on). */
+static void close_from(unsigned first, unsigned last)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, first, last, 0) == 0)
+        return;
+#endif
+    struct rlimit limit;
+    unsigned top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536
+                       ? (unsigned)limit.rlim_cur : 65536;
+    for (unsigned fd = first; fd <= last && fd < top; fd++)
+        close((int)fd);
 }
 
 /* Leave the actor's session and process tree, and drop every fd not ours: fds 7 and 8
@@ -339,15 +448,11 @@ static pid_t detach(void)
         _exit(1);
     }
     int first_unused = settings.owner > 0 ? PIPE_ERR_FD + 1 : STATUS_FD + 1;
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, first_unused, ~0U, 0) == 0)
-        return intermediate;
-#endif
-    struct rlimit limit;
-    long top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536 ? (long)limit.rlim_cur
-                                                                               : 65536;
-    for (long fd = first_unused; fd < top; fd++)
-        close((int)fd);
+    if (settings.surface) { /* fd 9 is ours, 7 and 8 perhaps not */
+        close_from(first_unused, SURFACE_FD - 1);
+        first_unused = SURFACE_FD + 1;
+    }
+    close_from(first_unused, ~0U);
     return intermediate;
 }
 
@@ -418,7 +523,8 @@ static int tick_interval_ms(void)
 
 static int poll_timeout(void)
 {
-    return any_line_pending() ? tick_interval_ms() : -1;
+    /* Held-back error lines are counted on the terminal when their window ends. */
+    return any_line_pending() || surface_held_back > 0 ? tick_interval_ms() : -1;
 }
 
 /* The owner's pipes come first in each round: of a Python line and a C line the owner wrote
@@ -540,6 +646,8 @@ int main(int argc, char **argv)
         if (now >= next_tick) { /* idle lines need no attention on every round */
             fdl_assembler_tick(assembler, now, settings.idle_ms);
             next_tick = now + tick_interval_ms();
+            if (settings.surface)
+                surface_window(now);
         }
         fdl_writer_flush();
     }
@@ -550,6 +658,8 @@ int main(int argc, char **argv)
         fdl_assembler_close_stream(assembler, streams[i], now_ms());
     }
     answer_flush_requests(fdl_writer_finish(GIVE_UP_AFTER_MS) == 0);
+    if (settings.surface)
+        surface_window(INT64_MAX / 2); /* the count of a window cut short */
     dprintf(STATUS_FD, "EXIT %s\n", stop_requested ? "term" : "eof");
     return 0;
 }

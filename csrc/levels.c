@@ -9,6 +9,7 @@
 
 #include "fdlog.h"
 #include "internal.h"
+#define FDL_LEVELS_TABLE
 #include "levels.h"
 
 enum { PATTERN_COUNT = sizeof fdl_level_patterns / sizeof fdl_level_patterns[0] };

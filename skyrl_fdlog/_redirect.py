@@ -58,6 +58,10 @@ RESTORE_WAIT_SECONDS = 5.0
 # After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
 GATHER_US = 300
 GATHER_VARIABLE = "SKYRL_FDLOG_GATHER_US"
+# Which lines the helper also copies to the original stderr (the terminal, through Ray):
+# "error" (records of level error or graver, skyrl_fdlog/levels.json) or "off".
+SURFACE_VARIABLE = "SKYRL_FDLOG_SURFACE"
+SURFACE_CHOICES = ("error", "off")
 # A helper that dies sooner than this after its start counts as dying young.  The first
 # FREE_RESTARTS young deaths in a row are restarted at once (a helper killed now and then loses
 # no time); each further one doubles the wait, from BACKOFF_FIRST up to BACKOFF_CAP, so a helper
@@ -98,6 +102,7 @@ class Redirection:
     _own_writes: tuple = field(repr=False, default=())
     _nonblock_guard: object = field(repr=False, default=None)
     _restored: bool = field(repr=False, default=False)
+    _surface: str = field(repr=False, default="error")
     _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
     _started_at: float = field(repr=False, default=0.0)
     _restarts: int = field(repr=False, default=0)
@@ -169,6 +174,8 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
     out_read, err_read = redirection._channel_reads
     pipes = redirection._python_pipes
     pipe_out_read, pipe_err_read = pipes.reads if pipes is not None else (-1, -1)
+    redirection._settings.surface_fd = (_original_stderr(redirection)
+                                        if redirection._surface != "off" else -1)
     rc = lib.fdl_helper_start(redirection._settings, redirection._log_fd, out_read, err_read,
                               pipe_out_read, pipe_err_read, status_fd, helper_pid)
     if rc < 0:
@@ -179,6 +186,27 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
     redirection._status_fd = status_fd[0]
     redirection.helper_pid = helper_pid[0]
     redirection._started_at = time.monotonic()
+
+
+def _original_stderr(redirection: Redirection) -> int:
+    """The fd 2 from before any capture: once captured, the saved copy (a restarted helper's
+    case), or the one that the redirection being replaced saved (a path switch); else fd 2."""
+    for holder in (redirection, _active):
+        saved = holder._saved_fds if holder is not None else None
+        if saved is not None and saved[1] >= 0:
+            return saved[1]
+    return 2
+
+
+def _surface_choice(surface: str | None) -> str:
+    if surface is not None:
+        _check_choice("surface", surface, SURFACE_CHOICES)
+        return surface
+    text = os.environ.get(SURFACE_VARIABLE) or "error"
+    if text not in SURFACE_CHOICES:
+        raise ValueError(f"{SURFACE_VARIABLE} must be one of {', '.join(SURFACE_CHOICES)}, got "
+                         f"{text!r}; unset it for the default (error)")
+    return text
 
 
 def _gather_us() -> int:
@@ -450,7 +478,8 @@ def _close_again(fds: tuple) -> None:
 def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
              node: str | None = None, fmt: str = "prefixed", lock: str = "auto",
              idle_flush: float = 1.0, snapshot_interval: float = 5.0,
-             buffer_bytes: int = 4 << 20, mode: int | None = None) -> Redirection | None:
+             buffer_bytes: int = 4 << 20, mode: int | None = None,
+             surface: str | None = None) -> Redirection | None:
     """Send everything this process and its children write to fds 1 and 2 into `path`.
 
     path defaults to $SKYRL_LOG_FILE; with neither set, or with
@@ -464,6 +493,10 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     up to `buffer_bytes` wait in memory while the log cannot be written.
     A new log file gets `mode` (default $SKYRL_FDLOG_MODE, else 0o640), new
     directories the same plus search permission, both masked by the umask.
+    `surface` (default $SKYRL_FDLOG_SURFACE, else "error") says which lines are also copied
+    to the original stderr, attributed and rate limited: "error" the lines of level error
+    or graver (a Python traceback whole; skyrl_fdlog/levels.json), "off" none.  In Ray the
+    original stderr reaches the driver's terminal, from every node.
 
     A second call with the same path returns the active Redirection while fds 1
     and 2 still hold its channels; when something else was put there (a dup2
@@ -472,6 +505,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     """
     _check_choice("fmt", fmt, FORMATS)
     _check_choice("lock", lock, LOCK_MODES)
+    surface = _surface_choice(surface)
     mode = log_mode(mode)
     if dump_to_stdout():
         return None
@@ -487,7 +521,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
             return previous
         redirection = Redirection(path=target, name=name or _default_name(),
                                   node=node or default_node(), fmt=fmt, locked=False,
-                                  helper_pid=0)
+                                  helper_pid=0, _surface=surface)
         # A path switch keeps the originals of the first capture; restore() puts them back.
         was_closed = previous._was_closed if previous is not None else _fill_closed_standard_fds()
         _setting_up = redirection  # a fork from now on closes what it holds in the child

@@ -72,8 +72,9 @@ struct fdl_helper_settings {
     long buffer_bytes;        /* output kept in memory while the log cannot be written */
     int restarted_after;      /* pid of a helper that died, 0 on first start */
     int owner_pid;            /* the process whose own pipes are handed over (see below) */
-    int surface_fd;           /* the actor's original stderr, where the helper copies error
-                               * lines for the terminal; -1: none (surface="off") */
+    int surface;              /* 1: copy error lines to surface_fd, for the terminal
+                               * (0, as a zeroed struct has it: surface="off") */
+    int surface_fd;           /* the actor's original stderr */
 };
 
 /* Start a helper that reads out_read and err_read and appends records to

@@ -172,7 +172,7 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
     int copies[MAX_HANDED_OVER + 1];
     /* The surface fd last, copied like the others out of the way of 3..9. */
     fds[count] = settings->surface_fd;
-    int handed = count + (settings->surface_fd >= 0);
+    int handed = count + (settings->surface != 0);
     int rc = hand_over(fds, handed, copies);
     if (rc == 0) {
         pid_t child;

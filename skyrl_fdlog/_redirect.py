@@ -174,8 +174,8 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
     out_read, err_read = redirection._channel_reads
     pipes = redirection._python_pipes
     pipe_out_read, pipe_err_read = pipes.reads if pipes is not None else (-1, -1)
-    redirection._settings.surface_fd = (_original_stderr(redirection)
-                                        if redirection._surface != "off" else -1)
+    redirection._settings.surface = redirection._surface != "off"
+    redirection._settings.surface_fd = _original_stderr(redirection)
     rc = lib.fdl_helper_start(redirection._settings, redirection._log_fd, out_read, err_read,
                               pipe_out_read, pipe_err_read, status_fd, helper_pid)
     if rc < 0:

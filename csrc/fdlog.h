@@ -99,6 +99,11 @@ int fdl_write_note(int log_fd, const struct fdl_helper_settings *settings, int p
  * level error, up to and with its first line that is not indented. */
 int fdl_level_of(const unsigned char *text, size_t length, int *in_traceback);
 
+/* Leave a mark in err_channel (a channel's writing end; a copy is kept) when this process
+ * dies of a fatal signal, for the helper to print its last lines (crash.c); -1 disarms.
+ * Returns 0 or -errno. */
+int fdl_mark_fatal_signals(int err_channel);
+
 /* Test entry point: run the line assembler over chunks of input as the
  * helper would, at fixed times, and write the records to out.
  * chunk i is data[offsets[i] .. offsets[i]+lengths[i]) from pids[i] on

@@ -100,6 +100,18 @@ static int64_t now_ms(void)
     return now;
 }
 
+static uint64_t process_id(int pidfd)
+{
+    struct stat st;
+    return fstat(pidfd, &st) == 0 ? (uint64_t)st.st_ino : 0;
+}
+
+static int has_exited(int pidfd)
+{
+    struct pollfd p = {.fd = pidfd, .events = POLLIN};
+    return poll(&p, 1, 0) == 1;
+}
+
 /*
  * Error lines to the terminal.  The log takes every line off the terminal; lines that are
  * errors (levels.c: level error or graver, a Python traceback as one block) are also
@@ -186,26 +198,101 @@ static void surface(const struct fdl_slot *slot, const char *payload, size_t len
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
 }
 
+/*
+ * Last words.  A process of the actor that dies of a fatal signal says so first (crash.c:
+ * a 'D' byte with an fd on the err channel).  Once that process is gone and what it wrote
+ * is read, the helper prints to the original stderr, once, with the log's path, the last
+ * LAST_WORDS records of all the actor's processes before the mark (the cause, printed by a
+ * child just before, is among them) and the first LAST_WORDS after it (the crash report:
+ * faulthandler's dump of every thread would push the cause out of one window).  Part of
+ * surfacing: surface="off" turns it off too.
+ */
+#define LAST_WORDS 20
+
+struct last_record {
+    int pid;
+    size_t length;
+    char payload[FDL_PAYLOAD_MAX_RAW];
+};
+static struct last_record last_records[LAST_WORDS], crash_records[LAST_WORDS];
+static int last_next, last_count, crash_count;
+static int dying, dying_pid, dying_pidfd = -1, last_words_said;
+
+static void remember(int pid, const char *payload, size_t length)
+{
+    struct last_record *r;
+    if (dying) {
+        if (crash_count == LAST_WORDS)
+            return;
+        r = &crash_records[crash_count++];
+    } else {
+        r = &last_records[last_next];
+        last_next = (last_next + 1) % LAST_WORDS;
+        if (last_count < LAST_WORDS)
+            last_count++;
+    }
+    r->pid = pid;
+    r->length = length < sizeof r->payload ? length : sizeof r->payload;
+    memcpy(r->payload, payload, r->length);
+}
+
+static void say_record(const struct last_record *r)
+{
+    char text[FDL_RECORD_MAX + FDL_NAME_MAX + 16];
+    int n = snprintf(text, sizeof text, "%s[%d] %.*s\n", settings.name, r->pid, (int)r->length,
+                     r->payload);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+}
+
+static void note_dying(int pid)
+{
+    if (dying || last_words_said)
+        return;
+    dying = 1;
+    dying_pid = pid;
+    dying_pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+}
+
+/* Without a pidfd (kernels before 5.3, or pid 0): gone once its pid is; a zombie counts as
+ * alive until reaped, which only delays the words. */
+static int dying_is_gone(void)
+{
+    if (dying_pidfd >= 0)
+        return has_exited(dying_pidfd);
+    return dying_pid > 0 && kill(dying_pid, 0) != 0 && errno == ESRCH;
+}
+
+static void say_last_words(void)
+{
+    char text[FDL_RECORD_MAX + 8400];
+    int n = snprintf(text, sizeof text,
+                     "skyrl_fdlog: %s: process %d died of a fatal signal; the last %d lines of "
+                     "the actor's processes before it and the first %d after it (every line is "
+                     "in %s):\n", settings.name, dying_pid, last_count, crash_count, settings.path);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    for (int i = 0; i < last_count; i++)
+        say_record(&last_records[(last_next - last_count + i + LAST_WORDS) % LAST_WORDS]);
+    for (int i = 0; i < crash_count; i++)
+        say_record(&crash_records[i]);
+    last_words_said = 1;
+    if (dying_pidfd >= 0)
+        close(dying_pidfd);
+    dying_pidfd = -1;
+}
+
 static void collect_record(void *context, const char *record, size_t length, char mark)
 {
     (void)context;
     fdl_writer_add(record, length);
     const struct fdl_slot *slot = assembler->emitting;
-    if (settings.surface && slot != NULL) /* the payload: the record's end, before '\n' */
-        surface(slot, record + length - 1 - assembler->emitting_length,
-                assembler->emitting_length, mark);
-}
-
-static uint64_t process_id(int pidfd)
-{
-    struct stat st;
-    return fstat(pidfd, &st) == 0 ? (uint64_t)st.st_ino : 0;
-}
-
-static int has_exited(int pidfd)
-{
-    struct pollfd p = {.fd = pidfd, .events = POLLIN};
-    return poll(&p, 1, 0) == 1;
+    if (!settings.surface || slot == NULL)
+        return;
+    /* the payload: the record's end, before its '\n' */
+    const char *payload = record + length - 1 - assembler->emitting_length;
+    surface(slot, payload, assembler->emitting_length, mark);
+    int stream = FDL_STREAM_OF(slot->stream);
+    if (stream == FDL_STREAM_OUT || stream == FDL_STREAM_ERR)
+        remember(slot->pid, payload, assembler->emitting_length);
 }
 
 static void forget(struct writer *w)
@@ -364,8 +451,13 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
-        if (passed_fd >= 0) { /* a flush request: its byte is not output */
-            take_flush_request(passed_fd);
+        if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D') */
+            if (data[n - 1] == 'D') {
+                close(passed_fd);
+                note_dying(pid);
+            } else {
+                take_flush_request(passed_fd);
+            }
             n--;
         }
         if (from_pipe)
@@ -524,7 +616,8 @@ static int tick_interval_ms(void)
 static int poll_timeout(void)
 {
     /* Held-back error lines are counted on the terminal when their window ends. */
-    return any_line_pending() || surface_held_back > 0 ? tick_interval_ms() : -1;
+    return any_line_pending() || surface_held_back > 0 || (dying && !last_words_said)
+               ? tick_interval_ms() : -1;
 }
 
 /* The owner's pipes come first in each round: of a Python line and a C line the owner wrote
@@ -642,6 +735,13 @@ int main(int argc, char **argv)
         open_channels -= read_ready(channels);
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);
+        if (dying && !last_words_said && dying_is_gone()) {
+            /* All it wrote is in the channels now: read that first. */
+            for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0;
+                 round++)
+                open_channels -= read_ready(channels);
+            say_last_words();
+        }
         int64_t now = now_ms();
         if (now >= next_tick) { /* idle lines need no attention on every round */
             fdl_assembler_tick(assembler, now, settings.idle_ms);
@@ -657,6 +757,8 @@ int main(int argc, char **argv)
             read_channel(channels[i].fd, streams[i]);
         fdl_assembler_close_stream(assembler, streams[i], now_ms());
     }
+    if (dying && !last_words_said) /* every writer has gone: the dying one too */
+        say_last_words();
     answer_flush_requests(fdl_writer_finish(GIVE_UP_AFTER_MS) == 0);
     if (settings.surface)
         surface_window(INT64_MAX / 2); /* the count of a window cut short */

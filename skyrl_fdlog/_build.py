@@ -11,7 +11,7 @@ import cffi
 
 CSRC = Path("csrc")
 EXTENSION_SOURCES = ["open_log.c", "capture.c", "helper_start.c", "assemble.c", "record.c",
-                     "levels.c", "test_entry.c"]
+                     "levels.c", "crash.c", "test_entry.c"]
 HELPER_SOURCES = ["helper.c", "log_writer.c", "open_log.c", "assemble.c", "record.c", "levels.c"]
 COMPILE_ARGS = ["-std=gnu11", "-O2", "-fvisibility=hidden"]
 

@@ -623,6 +623,8 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
     _line_buffer_python_streams()
     if previous is not None:
         _retire(previous)  # its pipes' numbers become stand-ins of fds 1 and 2 ...
+    if redirection._own_writes and redirection._surface != "off":
+        lib.fdl_mark_fatal_signals(redirection._own_writes[1])  # last words (crash.c)
     with _fd_lock:  # stand-ins change hands: a fork must not see them in between
         if redirection._python_pipes is not None:
             redirection._python_pipes.install()  # ... which the new pipes take over
@@ -732,6 +734,7 @@ def _retire(redirection: Redirection) -> None:
     has closed)."""
     _nonblock_guard.stop(redirection._nonblock_guard)
     with _fd_lock:
+        lib.fdl_mark_fatal_signals(-1)  # its copy of the err channel goes too
         _close_quietly(*redirection._own_writes)
         redirection._own_writes, redirection._nonblock_guard = (), None
     if redirection._python_pipes is not None:
@@ -802,6 +805,7 @@ def _after_fork_in_child() -> None:
             _forget(redirection)
     _active = _setting_up = None
     _lingering.clear()
+    lib.fdl_mark_fatal_signals(-1)  # the parent's copy of its err channel
     follow_fds_1_and_2()  # stand-ins of a redirection caught half made or half undone
 
 

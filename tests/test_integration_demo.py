@@ -72,6 +72,8 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
     terminal = result.stdout + result.stderr
     for marker in INFRA_MARKERS:
         assert marker not in terminal, f"infra output on the terminal: {marker!r}"
+    # a healthy run surfaces no error line and leaves no last words (issue 13)
+    assert "skyrl_fdlog:" not in terminal, terminal[-3000:]
 
     (log_file,) = log_path.iterdir()
     assert f"Infrastructure logs: {log_file}" in out

@@ -137,6 +137,12 @@ static int surface_path_told;
 
 static void surface_write(const char *text, size_t length)
 {
+    /* A terminal whose reader stopped (a full pipe, a tty held with ^S) must not stall the
+     * log: such a line is dropped here (it is in the log).  The fd cannot be made
+     * non-blocking: its file description is the actor's own stderr too. */
+    struct pollfd p = {.fd = SURFACE_FD, .events = POLLOUT};
+    if (poll(&p, 1, 0) != 1 || !(p.revents & POLLOUT))
+        return;
     while (length > 0) {
         ssize_t n = write(SURFACE_FD, text, length);
         if (n < 0 && errno == EINTR)

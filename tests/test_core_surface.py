@@ -106,3 +106,34 @@ for how in ("argument", "environment"):
         "surface must be one of 'error', 'off', got 'errors'",
         "SKYRL_FDLOG_SURFACE must be one of error, off, got 'loud'; unset it for the default (error)",
     ]
+
+
+def test_a_stalled_terminal_does_not_stall_the_log(tmp_path):
+    """The original stderr is a pipe that nobody reads, already full: error lines cannot be
+    copied there, and the log still gets every line at once (the helper never blocks on
+    it)."""
+    log = tmp_path / "infra.log"
+    result = run_python(f"""
+import fcntl, os, time
+import skyrl_fdlog
+read, write = os.pipe()
+flags = fcntl.fcntl(write, fcntl.F_GETFL)
+fcntl.fcntl(write, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+try:
+    while True:
+        os.write(write, b"x" * 4096)
+except BlockingIOError:
+    pass
+fcntl.fcntl(write, fcntl.F_SETFL, flags)
+os.dup2(write, 2)
+skyrl_fdlog.redirect({str(log)!r}, name="Engine")
+for i in range(100):
+    os.write(1, f"ERROR:root:failure {{i}}\\n".encode())
+start = time.monotonic()
+ok = skyrl_fdlog.flush(timeout=5)
+print(ok, time.monotonic() - start < 4, file=open({str(tmp_path / "out")!r}, "w"))
+skyrl_fdlog.restore()
+""")
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "out").read_text().split() == ["True", "True"]
+    assert log.read_bytes().count(b"ERROR:root:failure") == 100

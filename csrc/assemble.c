@@ -56,7 +56,10 @@ static void emit(struct fdl_assembler *assembler, struct fdl_slot *slot, char ma
     char record[FDL_RECORD_MAX];
     size_t size = fdl_format_record(&assembler->format, record, now_ms + assembler->wall_offset_ms,
                                     slot->label, slot->label_length, mark, payload, length);
+    assembler->emitting = slot;
+    assembler->emitting_length = length;
     assembler->sink(assembler->context, record, size, mark);
+    assembler->emitting = NULL;
     slot->open_chain = mark == FDL_MARK_FRAGMENT;
 }
 

@@ -73,6 +73,9 @@ struct fdl_helper_settings {
     long long max_bytes;      /* 0, or records are dropped once the file holds this much */
     int restarted_after;      /* pid of a helper that died, 0 on first start */
     int owner_pid;            /* the process whose own pipes are handed over (see below) */
+    int surface;              /* 1: copy error lines to surface_fd, for the terminal
+                               * (0, as a zeroed struct has it: surface="off") */
+    int surface_fd;           /* the actor's original stderr */
 };
 
 /* Start a helper that reads out_read and err_read and appends records to
@@ -90,6 +93,17 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
  * actor says itself while no helper runs.  Returns 0 or -errno. */
 int fdl_write_note(int log_fd, const struct fdl_helper_settings *settings, int pid,
                    const char *text);
+
+/* The level of a line (levels.c), from the table skyrl_fdlog/levels.json: 0 none, 1 debug,
+ * 2 info, 3 warning, 4 error, 5 critical; -1 when the table did not compile.  in_traceback
+ * is the writer's state across lines (start at 0): a Python traceback is one block of
+ * level error, up to and with its first line that is not indented. */
+int fdl_level_of(const unsigned char *text, size_t length, int *in_traceback);
+
+/* Leave a mark in err_channel (a channel's writing end; a copy is kept) when this process
+ * dies of a fatal signal, for the helper to print its last lines (crash.c); -1 disarms.
+ * Returns 0 or -errno. */
+int fdl_mark_fatal_signals(int err_channel);
 
 /* Test entry point: run the line assembler over chunks of input as the
  * helper would, at fixed times, and write the records to out.

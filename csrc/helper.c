@@ -6,7 +6,9 @@
  * Started by fdl_helper_start (helper_start.c) with the log on fd 3, the out
  * and err channels on 4 and 5, the status pipe on 6 and, when the actor's
  * Python output has pipes of its own (owner=PID), their reading ends on 7
- * and 8; bytes from those are the owner's.  It exits once every
+ * and 8; bytes from those are the owner's.  With surface=1, fd 9 is the
+ * actor's original stderr, to which error lines are copied (see "Error
+ * lines to the terminal" below).  It exits once every
  * writer has closed the channels (orphaned children included) and all
  * records are written, or after SIGTERM once what is readable is written;
  * its last words on the status pipe say which ("EXIT eof" / "EXIT term").
@@ -27,9 +29,12 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "fdlog.h"
 #include "internal.h"
+#include "levels.h"
 
-enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8 };
+enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8,
+       SURFACE_FD = 9 };
 enum { CHANNEL_COUNT = 4 };
 
 #define READ_CHUNK (64 * 1024)
@@ -41,7 +46,7 @@ enum { CHANNEL_COUNT = 4 };
 
 struct settings {
     const char *name, *node, *path;
-    int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after, owner;
+    int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after, owner, surface;
     long buffer_bytes;
     long long max_bytes;
 };
@@ -96,13 +101,6 @@ static int64_t now_ms(void)
     return now;
 }
 
-static void collect_record(void *context, const char *record, size_t length, char mark)
-{
-    (void)context;
-    (void)mark;
-    fdl_writer_add(record, length);
-}
-
 static uint64_t process_id(int pidfd)
 {
     struct stat st;
@@ -113,6 +111,195 @@ static int has_exited(int pidfd)
 {
     struct pollfd p = {.fd = pidfd, .events = POLLIN};
     return poll(&p, 1, 0) == 1;
+}
+
+/*
+ * Error lines to the terminal.  The log takes every line off the terminal; lines that are
+ * errors (levels.c: level error or graver, a Python traceback as one block) are also
+ * copied to the actor's original stderr, which Ray forwards to the driver from any node.
+ * Each is attributed "NAME[PID] " (PID: the process that wrote it, a child's too).  At
+ * most SURFACE_BURST lines per SURFACE_WINDOW_MS: past that they are counted, and one
+ * line says how many were held back and where they are.
+ */
+#define SURFACE_BURST 40
+#define SURFACE_WINDOW_MS 10000
+#define SURFACE_WRITERS 256  /* per-writer state kept, hashed by (pid, stream) */
+
+struct surfaced_writer {
+    int pid, stream;        /* stream 0: unused */
+    int in_traceback;       /* levels.c's state across this writer's lines */
+    int showing;            /* the line under way (a '+' chain) is copied */
+    int mid_line;           /* the last record was a '+' fragment */
+};
+static struct surfaced_writer surfaced[SURFACE_WRITERS];
+static int64_t surface_window_start = -SURFACE_WINDOW_MS;
+static long surface_shown, surface_held_back;
+static int surface_path_told;
+
+static void surface_write(const char *text, size_t length)
+{
+    /* A terminal whose reader stopped (a full pipe, a tty held with ^S) must not stall the
+     * log: such a line is dropped here (it is in the log).  The fd cannot be made
+     * non-blocking: its file description is the actor's own stderr too. */
+    struct pollfd p = {.fd = SURFACE_FD, .events = POLLOUT};
+    if (poll(&p, 1, 0) != 1 || !(p.revents & POLLOUT))
+        return;
+    while (length > 0) {
+        ssize_t n = write(SURFACE_FD, text, length);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return; /* the terminal is gone or full: the log has the line anyway */
+        text += n;
+        length -= (size_t)n;
+    }
+}
+
+/* Say how many lines the last window held back; start a new window when it is over. */
+static void surface_window(int64_t now)
+{
+    if (now - surface_window_start < SURFACE_WINDOW_MS)
+        return;
+    if (surface_held_back > 0) {
+        char text[8400];
+        int n = snprintf(text, sizeof text,
+                         "skyrl_fdlog: %s: %ld more error lines not shown here (at most %d per "
+                         "%d s); every line is in %s\n", settings.name, surface_held_back,
+                         SURFACE_BURST, SURFACE_WINDOW_MS / 1000, settings.path);
+        surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    }
+    surface_window_start = now;
+    surface_shown = surface_held_back = 0;
+}
+
+static void surface(const struct fdl_slot *slot, const char *payload, size_t length, char mark)
+{
+    int stream = FDL_STREAM_OF(slot->stream);
+    if (stream != FDL_STREAM_OUT && stream != FDL_STREAM_ERR)
+        return;
+    unsigned hash = ((unsigned)slot->pid * 2654435761u + (unsigned)slot->stream) % SURFACE_WRITERS;
+    struct surfaced_writer *w = &surfaced[hash];
+    if (w->pid != slot->pid || w->stream != slot->stream) /* a new writer, or a collision */
+        *w = (struct surfaced_writer){.pid = slot->pid, .stream = slot->stream};
+    if (!w->mid_line)
+        w->showing = fdl_level_of((const unsigned char *)payload, length, &w->in_traceback) >=
+                     FDL_LEVEL_ERROR;
+    w->mid_line = mark == FDL_MARK_FRAGMENT;
+    if (!w->showing)
+        return;
+    surface_window(clock_ms(CLOCK_MONOTONIC));
+    if (surface_shown >= SURFACE_BURST) {
+        surface_held_back++;
+        return;
+    }
+    surface_shown++;
+    char text[FDL_RECORD_MAX + 8400];
+    int n = 0;
+    if (!surface_path_told) {
+        n = snprintf(text, sizeof text, "skyrl_fdlog: error lines of %s follow; all its output "
+                     "is in %s\n", settings.name, settings.path);
+        surface_path_told = 1;
+    }
+    n += snprintf(text + n, sizeof text - (size_t)n, "%s[%d] %.*s\n", settings.name, slot->pid,
+                  (int)length, payload);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+}
+
+/*
+ * Last words.  A process of the actor that dies of a fatal signal says so first (crash.c:
+ * a 'D' byte with an fd on the err channel).  Once that process is gone and what it wrote
+ * is read, the helper prints to the original stderr, once, with the log's path, the last
+ * LAST_WORDS records of all the actor's processes before the mark (the cause, printed by a
+ * child just before, is among them) and the first LAST_WORDS after it (the crash report:
+ * faulthandler's dump of every thread would push the cause out of one window).  Part of
+ * surfacing: surface="off" turns it off too.
+ */
+#define LAST_WORDS 20
+
+struct last_record {
+    int pid;
+    size_t length;
+    char payload[FDL_PAYLOAD_MAX_RAW];
+};
+static struct last_record last_records[LAST_WORDS], crash_records[LAST_WORDS];
+static int last_next, last_count, crash_count;
+static int dying, dying_pid, dying_pidfd = -1, last_words_said;
+
+static void remember(int pid, const char *payload, size_t length)
+{
+    struct last_record *r;
+    if (dying) {
+        if (crash_count == LAST_WORDS)
+            return;
+        r = &crash_records[crash_count++];
+    } else {
+        r = &last_records[last_next];
+        last_next = (last_next + 1) % LAST_WORDS;
+        if (last_count < LAST_WORDS)
+            last_count++;
+    }
+    r->pid = pid;
+    r->length = length < sizeof r->payload ? length : sizeof r->payload;
+    memcpy(r->payload, payload, r->length);
+}
+
+static void say_record(const struct last_record *r)
+{
+    char text[FDL_RECORD_MAX + FDL_NAME_MAX + 16];
+    int n = snprintf(text, sizeof text, "%s[%d] %.*s\n", settings.name, r->pid, (int)r->length,
+                     r->payload);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+}
+
+static void note_dying(int pid)
+{
+    if (dying || last_words_said)
+        return;
+    dying = 1;
+    dying_pid = pid;
+    dying_pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+}
+
+/* Without a pidfd (kernels before 5.3, or pid 0): gone once its pid is; a zombie counts as
+ * alive until reaped, which only delays the words. */
+static int dying_is_gone(void)
+{
+    if (dying_pidfd >= 0)
+        return has_exited(dying_pidfd);
+    return dying_pid > 0 && kill(dying_pid, 0) != 0 && errno == ESRCH;
+}
+
+static void say_last_words(void)
+{
+    char text[FDL_RECORD_MAX + 8400];
+    int n = snprintf(text, sizeof text,
+                     "skyrl_fdlog: %s: process %d died of a fatal signal; the last %d lines of "
+                     "the actor's processes before it and the first %d after it (every line is "
+                     "in %s):\n", settings.name, dying_pid, last_count, crash_count, settings.path);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    for (int i = 0; i < last_count; i++)
+        say_record(&last_records[(last_next - last_count + i + LAST_WORDS) % LAST_WORDS]);
+    for (int i = 0; i < crash_count; i++)
+        say_record(&crash_records[i]);
+    last_words_said = 1;
+    if (dying_pidfd >= 0)
+        close(dying_pidfd);
+    dying_pidfd = -1;
+}
+
+static void collect_record(void *context, const char *record, size_t length, char mark)
+{
+    (void)context;
+    fdl_writer_add(record, length);
+    const struct fdl_slot *slot = assembler->emitting;
+    if (!settings.surface || slot == NULL)
+        return;
+    /* the payload: the record's end, before its '\n' */
+    const char *payload = record + length - 1 - assembler->emitting_length;
+    surface(slot, payload, assembler->emitting_length, mark);
+    int stream = FDL_STREAM_OF(slot->stream);
+    if (stream == FDL_STREAM_OUT || stream == FDL_STREAM_ERR)
+        remember(slot->pid, payload, assembler->emitting_length);
 }
 
 static void forget(struct writer *w)
@@ -271,8 +458,13 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
-        if (passed_fd >= 0) { /* a flush request: its byte is not output */
-            take_flush_request(passed_fd);
+        if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D') */
+            if (data[n - 1] == 'D') {
+                close(passed_fd);
+                note_dying(pid);
+            } else {
+                take_flush_request(passed_fd);
+            }
             n--;
         }
         if (from_pipe)
@@ -313,10 +505,25 @@ static int parse_settings(int argc, char **argv)
         else if (KEY("max_bytes")) settings.max_bytes = atoll(value);
         else if (KEY("restarted_after")) settings.restarted_after = atoi(value);
         else if (KEY("owner")) settings.owner = atoi(value);
+        else if (KEY("surface")) settings.surface = atoi(value);
         else return -1;
 #undef KEY
     }
     return 0;
+}
+
+/* Close fds first to last (~0U: every fd from first on). */
+static void close_from(unsigned first, unsigned last)
+{
+#ifdef SYS_close_range
+    if (syscall(SYS_close_range, first, last, 0) == 0)
+        return;
+#endif
+    struct rlimit limit;
+    unsigned top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536
+                       ? (unsigned)limit.rlim_cur : 65536;
+    for (unsigned fd = first; fd <= last && fd < top; fd++)
+        close((int)fd);
 }
 
 /* Leave the actor's session and process tree, and drop every fd not ours: fds 7 and 8
@@ -341,15 +548,11 @@ static pid_t detach(void)
         _exit(1);
     }
     int first_unused = settings.owner > 0 ? PIPE_ERR_FD + 1 : STATUS_FD + 1;
-#ifdef SYS_close_range
-    if (syscall(SYS_close_range, first_unused, ~0U, 0) == 0)
-        return intermediate;
-#endif
-    struct rlimit limit;
-    long top = getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < 65536 ? (long)limit.rlim_cur
-                                                                               : 65536;
-    for (long fd = first_unused; fd < top; fd++)
-        close((int)fd);
+    if (settings.surface) { /* fd 9 is ours, 7 and 8 perhaps not */
+        close_from(first_unused, SURFACE_FD - 1);
+        first_unused = SURFACE_FD + 1;
+    }
+    close_from(first_unused, ~0U);
     return intermediate;
 }
 
@@ -420,7 +623,9 @@ static int tick_interval_ms(void)
 
 static int poll_timeout(void)
 {
-    return any_line_pending() ? tick_interval_ms() : -1;
+    /* Held-back error lines are counted on the terminal when their window ends. */
+    return any_line_pending() || surface_held_back > 0 || (dying && !last_words_said)
+               ? tick_interval_ms() : -1;
 }
 
 /* The owner's pipes come first in each round: of a Python line and a C line the owner wrote
@@ -539,10 +744,19 @@ int main(int argc, char **argv)
         open_channels -= read_ready(channels);
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);
+        if (dying && !last_words_said && dying_is_gone()) {
+            /* All it wrote is in the channels now: read that first. */
+            for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0;
+                 round++)
+                open_channels -= read_ready(channels);
+            say_last_words();
+        }
         int64_t now = now_ms();
         if (now >= next_tick) { /* idle lines need no attention on every round */
             fdl_assembler_tick(assembler, now, settings.idle_ms);
             next_tick = now + tick_interval_ms();
+            if (settings.surface)
+                surface_window(now);
         }
         fdl_writer_flush();
     }
@@ -552,7 +766,11 @@ int main(int argc, char **argv)
             read_channel(channels[i].fd, streams[i]);
         fdl_assembler_close_stream(assembler, streams[i], now_ms());
     }
+    if (dying && !last_words_said) /* every writer has gone: the dying one too */
+        say_last_words();
     answer_flush_requests(fdl_writer_finish(GIVE_UP_AFTER_MS) == 0);
+    if (settings.surface)
+        surface_window(INT64_MAX / 2); /* the count of a window cut short */
     dprintf(STATUS_FD, "EXIT %s\n", stop_requested ? "term" : "eof");
     return 0;
 }

@@ -11,7 +11,8 @@
  * Its fds: 0-2 /dev/null, 3 the log, 4 and 5 the reading ends of the out and
  * err channels, 6 the status pipe on which it says "READY <pid>" and which
  * it holds open until it exits, and with an owner the reading ends of the
- * owner's own out and err pipes on 7 and 8.
+ * owner's own out and err pipes on 7 and 8, and with settings->surface_fd a
+ * copy of it (the actor's original stderr) on 9.
  *
  * Also here: fdl_write_note, the one record the actor writes into the log
  * itself, when no helper runs to write it (a restart, the fallback, pid 1).
@@ -36,7 +37,7 @@
 
 extern char **environ;
 
-enum { MAX_HANDED_OVER = 6 };
+enum { MAX_HANDED_OVER = 6, SURFACE_FD = 9 };
 
 /* Copies of the fds to hand over, numbered out of the way of 3..8 so the
  * dup2 file actions cannot overwrite one another. */
@@ -54,10 +55,12 @@ static int hand_over(const int *fds, int count, int *copies)
     return 0;
 }
 
-static int spawn(const struct fdl_helper_settings *s, const int *copies, int count, pid_t *child)
+static int spawn(const struct fdl_helper_settings *s, const int *copies, int count,
+                 int surface_copy, pid_t *child)
 {
-    char raw[16], lock[16], idle[32], snapshot[32], gather[32], buffer[48], cap[48],
+    char surface[16], raw[16], lock[16], idle[32], snapshot[32], gather[32], buffer[48], cap[48],
         restarted[32], owner[32];
+    snprintf(surface, sizeof surface, "surface=%d", surface_copy >= 0);
     snprintf(raw, sizeof raw, "raw=%d", s->raw);
     snprintf(lock, sizeof lock, "lock=%d", s->lock);
     snprintf(idle, sizeof idle, "idle_ms=%d", s->idle_ms);
@@ -77,7 +80,7 @@ static int spawn(const struct fdl_helper_settings *s, const int *copies, int cou
     snprintf(node, node_size, "node=%s", s->node);
     snprintf(path, path_size, "path=%s", s->log_path);
     char *argv[] = {"skyrl-fdlog-helper", name, node, path, raw, lock, idle, snapshot,
-                    gather, buffer, cap, restarted, owner, NULL};
+                    gather, buffer, cap, restarted, owner, surface, NULL};
 
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
@@ -97,6 +100,8 @@ static int spawn(const struct fdl_helper_settings *s, const int *copies, int cou
         posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
     for (int i = 0; i < count; i++)
         posix_spawn_file_actions_adddup2(&actions, copies[i], 3 + i);
+    if (surface_copy >= 0)
+        posix_spawn_file_actions_adddup2(&actions, surface_copy, SURFACE_FD);
     rc = -posix_spawn(child, s->helper_path, &actions, &attributes, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
@@ -162,15 +167,18 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
                 close(status[i]);
         return -error;
     }
-    int fds[MAX_HANDED_OVER] = {log_fd, out_read, err_read, status[1], pipe_out_read,
+    int fds[MAX_HANDED_OVER + 1] = {log_fd, out_read, err_read, status[1], pipe_out_read,
                                 pipe_err_read};
     int count = pipe_out_read >= 0 && pipe_err_read >= 0 ? MAX_HANDED_OVER : 4;
-    int copies[MAX_HANDED_OVER];
-    int rc = hand_over(fds, count, copies);
+    int copies[MAX_HANDED_OVER + 1];
+    /* The surface fd last, copied like the others out of the way of 3..9. */
+    fds[count] = settings->surface_fd;
+    int handed = count + (settings->surface != 0);
+    int rc = hand_over(fds, handed, copies);
     if (rc == 0) {
         pid_t child;
-        rc = spawn(settings, copies, count, &child);
-        for (int i = 0; i < count; i++)
+        rc = spawn(settings, copies, count, handed > count ? copies[count] : -1, &child);
+        for (int i = 0; i < handed; i++)
             close(copies[i]);
         if (rc == 0) {
             /* The first process only forks the real helper and exits: reap it. */

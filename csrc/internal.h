@@ -78,6 +78,11 @@ struct fdl_assembler {
     int owner;              /* the pid whose own pipes are read (0: none) */
     int owner_chain[2];     /* per stream (out, err): which of the owner's channels has an
                              * open fragment chain: 0 none, 1 the socket, 2 the pipe */
+    /* While the sink runs: the slot whose record it gets (its writer) and the payload's
+     * length (the record's last bytes before its '\n'); NULL for the empty record that
+     * ends another channel's chain. */
+    const struct fdl_slot *emitting;
+    size_t emitting_length;
     struct fdl_slot slots[FDL_SLOT_COUNT];
 };
 

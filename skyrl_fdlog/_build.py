@@ -4,13 +4,15 @@ The cdef is csrc/fdlog.h itself with its preprocessor lines removed, so the
 header and the binding can never disagree.
 """
 
+import runpy
 from pathlib import Path
 
 import cffi
 
 CSRC = Path("csrc")
-EXTENSION_SOURCES = ["open_log.c", "capture.c", "helper_start.c", "assemble.c", "record.c", "test_entry.c"]
-HELPER_SOURCES = ["helper.c", "log_writer.c", "open_log.c", "assemble.c", "record.c"]
+EXTENSION_SOURCES = ["open_log.c", "capture.c", "helper_start.c", "assemble.c", "record.c",
+                     "levels.c", "crash.c", "test_entry.c"]
+HELPER_SOURCES = ["helper.c", "log_writer.c", "open_log.c", "assemble.c", "record.c", "levels.c"]
 COMPILE_ARGS = ["-std=gnu11", "-O2", "-fvisibility=hidden"]
 
 
@@ -19,6 +21,21 @@ def header_declarations() -> str:
     header = (Path(__file__).resolve().parent.parent / CSRC / "fdlog.h").read_text()
     return "\n".join(line for line in header.splitlines() if not line.lstrip().startswith("#"))
 
+
+def write_levels_header() -> Path:
+    """Generate csrc/levels.h from skyrl_fdlog/levels.json (the one level table, which the
+    reader reads itself); rewritten only when it changes, so builds stay incremental."""
+    root = Path(__file__).resolve().parent.parent
+    levels = runpy.run_path(str(root / "skyrl_fdlog" / "_levels.py"))  # the package may not import yet
+    header = root / CSRC / "levels.h"
+    text = levels["c_header"]()
+    if not header.exists() or header.read_text() != text:
+        header.write_text(text)
+    return header
+
+
+# Every build reads this file first (setup.py, the tests' compiles): the header is fresh.
+write_levels_header()
 
 ffibuilder = cffi.FFI()
 ffibuilder.cdef(header_declarations())

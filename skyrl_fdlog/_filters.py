@@ -19,7 +19,7 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from ._message import view
+from ._message import LevelTracker, at_least
 from .reader import Record
 
 # The bytes a written name keeps (docs/format.md); every other byte became "_".  Node
@@ -143,6 +143,8 @@ class Filters:
     since_ms: int | None = None
     until_ms: int | None = None
     grep: re.Pattern[str] | None = None
+    level: str | None = None
+    """Only lines of this level or graver (a traceback as one block of level error)."""
 
     def record_test(self) -> RecordTest | None:
         """A predicate on records for the writer fields; None when nothing to test."""
@@ -152,13 +154,22 @@ class Filters:
 
     def line_test(self) -> Callable[[Record], bool] | None:
         """A predicate on joined lines for time and regex; None when nothing to test."""
-        if self.since_ms is None and self.until_ms is None and self.grep is None:
+        if (self.since_ms is None and self.until_ms is None and self.grep is None
+                and self.level is None):
             return None
         since = self.since_ms
         until = self.until_ms
         search = self.grep.search if self.grep is not None else None
+        threshold = self.level
+        # Every line passes the tracker, whatever else rejects it: a traceback's block
+        # is known only from its first line on.
+        tracker = LevelTracker() if threshold is not None else None
 
         def test(line: Record) -> bool:
+            if tracker is not None:
+                level = tracker.level(line.shown_text(), (line.node, line.pid, line.stream))
+                if not at_least(level, threshold):
+                    return False
             if since is not None or until is not None:
                 if not line.parsed:
                     return False
@@ -166,10 +177,7 @@ class Filters:
                     return False
                 if until is not None and line.time_ms > until:
                     return False
-            if search is None:
-                return True
-            payload = view(line.payload, line.pid)[1] if line.parsed else line.payload
-            return search(payload.decode("utf-8", "replace")) is not None
+            return search is None or search(line.shown_text()) is not None
 
         return test
 

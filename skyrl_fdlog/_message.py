@@ -15,7 +15,9 @@ reads a payload through this one module, so they all follow the same rules:
   another pid (a line relayed from elsewhere) is text and stays.
 * **Level.**  :func:`level_of` recognises the level of the common log line formats
   (Python logging, vLLM, Ray's Python and C++ logs, glog and torch's C++ warnings) and
-  says ``None`` for anything else.
+  error messages that stand anywhere in a line (NCCL WARN, Segmentation fault), and says
+  ``None`` for anything else; :class:`LevelTracker` also reads a traceback as one block.
+  The patterns are one table, levels.json, that the log helper is built from too.
 
 The file is never changed: these are views for reading, and ``--raw-bytes`` shows the
 bytes as written.  Standard library only, like the reader.
@@ -24,6 +26,8 @@ bytes as written.  Standard library only, like the reader.
 from __future__ import annotations
 
 import re
+
+from . import _levels
 
 # One SGR parameter list that only sets colours or attributes a reader wants: reset (0 or
 # empty), bold, dim, italic, underline and their resets (1-4, 22-24), the 8 + 8 basic and
@@ -58,36 +62,22 @@ _DECORATION = re.compile(
 #   Ray's C++ logs                    [2026-11-27 02:47:06,123 W 123 456] file.cc:12: message
 #   glog, torch's C++ warnings        W1127 02:47:06.123456  1234 file.cc:12] message
 #                                     [rank0]:[W1127 02:47:06.123456789 x.cpp:1] message
-# Written once, per level, in the regex dialect that Python's re and lnav's PCRE2 share:
-# the lnav format (skyrl_fdlog/lnav/skyrl_fdlog.json) holds LNAV_LEVELS, and a test
-# checks that it matches this table.
-_LEVEL_START = r"(?:\([A-Za-z_][A-Za-z0-9_.-]*(?: rank=\d+)? pid=\d+\) )?"
-
-
-def _level_formats(words: str, letter: str, dated_words: str) -> str:
-    return (
-        rf"(?:{words}):"
-        rf"|(?:{words}) \d\d-\d\d \d\d:\d\d:\d\d\b"
-        rf"|\d{{4}}-\d\d-\d\d[ T]\d\d:\d\d:\d\d(?:[.,]\d+)?\s+(?:{dated_words})\b"
-        rf"|\[\d{{4}}-\d\d-\d\d \d\d:\d\d:\d\d[.,]\d+ {letter} \d+ \d+\]"
-        rf"|(?:\[rank\d+\]:)?\[?{letter}\d{{4}} \d\d:\d\d:\d\d\.\d{{6,9}}[ \]]"
-    )
-
-
-_LEVEL_FORMATS = {
-    "debug": _level_formats("DEBUG", "D", "DEBUG"),
-    "info": _level_formats("INFO", "I", "INFO"),
-    "warning": _level_formats("WARNING", "W", "WARNING|WARN"),
-    "error": _level_formats("ERROR", "E", "ERROR"),
-    "critical": _level_formats("CRITICAL", "F", "CRITICAL|FATAL"),
-}
+# and, in a line that none of those formats claims, messages that are errors wherever they
+# stand (NCCL WARN, CUDA out of memory, Segmentation fault, ...).  The patterns live in one
+# table, levels.json (expanded by _levels), that the log helper is built from too
+# (csrc/levels.h), and the lnav format (skyrl_fdlog/lnav/skyrl_fdlog.json) holds the
+# at-start patterns as LNAV_LEVELS; tests check that all three agree.
 #: The level patterns of the lnav format, one anchored regex per lnav level.
-LNAV_LEVELS = {level: f"^{_LEVEL_START}(?:{formats})" for level, formats in _LEVEL_FORMATS.items()}
-_LEVEL = re.compile(
-    _LEVEL_START + "(?:" + "|".join(f"(?P<{level}>{formats})"
-                                    for level, formats in _LEVEL_FORMATS.items()) + ")",
-    re.ASCII,
-)
+LNAV_LEVELS = dict(_levels.AT_START)
+_AT_START = re.compile("|".join(f"(?P<{level}>{pattern})"
+                                for level, pattern in _levels.AT_START.items()), re.ASCII)
+# Highest first: a line that holds two such messages has the graver level.
+_ANYWHERE = [(level, re.compile(pattern, re.ASCII).search)
+             for level, pattern in reversed(_levels.ANYWHERE.items())]
+_TRACEBACK_START = re.compile(_levels.TRACEBACK_START, re.ASCII).match
+_TRACEBACK_INSIDE = re.compile(_levels.TRACEBACK_INSIDE, re.ASCII).match
+#: The levels from the lowest to the highest.
+LEVELS = _levels.ORDER
 
 
 def drop_colours(payload: bytes) -> bytes:
@@ -117,8 +107,42 @@ def view(payload: bytes, pid: int) -> tuple[str | None, bytes]:
 
 def level_of(text: str) -> str | None:
     """``debug``, ``info``, ``warning``, ``error`` or ``critical`` for a line in a known
-    format (see the module), else None; colours in ``text`` are ignored."""
+    format, or holding a known error message (see the module), else None; colours in
+    ``text`` are ignored.  One line alone: :class:`LevelTracker` also knows tracebacks."""
     if "\x1b[" in text:
         text = _COLOUR_STR.sub("", text)
-    match = _LEVEL.match(text)
-    return match.lastgroup if match is not None else None
+    match = _AT_START.match(text)
+    if match is not None:
+        return match.lastgroup
+    for level, search in _ANYWHERE:
+        if search(text) is not None:
+            return level
+    return None
+
+
+def at_least(level: str | None, threshold: str) -> bool:
+    """Whether ``level`` (as :func:`level_of` gives it) is ``threshold`` or graver."""
+    return level is not None and LEVELS.index(level) >= LEVELS.index(threshold)
+
+
+class LevelTracker:
+    """Levels of the lines of many writers read in order, a Python traceback as one block
+    of level ``error``: its ``Traceback (most recent call last):`` line, the indented lines
+    after it and the first line that is not indented (the exception), all of one writer
+    (node, pid, stream).  The log helper follows the same rule (csrc/levels.c)."""
+
+    def __init__(self) -> None:
+        self._in_traceback: set[tuple[str, int, str]] = set()
+
+    def level(self, text: str, writer: tuple[str, int, str]) -> str | None:
+        """The level of ``text``, the next line of ``writer``."""
+        if "\x1b[" in text:
+            text = _COLOUR_STR.sub("", text)
+        if writer in self._in_traceback:
+            if _TRACEBACK_INSIDE(text) is None:
+                self._in_traceback.discard(writer)
+            return _levels.TRACEBACK_LEVEL
+        if _TRACEBACK_START(text) is not None:
+            self._in_traceback.add(writer)
+            return _levels.TRACEBACK_LEVEL
+        return level_of(text)

@@ -60,6 +60,10 @@ GATHER_US = 300
 GATHER_VARIABLE = "SKYRL_FDLOG_GATHER_US"
 MAX_BYTES_VARIABLE = "SKYRL_FDLOG_MAX_BYTES"
 _SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+# Which lines the helper also copies to the original stderr (the terminal, through Ray):
+# "error" (records of level error or graver, skyrl_fdlog/levels.json) or "off".
+SURFACE_VARIABLE = "SKYRL_FDLOG_SURFACE"
+SURFACE_CHOICES = ("error", "off")
 # A helper that dies sooner than this after its start counts as dying young.  The first
 # FREE_RESTARTS young deaths in a row are restarted at once (a helper killed now and then loses
 # no time); each further one doubles the wait, from BACKOFF_FIRST up to BACKOFF_CAP, so a helper
@@ -100,6 +104,7 @@ class Redirection:
     _own_writes: tuple = field(repr=False, default=())
     _nonblock_guard: object = field(repr=False, default=None)
     _restored: bool = field(repr=False, default=False)
+    _surface: str = field(repr=False, default="error")
     _lock: threading.Lock = field(repr=False, default_factory=threading.Lock)
     _started_at: float = field(repr=False, default=0.0)
     _restarts: int = field(repr=False, default=0)
@@ -171,6 +176,8 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
     out_read, err_read = redirection._channel_reads
     pipes = redirection._python_pipes
     pipe_out_read, pipe_err_read = pipes.reads if pipes is not None else (-1, -1)
+    redirection._settings.surface = redirection._surface != "off"
+    redirection._settings.surface_fd = _original_stderr(redirection)
     rc = lib.fdl_helper_start(redirection._settings, redirection._log_fd, out_read, err_read,
                               pipe_out_read, pipe_err_read, status_fd, helper_pid)
     if rc < 0:
@@ -181,6 +188,27 @@ def _start_helper(redirection: Redirection, restarted_after: int = 0) -> None:
     redirection._status_fd = status_fd[0]
     redirection.helper_pid = helper_pid[0]
     redirection._started_at = time.monotonic()
+
+
+def _original_stderr(redirection: Redirection) -> int:
+    """The fd 2 from before any capture: once captured, the saved copy (a restarted helper's
+    case), or the one that the redirection being replaced saved (a path switch); else fd 2."""
+    for holder in (redirection, _active):
+        saved = holder._saved_fds if holder is not None else None
+        if saved is not None and saved[1] >= 0:
+            return saved[1]
+    return 2
+
+
+def _surface_choice(surface: str | None) -> str:
+    if surface is not None:
+        _check_choice("surface", surface, SURFACE_CHOICES)
+        return surface
+    text = os.environ.get(SURFACE_VARIABLE) or "error"
+    if text not in SURFACE_CHOICES:
+        raise ValueError(f"{SURFACE_VARIABLE} must be one of {', '.join(SURFACE_CHOICES)}, got "
+                         f"{text!r}; unset it for the default (error)")
+    return text
 
 
 def _gather_us() -> int:
@@ -472,7 +500,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
              node: str | None = None, fmt: str = "prefixed", lock: str = "auto",
              idle_flush: float = 1.0, snapshot_interval: float = 5.0,
              buffer_bytes: int = 4 << 20, mode: int | None = None,
-             max_bytes: int | None = None) -> Redirection | None:
+             max_bytes: int | None = None, surface: str | None = None) -> Redirection | None:
     """Send everything this process and its children write to fds 1 and 2 into `path`.
 
     path defaults to $SKYRL_LOG_FILE; with neither set, or with
@@ -489,6 +517,10 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     Once the file at the path holds `max_bytes` (default $SKYRL_FDLOG_MAX_BYTES, else no
     cap), records are dropped and counted, with one note saying so; a file made anew by
     logrotate starts again.
+    `surface` (default $SKYRL_FDLOG_SURFACE, else "error") says which lines are also copied
+    to the original stderr, attributed and rate limited: "error" the lines of level error
+    or graver (a Python traceback whole; skyrl_fdlog/levels.json), "off" none.  In Ray the
+    original stderr reaches the driver's terminal, from every node.
 
     A second call with the same path returns the active Redirection while fds 1
     and 2 still hold its channels; when something else was put there (a dup2
@@ -497,6 +529,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
     """
     _check_choice("fmt", fmt, FORMATS)
     _check_choice("lock", lock, LOCK_MODES)
+    surface = _surface_choice(surface)
     mode = log_mode(mode)
     max_bytes = _max_bytes(max_bytes)
     if dump_to_stdout():
@@ -513,7 +546,7 @@ def redirect(path: str | os.PathLike | None = None, *, name: str | None = None,
             return previous
         redirection = Redirection(path=target, name=name or _default_name(),
                                   node=node or default_node(), fmt=fmt, locked=False,
-                                  helper_pid=0)
+                                  helper_pid=0, _surface=surface)
         # A path switch keeps the originals of the first capture; restore() puts them back.
         was_closed = previous._was_closed if previous is not None else _fill_closed_standard_fds()
         _setting_up = redirection  # a fork from now on closes what it holds in the child
@@ -616,6 +649,8 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
     _line_buffer_python_streams()
     if previous is not None:
         _retire(previous)  # its pipes' numbers become stand-ins of fds 1 and 2 ...
+    if redirection._own_writes and redirection._surface != "off":
+        lib.fdl_mark_fatal_signals(redirection._own_writes[1])  # last words (crash.c)
     with _fd_lock:  # stand-ins change hands: a fork must not see them in between
         if redirection._python_pipes is not None:
             redirection._python_pipes.install()  # ... which the new pipes take over
@@ -725,6 +760,7 @@ def _retire(redirection: Redirection) -> None:
     has closed)."""
     _nonblock_guard.stop(redirection._nonblock_guard)
     with _fd_lock:
+        lib.fdl_mark_fatal_signals(-1)  # its copy of the err channel goes too
         _close_quietly(*redirection._own_writes)
         redirection._own_writes, redirection._nonblock_guard = (), None
     if redirection._python_pipes is not None:
@@ -795,6 +831,7 @@ def _after_fork_in_child() -> None:
             _forget(redirection)
     _active = _setting_up = None
     _lingering.clear()
+    lib.fdl_mark_fatal_signals(-1)  # the parent's copy of its err channel
     follow_fds_1_and_2()  # stand-ins of a redirection caught half made or half undone
 
 

@@ -29,7 +29,7 @@ from ._follow import Follower, last_newline_end, run_files
 from ._jsonl import JsonPrinter
 from ._stats import collect
 from ._terminal import BufferedPrinter, Printer, use_color
-from .reader import LineJoiner, Record, iter_records, merge_by_time, read_back
+from .reader import LEVELS, LineJoiner, Record, iter_records, merge_by_time, read_back
 
 PROG = "skyrl-fdlog"
 # The lnav format for the record format, shipped as package data (docs/reader.md, "lnav").
@@ -90,6 +90,9 @@ def _parser() -> argparse.ArgumentParser:
                             "(30s, 10m, 2h, 1d); inclusive")
     group.add_argument("--until", metavar="TIME", help="like --since")
     group.add_argument("--grep", metavar="REGEX", help="Python regex searched in the payload")
+    group.add_argument("--level", choices=LEVELS, metavar="LEVEL",
+                       help="only lines of this level or graver: " + ", ".join(LEVELS)
+                       + " (a Python traceback counts as one error)")
 
     display = argparse.ArgumentParser(add_help=False)
     group = display.add_argument_group("display")
@@ -288,6 +291,7 @@ def _filters(options: argparse.Namespace) -> Filters:
             since_ms=parse_time(options.since, "--since", now) if options.since else None,
             until_ms=parse_time(options.until, "--until", now) if options.until else None,
             grep=compile_grep(options.grep) if options.grep is not None else None,
+            level=options.level,
         )
     except FilterError as exc:
         raise UsageError(str(exc)) from None

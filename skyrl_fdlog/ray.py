@@ -32,6 +32,7 @@ from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, activ
                          dump_to_stdout, infra_log_path, redirect)
 from skyrl_fdlog import _ray_logs
 from skyrl_fdlog._paths import DUMP_VARIABLE
+from skyrl_fdlog._redirect import SURFACE_CHOICES, SURFACE_VARIABLE, _check_choice
 
 ActorClass = TypeVar("ActorClass", bound=type)
 # The name under which a Ray actor started by a redirected actor redirects (see
@@ -42,7 +43,8 @@ STARTED_ACTOR_VARIABLE = "SKYRL_FDLOG_STARTED_BY"
 WORKER_SETUP_HOOK = "skyrl_fdlog.ray.setup_worker"
 
 
-def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: Any) -> Path | None:
+def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, surface: str | None = None,
+             **ray_init_kwargs: Any) -> Path | None:
     """Start or join Ray so that redirected actors write into a new infra log under log_path.
 
     Returns the infra log's path, or None in dump mode (SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1/true/yes
@@ -61,6 +63,9 @@ def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: 
     One run, one file: while Ray is initialised in this process, a second call changes nothing;
     with ignore_reinit_error=True it returns the file in force (None if there is none), without
     it it raises RuntimeError.
+
+    surface ("error" or "off"), when given, is every actor's SKYRL_FDLOG_SURFACE: which of
+    their lines redirect() also copies to the terminal (see redirect()).
     """
     if ray.is_initialized():
         return _second_call(bool(ray_init_kwargs.get("ignore_reinit_error")))
@@ -70,6 +75,9 @@ def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, **ray_init_kwargs: 
     # so that a cluster started with the switch in its environment cannot contradict the driver.
     dump = dump_to_stdout() or dump_to_stdout(env_vars)
     env_vars[DUMP_VARIABLE] = "1" if dump else "0"
+    if surface is not None:
+        _check_choice("surface", surface, SURFACE_CHOICES)
+        env_vars[SURFACE_VARIABLE] = surface
     log_file = first_made = None
     if not dump:
         first_made = _first_missing_directory(log_path)

@@ -42,6 +42,8 @@ from collections.abc import Callable, Iterable, Iterator
 from operator import itemgetter
 from typing import BinaryIO, Literal, TypeVar, Union
 
+from ._message import LEVELS, LevelTracker, level_of, view
+
 __all__ = [
     "CHUNK_BYTES",
     "CUT_BYTES",
@@ -56,6 +58,8 @@ __all__ = [
     "iter_lines",
     "iter_records",
     "join_lines",
+    "LEVELS",
+    "with_levels",
     "merge_by_time",
     "open_source",
     "read_back",
@@ -149,6 +153,20 @@ class Record:
     def partial(self) -> bool:
         """True for a fragment, or a joined line whose end never came."""
         return self.mark == "+"
+
+    @property
+    def level(self) -> str | None:
+        """The payload's level, from this line alone: ``"debug"``, ``"info"``,
+        ``"warning"``, ``"error"``, ``"critical"`` or None (see :data:`LEVELS`; the table is
+        skyrl_fdlog/levels.json).  Lines inside a Python traceback need the lines before
+        them: :func:`with_levels` reads a traceback as one block of level ``"error"``."""
+        return level_of(self.shown_text())
+
+    def shown_text(self) -> str:
+        """The payload as the CLI shows it (vLLM's decoration of its own pid and colours
+        dropped), decoded as UTF-8 with invalid bytes as U+FFFD."""
+        payload = view(self.payload, self.pid)[1] if self.parsed else self.payload
+        return payload.decode("utf-8", "replace")
 
     @property
     def datetime(self) -> _dt.datetime | None:
@@ -376,6 +394,21 @@ def join_lines(
 def iter_lines(source: Source) -> Iterator[Record]:
     """Yield the logical lines of one log: :func:`iter_records` then :func:`join_lines`."""
     return join_lines(iter_records(source))
+
+
+def with_levels(lines: Iterable[Record]) -> Iterator[tuple[Record, str | None]]:
+    """Each line with its level (see :attr:`Record.level`), a Python traceback read as one
+    block of level ``"error"`` per writer: its ``Traceback (most recent call last):`` line,
+    the indented lines after it and the exception line that ends it.  ``lines`` are joined
+    lines in the order written (:func:`iter_lines`, :func:`tail`)::
+
+        for line, level in with_levels(iter_lines(path)):
+            if level in ("error", "critical"):
+                print(line.name, line.pid, line.payload)
+    """
+    tracker = LevelTracker()
+    for line in lines:
+        yield line, tracker.level(line.shown_text(), (line.node, line.pid, line.stream))
 
 
 def merge_by_time(*streams: Iterable[Record]) -> Iterator[Record]:

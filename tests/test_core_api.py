@@ -349,21 +349,25 @@ def test_raw_format_writes_payloads_only(log_file):
 
 
 def test_helper_holds_no_fd_beyond_its_own(log_file):
-    """The helper keeps only /dev/null on 0-2, the log, the two channels, its status pipe and
-    the two pipes of the actor's Python output: no descriptor of the actor leaks into it."""
-    result = run_python(f"""
-        import os, skyrl_fdlog
-        leak = os.open("/dev/zero", os.O_RDONLY)
-        os.set_inheritable(leak, True)
-        r = skyrl_fdlog.redirect({str(log_file)!r})
-        fds = sorted(int(fd) for fd in os.listdir(f"/proc/{{r.helper_pid}}/fd"))
-        targets = {{fd: os.readlink(f"/proc/{{r.helper_pid}}/fd/{{fd}}") for fd in fds}}
-        skyrl_fdlog.restore()
-        print(fds, targets)
-    """)
-    fds = eval(result.stdout.decode().split("] ", 1)[0] + "]")
-    assert fds == [0, 1, 2, 3, 4, 5, 6, 7, 8], result.stdout
-    assert b"/dev/zero" not in result.stdout
+    """The helper keeps only /dev/null on 0-2, the log, the two channels, its status pipe,
+    the two pipes of the actor's Python output and the actor's original stderr (9, where it
+    copies error lines; none with surface="off"): no descriptor of the actor leaks into it."""
+    for surface, expected in (("error", list(range(10))), ("off", list(range(9)))):
+        result = run_python(f"""
+            import os, skyrl_fdlog
+            leak = os.open("/dev/zero", os.O_RDONLY)
+            os.set_inheritable(leak, True)
+            stderr = os.readlink("/proc/self/fd/2")
+            r = skyrl_fdlog.redirect({str(log_file)!r}, surface={surface!r})
+            fds = sorted(int(fd) for fd in os.listdir(f"/proc/{{r.helper_pid}}/fd"))
+            targets = {{fd: os.readlink(f"/proc/{{r.helper_pid}}/fd/{{fd}}") for fd in fds}}
+            skyrl_fdlog.restore()
+            print(fds, targets, targets.get(9) == stderr)
+        """)
+        fds = eval(result.stdout.decode().split("] ", 1)[0] + "]")
+        assert fds == expected, result.stdout
+        assert result.stdout.decode().split()[-1] == str(surface == "error")
+        assert b"/dev/zero" not in result.stdout
 
 
 def test_helper_is_not_a_child_and_leaves_no_zombie(log_file):

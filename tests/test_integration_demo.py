@@ -77,6 +77,8 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
     # Nor any of Ray's own lines (issue 15): they are in the infra log.
     assert not re.search(r"^(\x1b\[\d+m)?\((raylet|gcs_server|autoscaler)", terminal, re.M), terminal
     assert not RAY_LOG_LINE.search(terminal), terminal
+    # A healthy run surfaces no error line and leaves no last words (issue 13)
+    assert "skyrl_fdlog:" not in terminal, terminal[-3000:]
 
     (log_file,) = log_path.iterdir()
     assert f"Infrastructure logs: {log_file}" in out

@@ -35,6 +35,7 @@ def helper_state(log, tmp_path, pipes: str) -> dict:
         os.dup2(write, 8)
         os.dup2(os.open("planted", os.O_RDONLY | os.O_CREAT), 9)
         planted = {{n: os.readlink(f"/proc/self/fd/{{n}}") for n in (7, 8, 9)}}
+        planted["stderr"] = os.readlink("/proc/self/fd/2")
         helper = skyrl_fdlog.redirect({str(log)!r}).helper_pid
         fds = {{int(n): os.readlink(f"/proc/{{helper}}/fd/{{n}}")
                for n in os.listdir(f"/proc/{{helper}}/fd")}}
@@ -53,11 +54,13 @@ def test_helper_holds_its_own_descriptors_only_and_leaves_the_working_directory(
     """Case 7 and chdir: the actor holds inheritable files on fds 7, 8 and 9.  Without the
     Python pipes (SKYRL_FDLOG_PYTHON_PIPES=0, or a sys.stdout that cannot be replaced) the
     helper holds fds 0-6 only; with them 0-8, its 7 and 8 being the pipes, not the actor's
-    files.  Its working directory is "/", not the actor's."""
+    files; and 9, the actor's original stderr (where error lines go), not the actor's file.
+    Its working directory is "/", not the actor's."""
     state = helper_state(log_file, tmp_path, pipes)
     fds, planted = state["fds"], state["planted"]
-    expected = set(range(9)) if pipes == "1" else set(range(7))
+    expected = (set(range(9)) if pipes == "1" else set(range(7))) | {9}
     assert set(fds) == expected, fds
+    assert fds.pop(9) == planted.pop("stderr")
     assert [fds[n] for n in (0, 1, 2)] == ["/dev/null"] * 3
     assert fds[3] == str(log_file)
     assert all(fds[n].startswith("socket:") for n in (4, 5)) and fds[6].startswith("pipe:")

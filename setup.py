@@ -36,6 +36,7 @@ class BuildExtAndHelper(build_ext):
         objects = self.compiler.compile(
             [str(BUILD["CSRC"] / name) for name in BUILD["HELPER_SOURCES"]],
             output_dir=self.build_temp,
+            include_dirs=BUILD["INCLUDE_DIRS"],
             extra_postargs=BUILD["COMPILE_ARGS"],
         )
         in_source = self.inplace or getattr(self, "editable_mode", False)

@@ -395,7 +395,7 @@ def nfs_model(actors=1000, nodes=100, rtt_ms=0.2, commit_ms=1.0, link_gbit=10.0,
               record_bytes=170, batch_bytes=4096, batches_per_lock=64) -> dict:
     """Appends of `actors` helpers to one file over NFS, a whole-file lock per batch run.
 
-    One lock cycle (csrc/log_writer.c write_some): LOCK (1 RTT; NFSv4.1 CB_NOTIFY_LOCK or
+    One lock cycle (csrc/helper/log_writer.c write_some): LOCK (1 RTT; NFSv4.1 CB_NOTIFY_LOCK or
     NLM GRANTED wakes the next waiter, +1 RTT handoff), GETATTR to revalidate the size that
     O_APPEND uses (1 RTT), WRITE of the buffered batches (1 RTT + bytes/link), COMMIT of
     fdatasync (1 RTT + the server's stable-storage latency), LOCKU (1 RTT).  The lock is

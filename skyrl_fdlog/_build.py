@@ -9,10 +9,15 @@ from pathlib import Path
 
 import cffi
 
+# csrc/ is laid out by binary: shared/ is compiled into both, extension/ only into the cffi
+# extension (skyrl_fdlog._fdlog), helper/ only into the skyrl-fdlog-helper program. fdlog.h, at
+# the top, is the extension's public interface; shared/internal.h is what both binaries share.
 CSRC = Path("csrc")
-EXTENSION_SOURCES = ["open_log.c", "capture.c", "helper_start.c", "assemble.c", "record.c",
-                     "levels.c", "crash.c", "test_entry.c"]
-HELPER_SOURCES = ["helper.c", "log_writer.c", "open_log.c", "assemble.c", "record.c", "levels.c"]
+SHARED_SOURCES = ["shared/open_log.c", "shared/assemble.c", "shared/record.c", "shared/levels.c"]
+EXTENSION_SOURCES = [*SHARED_SOURCES, "extension/capture.c", "extension/helper_start.c",
+                     "extension/crash.c", "extension/test_entry.c"]
+HELPER_SOURCES = [*SHARED_SOURCES, "helper/helper.c", "helper/log_writer.c"]
+INCLUDE_DIRS = [str(CSRC), str(CSRC / "shared")]
 COMPILE_ARGS = ["-std=gnu11", "-O2", "-fvisibility=hidden"]
 
 
@@ -23,11 +28,11 @@ def header_declarations() -> str:
 
 
 def write_levels_header() -> Path:
-    """Generate csrc/levels.h from skyrl_fdlog/levels.json (the one level table, which the
+    """Generate csrc/shared/levels.h from skyrl_fdlog/levels.json (the one level table, which the
     reader reads itself); rewritten only when it changes, so builds stay incremental."""
     root = Path(__file__).resolve().parent.parent
     levels = runpy.run_path(str(root / "skyrl_fdlog" / "_levels.py"))  # the package may not import yet
-    header = root / CSRC / "levels.h"
+    header = root / CSRC / "shared" / "levels.h"
     text = levels["c_header"]()
     if not header.exists() or header.read_text() != text:
         header.write_text(text)
@@ -43,7 +48,7 @@ ffibuilder.set_source(
     "skyrl_fdlog._fdlog",
     '#include "fdlog.h"',
     sources=[str(CSRC / name) for name in EXTENSION_SOURCES],
-    include_dirs=[str(CSRC)],
+    include_dirs=INCLUDE_DIRS,
     extra_compile_args=COMPILE_ARGS,
     py_limited_api=True,
 )

@@ -5,7 +5,7 @@ they are tested on records, before joining, which spares the joiner the rest; ti
 regex need the whole line, so they are tested after it.
 
 Actor and node patterns are cleaned as the writer cleans names before it writes them
-(csrc/record.c, docs/format.md), so the name a user knows (the Ray actor name
+(csrc/shared/record.c, docs/format.md), so the name a user knows (the Ray actor name
 ``policy worker/0``) finds the records, where the name is ``policy_worker_0``.
 """
 

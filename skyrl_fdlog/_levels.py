@@ -2,7 +2,7 @@
 
 Standard library only, and importable on its own by path: the reader (``_message``) uses it
 through the package, the build (``_build.py``, run by path before the package exists) to
-generate csrc/levels.h for the log helper.  So the helper and the reader read one table.
+generate csrc/shared/levels.h for the log helper.  So the helper and the reader read one table.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ TRACEBACK_LEVEL = "error"
 
 
 def c_header() -> str:
-    """csrc/levels.h: the same patterns as C string literals, levels numbered from 1 in ORDER."""
+    """csrc/shared/levels.h: the same patterns as C string literals, levels numbered from 1 in ORDER."""
     def literal(pattern: str) -> str:
         if any(not (" " <= ch <= "~" or ch == "\t") for ch in pattern):
             raise ValueError(f"{TABLE_PATH}: pattern {pattern!r} holds a character other than "

@@ -65,7 +65,7 @@ _DECORATION = re.compile(
 # and, in a line that none of those formats claims, messages that are errors wherever they
 # stand (NCCL WARN, CUDA out of memory, Segmentation fault, ...).  The patterns live in one
 # table, levels.json (expanded by _levels), that the log helper is built from too
-# (csrc/levels.h), and the lnav format (skyrl_fdlog/lnav/skyrl_fdlog.json) holds the
+# (csrc/shared/levels.h), and the lnav format (skyrl_fdlog/lnav/skyrl_fdlog.json) holds the
 # at-start patterns as LNAV_LEVELS; tests check that all three agree.
 #: The level patterns of the lnav format, one anchored regex per lnav level.
 LNAV_LEVELS = dict(_levels.AT_START)
@@ -129,7 +129,7 @@ class LevelTracker:
     """Levels of the lines of many writers read in order, a Python traceback as one block
     of level ``error``: its ``Traceback (most recent call last):`` line, the indented lines
     after it and the first line that is not indented (the exception), all of one writer
-    (node, pid, stream).  The log helper follows the same rule (csrc/levels.c)."""
+    (node, pid, stream).  The log helper follows the same rule (csrc/shared/levels.c)."""
 
     def __init__(self) -> None:
         self._in_traceback: set[tuple[str, int, str]] = set()

@@ -5,7 +5,7 @@ The pieces, in the order redirect() puts them together:
      an FdlogError leaves the process as it was;
   2. two capture channels (socket pairs: one for out, one for err), two pipes
      for this process's own Python output (_python_pipes.py), and a helper
-     process (csrc/helper.c) that reads them all and writes records;
+     process (csrc/helper/helper.c) that reads them all and writes records;
   3. the channels' writing ends go onto fds 1 and 2, inherited by every
      child, and sys.stdout and sys.stderr onto the pipes.
 A watchdog thread waits on the helper's status pipe.  This process keeps

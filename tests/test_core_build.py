@@ -15,9 +15,10 @@ from stress_check import check_log
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 sys.path.insert(0, str(ROOT))
-from skyrl_fdlog._build import EXTENSION_SOURCES, HELPER_SOURCES  # noqa: E402
+from skyrl_fdlog._build import EXTENSION_SOURCES, HELPER_SOURCES, INCLUDE_DIRS  # noqa: E402
 
-STRICT = ["-std=gnu11", "-Wall", "-Wextra", "-Werror", "-I", str(CSRC)]
+STRICT = ["-std=gnu11", "-Wall", "-Wextra", "-Werror",
+          *(f"-I{ROOT / directory}" for directory in INCLUDE_DIRS)]
 SANITIZE = ["-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-fno-omit-frame-pointer",
             "-g", "-O1"]
 
@@ -32,7 +33,7 @@ def compile_c(sources: list[Path], output: Path, *flags: str) -> None:
 @pytest.mark.parametrize("optimisation", ["-O0", "-O2"])
 def test_every_c_file_compiles_with_all_warnings_as_errors(tmp_path, optimisation):
     """-Wall -Wextra -Werror at -O0 and -O2 (some warnings appear only when optimising)."""
-    for source in sorted(CSRC.glob("*.c")):
+    for source in sorted(CSRC.rglob("*.c")):
         compile_c([source], tmp_path / (source.stem + ".o"), "-c", optimisation)
 
 

@@ -109,7 +109,7 @@ def test_the_helper_classifies_every_sample_as_the_reader_does():
 
 
 def test_the_helpers_header_is_generated_from_the_table():
-    """csrc/levels.h is what the build makes of levels.json now: no hand-edited copy."""
+    """csrc/shared/levels.h is what the build makes of levels.json now: no hand-edited copy."""
     build = runpy.run_path(str(ROOT / "skyrl_fdlog" / "_build.py"), run_name="levels_check")
     header = build["write_levels_header"]()
     assert header.read_text() == _levels.c_header()

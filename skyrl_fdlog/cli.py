@@ -23,13 +23,13 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from ._dedup import DEFAULT_WINDOW_S, Deduplicator
-from ._filters import FilterError, Filters, RecordTest, compile_grep, parse_time
-from ._follow import Follower, last_newline_end, run_files
-from ._jsonl import JsonPrinter
-from ._stats import collect
-from ._terminal import BufferedPrinter, Printer, use_color
 from .reader import LEVELS, LineJoiner, Record, iter_records, merge_by_time, read_back
+from .reader._dedup import DEFAULT_WINDOW_S, Deduplicator
+from .reader._filters import FilterError, Filters, RecordTest, compile_grep, parse_time
+from .reader._follow import Follower, last_newline_end, run_files
+from .reader._jsonl import JsonPrinter
+from .reader._stats import collect
+from .reader._terminal import BufferedPrinter, Printer, use_color
 
 PROG = "skyrl-fdlog"
 # The lnav format for the record format, shipped as package data (docs/reader.md, "lnav").

@@ -15,8 +15,8 @@ Properties:
      with the real writer's fields, whatever prefix it imitates.
   3. Rejoining: a line cut into '+' fragments at any points, interleaved with another
      writer's records, is rejoined exactly.
-  4. Terminal safety: skyrl_fdlog._terminal.escape() output holds no byte or code point a
-     terminal acts on (C0 but tab, DEL, C1, bidi controls, line separators, surrogates).
+  4. Terminal safety: skyrl_fdlog.reader._terminal.escape() output holds no byte or code
+     point a terminal acts on (C0 but tab, DEL, C1, bidi controls, line separators, surrogates).
 """
 
 from __future__ import annotations
@@ -35,9 +35,11 @@ except ImportError:  # the hypothesis test imports check() without atheris
 def _load():
     if atheris is not None and __name__ == "__main__":
         with atheris.instrument_imports():
-            from skyrl_fdlog import _terminal, reader
+            from skyrl_fdlog import reader
+            from skyrl_fdlog.reader import _terminal
     else:
-        from skyrl_fdlog import _terminal, reader
+        from skyrl_fdlog import reader
+        from skyrl_fdlog.reader import _terminal
     return reader, _terminal
 
 

@@ -19,7 +19,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import skyrl_fdlog.cli as fdlog_cli
-from skyrl_fdlog._filters import FilterError, _parse_iso_before_3_11, parse_time
+from skyrl_fdlog.reader._filters import FilterError, _parse_iso_before_3_11, parse_time
 from test_reader_helpers import T0, cli, cli_env, line_records, record, ts_text
 
 

@@ -1,4 +1,4 @@
-"""The deduplicator behind --dedup (skyrl_fdlog._dedup), driven directly."""
+"""The deduplicator behind --dedup (skyrl_fdlog.reader._dedup), driven directly."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skyrl_fdlog._dedup import Deduplicator, Repeat, pattern_of
 from skyrl_fdlog.reader import Record
+from skyrl_fdlog.reader._dedup import Deduplicator, Repeat, pattern_of
 from test_reader_helpers import T0
 
 

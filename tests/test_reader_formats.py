@@ -21,11 +21,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from skyrl_fdlog import _message
-from skyrl_fdlog._message import COLOUR, level_of, undecorate
-from skyrl_fdlog._terminal import _UNSAFE, escape_keeping_colours
 from skyrl_fdlog.cli import LNAV_FORMAT
-from skyrl_fdlog.reader import iter_records
+from skyrl_fdlog.reader import _message, iter_records
+from skyrl_fdlog.reader._message import COLOUR, level_of, undecorate
+from skyrl_fdlog.reader._terminal import _UNSAFE, escape_keeping_colours
 from test_cli import append, follow, out_lines, run_on_pty  # noqa: F401 (follow is a fixture)
 from test_reader_helpers import REPO, T0, cli, cli_env, line_records, record
 

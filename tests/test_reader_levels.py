@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from skyrl_fdlog import _levels
-from skyrl_fdlog._message import LevelTracker, level_of
+from skyrl_fdlog.reader._message import LevelTracker, level_of
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""Fuzzing the reader's parser (skyrl_fdlog/reader.py) and terminal escaping.
+"""Fuzzing the reader's parser (skyrl_fdlog/reader/) and terminal escaping.
 
 The properties live in tests/_fuzz_reader.py.  atheris (coverage-guided, libFuzzer) runs them
 for SKYRL_FDLOG_FUZZ_SECONDS (20 s; 300 s with SKYRL_FDLOG_LONG=1) from a seed corpus of real

@@ -13,10 +13,10 @@ import base64
 import json
 from typing import BinaryIO
 
+from . import Record
 from ._dedup import Repeat
 from ._message import drop_colours, level_of, undecorate
 from ._terminal import BufferedPrinter
-from .reader import Record
 
 # The mark of a line (docs/format.md) as a word; skyrl_fdlog's own records are notes.
 _KINDS = {":": "line", "+": "partial", "~": "snapshot"}

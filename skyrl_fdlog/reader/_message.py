@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import re
 
-from . import _levels
+from .. import _levels
 
 # One SGR parameter list that only sets colours or attributes a reader wants: reset (0 or
 # empty), bold, dim, italic, underline and their resets (1-4, 22-24), the 8 + 8 basic and

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from . import Record
 from ._message import LevelTracker, at_least
-from .reader import Record
 
 # The bytes a written name keeps (docs/format.md); every other byte became "_".  Node
 # names cannot hold ":".  Names are cut to NAME_MAX bytes (FDL_NAME_MAX in csrc).

@@ -29,8 +29,8 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from . import CHUNK_BYTES, LineSplitter, Record, RecordParser
 from ._terminal import shown_path
-from .reader import CHUNK_BYTES, LineSplitter, Record, RecordParser
 
 RUN_FILE_GLOB = "infra-*.log"
 # A rotated file the follower moved away from is read on until it has been quiet this

@@ -19,7 +19,7 @@ import dataclasses
 import datetime as _dt
 from collections.abc import Iterable
 
-from .reader import LineJoiner, Record
+from . import LineJoiner, Record
 
 
 @dataclasses.dataclass

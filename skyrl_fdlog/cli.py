@@ -185,9 +185,9 @@ def _tail(options: argparse.Namespace) -> int:
         # A pipe, a terminal or a FIFO (/dev/stdin, <(...)): no end to read back from, so
         # read it to its end, as GNU tail does; -f ends there too.
         with _open_input(name) as stream:
-            lines = collections.deque(
+            last = collections.deque(
                 _select(iter_records(stream), record_test, filters, LineJoiner(), True), count)
-        output.show(lines)
+        output.show(last)
         output.close()
         _tell_unmatched(record_test, output)
         return 0

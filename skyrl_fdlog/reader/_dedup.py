@@ -28,8 +28,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from . import Record
 from ._message import view
+from ._records import Record
 
 DEFAULT_WINDOW_S = 5.0
 DEFAULT_MAX_PATTERNS = 100_000

@@ -19,8 +19,8 @@ import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from . import Record
 from ._message import LevelTracker, at_least
+from ._records import Record
 
 # The bytes a written name keeps (docs/format.md); every other byte became "_".  Node
 # names cannot hold ":".  Names are cut to NAME_MAX bytes (FDL_NAME_MAX in csrc).
@@ -163,10 +163,10 @@ class Filters:
         threshold = self.level
         # Every line passes the tracker, whatever else rejects it: a traceback's block
         # is known only from its first line on.
-        tracker = LevelTracker() if threshold is not None else None
+        tracker = LevelTracker()
 
         def test(line: Record) -> bool:
-            if tracker is not None:
+            if threshold is not None:
                 level = tracker.level(line.shown_text(), (line.node, line.pid, line.stream))
                 if not at_least(level, threshold):
                     return False

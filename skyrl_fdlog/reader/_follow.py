@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-from . import CHUNK_BYTES, LineSplitter, Record, RecordParser
+from ._records import Record, RecordReader
 from ._terminal import shown_path
 
 RUN_FILE_GLOB = "infra-*.log"
@@ -101,68 +101,70 @@ class Follower:
         self._path_gone = False  # said that the path names nothing
 
     def __iter__(self) -> Iterator[list[Record]]:
-        parser = RecordParser()
-        splitter = LineSplitter()
-        stream = self._open(self._path, self._offset) if self._path is not None else None
-        if stream is not None:
-            self._boundary = self._bytes_before(stream)
+        reading = RecordReader(self._open(self._path, self._offset)) if self._path is not None else None
+        if reading is not None:
+            self._boundary = self._bytes_before(reading.stream)
         left: _LeftFile | None = None
         last_scan = 0.0
         try:
             while True:
-                if stream is not None:
-                    if not self._still_there(stream):
-                        if splitter.rest:  # a record cut off by the truncation
-                            yield [parser.parse(splitter.rest, truncated=True)]
-                        splitter = LineSplitter()
-                        self._notice(f"{shown_path(self._path)} was truncated; reading it again "
+                if reading is not None:
+                    if not self._still_there(reading.stream):
+                        cut_off = reading.finish()  # a record cut off by the truncation
+                        if cut_off:
+                            yield cut_off
+                        self._notice(f"{self._shown_path()} was truncated; reading it again "
                                      f"from its start (lines written to it just before it was "
                                      f"cut may be missing here)")
-                        stream.seek(0)
+                        reading.stream.seek(0)
                         self._boundary = b""
                         continue
-                    data = stream.read(CHUNK_BYTES)
-                    if data:
-                        self._boundary = (self._boundary + data[-BOUNDARY_BYTES:])[-BOUNDARY_BYTES:]
-                        yield [parser.parse(line) for line in splitter.feed(data)]
+                    records = reading.read()
+                    if records is not None:
+                        self._boundary = (self._boundary + reading.data[-BOUNDARY_BYTES:])[-BOUNDARY_BYTES:]
+                        yield list(records)
                         continue
-                    replacement = self._replacement(stream)
+                    replacement = self._replacement(reading.stream)
                     if replacement is not None:
-                        yield from _close(left, parser)
-                        left = _LeftFile(stream, splitter)
-                        stream, splitter, self._boundary = replacement, LineSplitter(), b""
-                        self._notice(f"{shown_path(self._path)} now names another file (rotated "
+                        yield from _close(left)
+                        left = _LeftFile(reading)
+                        reading, self._boundary = RecordReader(replacement), b""
+                        self._notice(f"{self._shown_path()} now names another file (rotated "
                                      f"or re-created); following it from its start")
                         continue
                 if left is not None:
-                    data = left.stream.read(CHUNK_BYTES)
-                    if data:
+                    records = left.reading.read()
+                    if records is not None:
                         left.last_data = time.monotonic()
-                        yield [parser.parse(line) for line in left.splitter.feed(data)]
+                        yield list(records)
                         continue
                     if time.monotonic() - left.last_data >= LEFT_QUIET_S:
-                        yield from _close(left, parser)
+                        yield from _close(left)
                         left = None
                 if self._directory is not None and time.monotonic() - last_scan >= self._rescan_s:
                     last_scan = time.monotonic()
                     newer = self._newer_run_file()
                     opened = self._open_newer(newer) if newer is not None else None
-                    if opened is not None:
+                    if newer is not None and opened is not None:
                         # Another run is another log: the old one is not read on.
-                        yield from _close(left, parser)
+                        yield from _close(left)
                         left = None
-                        if stream is not None:
-                            yield from _close(_LeftFile(stream, splitter), parser)
+                        if reading is not None:
+                            yield from _close(_LeftFile(reading))
                         self._path = newer
                         self._notice(f"following {shown_path(newer)} (a newer run)")
-                        stream, splitter, self._boundary = opened, LineSplitter(), b""
+                        reading, self._boundary = RecordReader(opened), b""
                         continue
                 yield []
                 time.sleep(self._poll_s)
         finally:
-            for open_file in (stream, left.stream if left is not None else None):
-                if open_file is not None:
-                    open_file.close()
+            for open_reading in (reading, left.reading if left is not None else None):
+                if open_reading is not None:
+                    open_reading.stream.close()
+
+    def _shown_path(self) -> str:
+        """The path being read, as safe to print."""
+        return shown_path(self._path) if self._path is not None else "no file"
 
     def _still_there(self, stream: BinaryIO) -> bool:
         """Whether the bytes last read still lie just before the read position: false when
@@ -201,7 +203,7 @@ class Follower:
             return self._open(path, 0)
         except OSError as exc:
             self._notice(f"cannot read {shown_path(path)} ({exc.strerror or exc}); "
-                         f"staying with {shown_path(self._path) if self._path else 'no file'}")
+                         f"staying with {self._shown_path()}")
             return None
 
     def _newer_run_file(self) -> Path | None:
@@ -222,16 +224,16 @@ class _LeftFile:
     """A rotated file the follower moved away from, still read for what its writers add
     before they reopen the path."""
 
-    def __init__(self, stream: BinaryIO, splitter: LineSplitter) -> None:
-        self.stream = stream
-        self.splitter = splitter
+    def __init__(self, reading: RecordReader) -> None:
+        self.reading = reading
         self.last_data = time.monotonic()
 
 
-def _close(left: _LeftFile | None, parser: RecordParser) -> Iterator[list[Record]]:
+def _close(left: _LeftFile | None) -> Iterator[list[Record]]:
     """Stop reading a left file: its last record, if it never got its end, comes out."""
     if left is None:
         return
-    if left.splitter.rest:
-        yield [parser.parse(left.splitter.rest, truncated=True)]
-    left.stream.close()
+    cut_off = left.reading.finish()
+    if cut_off:
+        yield cut_off
+    left.reading.stream.close()

@@ -13,9 +13,9 @@ import base64
 import json
 from typing import BinaryIO
 
-from . import Record
 from ._dedup import Repeat
 from ._message import drop_colours, level_of, undecorate
+from ._records import Record
 from ._terminal import BufferedPrinter
 
 # The mark of a line (docs/format.md) as a word; skyrl_fdlog's own records are notes.

@@ -19,7 +19,8 @@ import dataclasses
 import datetime as _dt
 from collections.abc import Iterable
 
-from . import LineJoiner, Record
+from ._lines import LineJoiner
+from ._records import Record
 
 
 @dataclasses.dataclass

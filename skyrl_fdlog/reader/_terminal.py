@@ -24,9 +24,9 @@ import re
 import zlib
 from typing import BinaryIO
 
-from . import Record
 from ._dedup import Repeat
 from ._message import COLOUR, drop_colours, undecorate
+from ._records import Record
 
 # What a terminal could act on, each mapped to its visible escape: C0 controls but tab,
 # DEL, C1 controls, bidirectional marks and overrides, line and paragraph separators, and

@@ -72,8 +72,11 @@ def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(t
     directory shows every line exactly once."""
     log = tmp_path / "infra-260101_000000.log"
     cue = tmp_path.parent / (tmp_path.name + ".rotate-now")
-    log.write_bytes(b"")
+    # The writer starts once the reader shows this line: started together, a reader that
+    # comes up late would begin with the last 10 lines written, not the first.
+    log.write_bytes(record(b"following"))
     reader = follow("--no-prefix", "--stream", "out", tmp_path)
+    reader.lines_until(lambda l: l == [b"following"])
     writer = subprocess.Popen([sys.executable, "-c", WRITER, log, cue], env=cli_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -87,8 +90,8 @@ def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(t
     finally:
         writer.kill()
         writer.wait()
-    lines = reader.lines_until(lambda l: len(set(l)) >= 200, timeout=20)
-    assert sorted(lines) == sorted(b"line %d" % i for i in range(200))
+    lines = reader.lines_until(lambda l: len(set(l)) >= 201, timeout=20)
+    assert sorted(lines) == sorted([b"following"] + [b"line %d" % i for i in range(200)])
 
 
 # --- 7: --dedup in follow mode times windows by the reader's clock ---------------------

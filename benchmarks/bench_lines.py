@@ -11,17 +11,14 @@ writers' pieces glued together never look like a whole line.
 
 from __future__ import annotations
 
-import re
+import io
 from dataclasses import dataclass, field
+
+from skyrl_fdlog.reader import iter_records, join_lines
 
 HEAD = 16   # "W003 S000001234 "
 TAIL = 11   # " E000001234"
 MIN_SIZE = HEAD + TAIL + 2
-
-# docs/format.md's record regular expression.
-RECORD = re.compile(
-    rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([A-Za-z0-9._-]{1,64}) ([A-Za-z0-9._:-]{1,64})"
-    rb"\[(\d+)\] (out|err|fdlog)([:+~]) (.*)$", re.S)
 
 
 def filler(wid: int, size: int) -> str:
@@ -69,39 +66,30 @@ class Check:
 
 
 def _payload_lines(data: bytes, prefixed: bool, check: Check) -> list[bytes]:
-    """The logical lines in the log (records parsed and fragments rejoined when prefixed)."""
-    lines = data.split(b"\n")
-    tail = lines.pop()  # b"" when the file ends with a newline
-    if tail:
-        check.torn += 1
-        check.examples.append(b"unterminated last line: " + tail[:60])
-    if not prefixed:
-        return lines
+    """The logical lines in the log, read by skyrl_fdlog's own reader: when prefixed,
+    records parsed and fragments rejoined; else each line of the file as it is."""
+    records = iter_records(io.BytesIO(data))
     out = []
-    open_chains: dict[tuple, list[bytes]] = {}
-    for record in lines:
-        m = RECORD.match(record)
-        if m is None:
+    for line in join_lines(records) if prefixed else records:
+        if line.malformed == "truncated":  # cut by the end of the file, with its fragments
+            check.torn += 1
+            check.fragments += line.parts - 1
+            check.examples.append(b"unterminated last line: " + line.payload[:60])
+        elif prefixed and not line.parsed:
             check.torn += 1
             if len(check.examples) < 3:
-                check.examples.append(b"malformed record: " + record[:60])
-            continue
-        _, node, _, pid, stream, mark, payload = m.groups()
-        if stream == b"fdlog":
+                check.examples.append(b"malformed record: " + line.payload[:60])
+        elif line.stream == "fdlog":
             check.notes += 1
             if len(check.examples) < 3:
-                check.examples.append(b"fdlog note: " + payload[:120])
-            continue
-        key = (node, pid, stream)
-        if mark == b"+":
-            open_chains.setdefault(key, []).append(payload)
-            check.fragments += 1
-            continue
-        chain = open_chains.pop(key, None)
-        out.append(b"".join(chain) + payload if chain else payload)
-    for key, chain in open_chains.items():
-        check.torn += 1
-        check.examples.append(b"unterminated fragment chain: " + b"".join(chain)[:60])
+                check.examples.append(b"fdlog note: " + line.payload[:120])
+        elif line.partial:  # fragments whose end never came
+            check.torn += 1
+            check.fragments += line.parts
+            check.examples.append(b"unterminated fragment chain: " + line.payload[:60])
+        else:
+            check.fragments += line.parts - 1
+            out.append(line.payload)
     return out
 
 

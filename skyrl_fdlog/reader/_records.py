@@ -220,9 +220,9 @@ class RecordReader:
 
     Iterating gives every record up to the end of the stream, the unfinished last line
     (if any) as a ``truncated`` record.  A caller that waits for more (``tail -f``) calls
-    :meth:`read` again after it said the stream had nothing more, and :meth:`finish` when
-    it gives up on the unfinished line.  ``end`` stops reading at that offset of the stream
-    (which must then be seekable), for a reader of part of a file.
+    :meth:`read` again after it returned None, and :meth:`finish` when it gives up on the
+    unfinished line.  ``end`` stops reading at that offset of the stream (which must then
+    be seekable), for a reader of part of a file.
     """
 
     def __init__(self, stream: BinaryIO, chunk_bytes: int = CHUNK_BYTES, end: int | None = None) -> None:
@@ -232,7 +232,8 @@ class RecordReader:
         self._parse = RecordParser().parse
         self._splitter = LineSplitter()
         self.data = b""
-        """The bytes of the last :meth:`read`, for a caller that checks what it read."""
+        """The bytes of the last :meth:`read`: ``tail -f`` keeps their end to notice a file
+        that was cut back and rewritten."""
 
     def read(self) -> Iterator[Record] | None:
         """The records that the next block completes (maybe none), parsed as they are

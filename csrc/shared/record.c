@@ -1,8 +1,12 @@
 /*
  * record.c - formatting one record: "TIME NODE NAME[PID] STREAM<mark> PAYLOAD\n".
+ * Built into both binaries: the cffi extension (skyrl_fdlog._fdlog) and skyrl-fdlog-helper.
  *
  * The fields before the payload never contain a space (names are sanitised),
  * so a reader finds the payload after the fifth space whatever it contains.
+ * fdl_format_line, at the end, formats whole lines the same way for the
+ * records Python writes itself (only the extension calls it; it lives beside
+ * the format so that the format is written once).
  */
 #define _GNU_SOURCE
 #include <errno.h>

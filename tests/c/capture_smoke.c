@@ -1,9 +1,9 @@
 /*
- * capture_smoke.c - drives the whole C core without Python, for the
- * sanitizer build (tests/test_core_build.py): open the log, start the
- * helper, capture fds 1 and 2, write awkward input from this process and a
- * child, release, wait for the helper, and run the assembler test entry
- * (assembler_entry.c, linked in by the test).
+ * capture_smoke.c - tests only, never shipped: drives the whole C core
+ * without Python, for the sanitizer build (tests/test_core_build.py): open the
+ * log, start the helper, capture fds 1 and 2, write awkward input from this
+ * process and a child, release, wait for the helper, and run the assembler
+ * test entry (assembler_entry.c, linked in by the test).
  *
  *     capture_smoke HELPER LOG
  */

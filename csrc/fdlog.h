@@ -105,16 +105,15 @@ int fdl_level_of(const unsigned char *text, size_t length, int *in_traceback);
  * Returns 0 or -errno. */
 int fdl_mark_fatal_signals(int err_channel);
 
-/* Test entry point: run the line assembler over chunks of input as the
- * helper would, at fixed times, and write the records to out.
- * chunk i is data[offsets[i] .. offsets[i]+lengths[i]) from pids[i] on
- * streams[i] at times_ms[i]: 1 or 2 from a socket, 17 or 18 (16 added)
- * from the owner's pipe; close_at_end flushes as at EOF.
- * Returns the bytes written to out, or -ENOSPC when out is too small. */
-long fdl_test_assemble(const char *name, const char *node, int raw, int snapshot_ms,
-                       const unsigned char *data, const long *offsets, const long *lengths,
-                       const int *pids, const int *streams, const long long *times_ms,
-                       long chunk_count, int close_at_end,
-                       unsigned char *out, long out_capacity);
+/* One line as the records the helper writes for it (record.c), for records that Python writes
+ * itself (Ray's own lines on the driver, _ray_logs.py): stream 1 out, 2 err, 3 fdlog, stamped
+ * now_ms (milliseconds since the epoch), name and node sanitised as the helper does.  A line
+ * longer than one record's payload becomes '+' fragments and a final ':' record, each at most
+ * PIPE_BUF bytes with its '\n'; they go one after another into out, for which
+ * 2 * length + 4096 bytes always suffice.  Returns the bytes written, -EINVAL when text
+ * holds a '\n', -ENOSPC when out is too small. */
+long fdl_format_line(const char *name, const char *node, int pid, int stream, long long now_ms,
+                     const unsigned char *text, size_t length, unsigned char *out,
+                     size_t capacity);
 
 #endif

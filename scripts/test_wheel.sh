@@ -14,11 +14,16 @@
 # build/aarch64 (root the first time), and pip installing the aarch64 wheels it downloaded.
 # Step 2 is left out there: the sdist is the same for every architecture.
 #
+# The assembler tests need its test entry point, which is not in the wheel: they compile it
+# from this checkout's tests/c/ and csrc/shared/ (tests/_assembler_entry.py) with CC, by
+# default this machine's cc; under QEMU with zig for aarch64, from scripts/build_wheel.sh's tools.
+#
 # Usage: scripts/test_wheel.sh [VERSION ...] [-- TEST ...]   e.g. scripts/test_wheel.sh 3.9 3.11 3.13
 #        ARCH=aarch64 scripts/test_wheel.sh [-- TEST ...]
 # TESTs (paths from the repository root, or pytest options such as --deselect=NODEID) replace
 # step 1's default list.
 # Environment: ARCH the wheel's architecture (default this machine's);
+#              WHEEL_TOOLS scripts/build_wheel.sh's tools venv, for zig (default build/wheel-tools);
 #              SDIST=0 skips step 2; SDIST_PYTHON is its interpreter (default python3.11).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -78,6 +83,11 @@ if [[ $ARCH != "$(uname -m)" ]]; then
     export QEMU_LD_PREFIX=$emulated/sysroot PIP_NO_INDEX=1 PIP_FIND_LINKS=$emulated/wheels
     VERSIONS=("$("$emulated/sysroot/usr/bin/python3" -c 'import sys; print("%d.%d" % sys.version_info[:2])')")
     SDIST=0
+    # An aarch64 compiler for the tests' own C: zig, run natively, as scripts/wheel/zig-cc runs it.
+    tools=${WHEEL_TOOLS:-$ROOT/build/wheel-tools}
+    SKYRL_ZIG=$("$tools/bin/python" -c 'import pathlib, ziglang; print(pathlib.Path(ziglang.__file__).with_name("zig"))') ||
+        fail "no zig in $tools (scripts/build_wheel.sh installs it there; WHEEL_TOOLS names another venv)"
+    export SKYRL_ZIG SKYRL_ZIG_TARGET=aarch64-linux-gnu.2.17 CC=$ROOT/scripts/wheel/zig-cc
 fi
 ((${#VERSIONS[@]})) || VERSIONS=(3.9 3.13)
 

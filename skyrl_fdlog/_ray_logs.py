@@ -16,10 +16,10 @@ error-channel messages other than the worker-pool notice, and forwarded lines th
 something died, was killed, ran out of memory or failed. Lines of actors and tasks (a numeric
 pid) are never touched.
 
-The driver is not redirected, so these records are written here, by the driver: formatted as
-the helper formats them (docs/format.md, under the driver's pid, which writes them) and each
-appended with one write(2) of at most PIPE_BUF on the log's O_APPEND descriptor, under the
-helper's lock where the log is on a network filesystem.
+The driver is not redirected, so these records are written here, by the driver: formatted by
+the helper's own C (fdl_format_line; docs/format.md), under the driver's pid, which writes
+them, and each appended with one write(2) of at most PIPE_BUF on the log's O_APPEND
+descriptor, under the helper's lock where the log is on a network filesystem.
 
 Ray has no public hook for (2). The narrowest private one is
 ray._private.worker.print_worker_logs(data, print_file, ignore_prefix): the log dispatcher's
@@ -44,13 +44,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
-from skyrl_fdlog._fdlog import lib
+from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._paths import open_log
 
 DRIVER_NAME = "ray-driver"
 # Ray's names for its processes in forwarded batches, as records name them.
 PROCESS_NAMES = {"gcs_server": "gcs"}
-PIPE_BUF = 4096
+# The records' streams as fdl_format_line numbers them.
+STREAMS = {"out": 1, "err": 2, "fdlog": 3}
 HOOK_PARAMETERS = ("data", "print_file", "ignore_prefix")
 
 # A forwarded line of Ray's own processes that says something failed stays on the terminal.
@@ -63,8 +64,6 @@ SEVERE_CXX_LINE = re.compile(r"^\[\S+ \S+ [EF] \d+ \d+\]")
 ERROR_CHANNEL_NOTICE = re.compile(r"worker processes have been started")
 # Ray colours its deduplication's "[repeated Nx across cluster]"; the record needs no colour.
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")
-UNSAFE_NAME_BYTES = re.compile(rb"[^A-Za-z0-9._:-]")
-UNSAFE_NODE_BYTES = re.compile(rb"[^A-Za-z0-9._-]")
 
 
 class LogWriter:
@@ -81,15 +80,7 @@ class LogWriter:
     def write_line(self, name: str, node: str, stream: str, text: str) -> None:
         """One line as records of this process: split into `+` records when it does not fit
         in one, each record one write(2) of at most PIPE_BUF bytes."""
-        payload = text.rstrip("\r\n").replace("\n", " ").encode(errors="replace")
-        now = time.time()
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}Z"
-        prefix = b"%s %s %s[%d] %s" % (stamp.encode(), _field(node, UNSAFE_NODE_BYTES),
-                                       _field(name, UNSAFE_NAME_BYTES), os.getpid(), stream.encode())
-        room = PIPE_BUF - len(prefix) - 3  # the mark, the space, the newline
-        pieces = [payload[start:start + room] for start in range(0, len(payload), room)] or [b""]
-        records = [prefix + (b"+ " if index < len(pieces) - 1 else b": ") + piece + b"\n"
-                   for index, piece in enumerate(pieces)]
+        records = format_line(name, node, stream, text)
         with self._lock:
             if self._held is not None:
                 self._held.append((records, text))
@@ -123,9 +114,19 @@ class LogWriter:
         os.close(self._fd)
 
 
-def _field(text: str, unsafe: re.Pattern) -> bytes:
-    """A name or node as the helper writes it: unsafe bytes become `_`, 1 to 64 bytes."""
-    return unsafe.sub(b"_", text.encode(errors="replace"))[:64] or b"_"
+def format_line(name: str, node: str, stream: str, text: str) -> list[bytes]:
+    """The records of one line of this process, stamped now, as the helper formats them: the C
+    core formats them (fdl_format_line), so the format is written once. Newlines inside the
+    text become spaces, as a record holds one line."""
+    payload = text.rstrip("\r\n").replace("\n", " ").encode(errors="replace")
+    out = ffi.new("unsigned char[]", 2 * len(payload) + 4096)  # always enough, fdlog.h says
+    size = lib.fdl_format_line(name.encode(errors="replace"), node.encode(errors="replace"),
+                               os.getpid(), STREAMS[stream], time.time_ns() // 1_000_000, payload,
+                               len(payload), out, len(out))
+    if size < 0:  # cannot happen with the text and room given: a bug, said plainly
+        raise OSError(-size, f"fdl_format_line refused a line of {len(payload)} bytes: "
+                             f"{os.strerror(-size)}")
+    return [record + b"\n" for record in ffi.buffer(out, size)[:].split(b"\n")[:-1]]
 
 
 def _node() -> str:

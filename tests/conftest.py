@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _assembler_entry import AssemblerEntry  # noqa: E402
+from _assembler_entry import build as build_assembler_entry  # noqa: E402
 
 
 def run_python(code: str, *, env: dict | None = None, timeout: float = 120,
@@ -71,3 +73,9 @@ def refusal(path: Path, call: str = "redirect") -> str:
 @pytest.fixture
 def log_file(tmp_path: Path) -> Path:
     return tmp_path / "logs" / "infra.log"
+
+
+@pytest.fixture(scope="session")
+def assembler_entry(tmp_path_factory: pytest.TempPathFactory) -> AssemblerEntry:
+    """The assembler's test entry point, compiled once per session (tests/_assembler_entry.py)."""
+    return build_assembler_entry(tmp_path_factory.mktemp("assembler-entry"))

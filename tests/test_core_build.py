@@ -32,8 +32,9 @@ def compile_c(sources: list[Path], output: Path, *flags: str) -> None:
 
 @pytest.mark.parametrize("optimisation", ["-O0", "-O2"])
 def test_every_c_file_compiles_with_all_warnings_as_errors(tmp_path, optimisation):
-    """-Wall -Wextra -Werror at -O0 and -O2 (some warnings appear only when optimising)."""
-    for source in sorted(CSRC.rglob("*.c")):
+    """-Wall -Wextra -Werror at -O0 and -O2 (some warnings appear only when optimising), the
+    tests' C included."""
+    for source in sorted([*CSRC.rglob("*.c"), *(ROOT / "tests" / "c").glob("*.c")]):
         compile_c([source], tmp_path / (source.stem + ".o"), "-c", optimisation)
 
 
@@ -44,7 +45,7 @@ def sanitized(tmp_path_factory) -> dict:
     helper = directory / "skyrl-fdlog-helper"
     compile_c([CSRC / name for name in HELPER_SOURCES], helper, *SANITIZE, "-pthread")
     driver = directory / "capture_smoke"
-    compile_c([ROOT / "tests" / "c" / "capture_smoke.c",
+    compile_c([ROOT / "tests" / "c" / "capture_smoke.c", ROOT / "tests" / "c" / "assembler_entry.c",
                *(CSRC / name for name in EXTENSION_SOURCES)], driver, *SANITIZE)
     reports = directory / "reports"
     reports.mkdir()

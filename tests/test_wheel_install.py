@@ -59,6 +59,13 @@ def test_extension_is_the_abi3_build():
     assert Path(_fdlog.__file__).name == "_fdlog.abi3.so"
 
 
+def test_extension_carries_no_test_entry_points():
+    """Test-only C (tests/c/) is built by the tests themselves, never into the shipped extension:
+    the extension has no fdl_test_ function, neither in its cffi lib nor anywhere in the file."""
+    assert [name for name in dir(_fdlog.lib) if name.startswith("fdl_test_")] == []
+    assert b"fdl_test_" not in Path(_fdlog.__file__).read_bytes()
+
+
 def test_helper_program_is_installed_beside_the_package_and_executable():
     """redirect() starts skyrl-fdlog-helper from the package directory; installing keeps it
     executable (a wheel that lost the mode bit would make every redirect() fall back)."""

@@ -1,5 +1,6 @@
 /*
  * capture.c - the capture channels and putting them on fds 1 and 2.
+ * Built into the cffi extension (skyrl_fdlog._fdlog) only.
  *
  * A channel is an AF_UNIX stream socket pair rather than a pipe: with
  * SO_PASSCRED on the reading end the kernel never merges bytes of two
@@ -12,8 +13,6 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <sys/socket.h>
-#include <sys/statfs.h>
-#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "fdlog.h"
@@ -107,33 +106,4 @@ int fdl_release(int *saved)
         saved[i] = -1;
     }
     return rc;
-}
-
-/* statfs magic numbers of filesystems where O_APPEND alone does not keep
- * appends from several machines whole (linux/magic.h and the vendors). */
-static const unsigned long NETWORK_FILESYSTEMS[] = {
-    0x6969,     /* NFS */
-    0xFF534D42, /* CIFS */
-    0xFE534D42, /* SMB2 */
-    0x517B,     /* SMB */
-    0x0BD00BD0, /* Lustre */
-    0x47504653, /* GPFS */
-    0x19830326, /* BeeGFS */
-    0x00C36400, /* CephFS */
-    0x65735546, /* FUSE: GlusterFS, and the rest */
-    0x01021997, /* 9p */
-    0x5346414F, /* AFS */
-    0x7461636F, /* OCFS2 */
-    0x01161970, /* GFS2 */
-};
-
-int fdl_needs_lock(int fd)
-{
-    struct statfs st;
-    if (fstatfs(fd, &st) != 0)
-        return -errno;
-    for (size_t i = 0; i < sizeof NETWORK_FILESYSTEMS / sizeof NETWORK_FILESYSTEMS[0]; i++)
-        if ((unsigned long)(unsigned int)st.f_type == NETWORK_FILESYSTEMS[i])
-            return 1;
-    return 0;
 }

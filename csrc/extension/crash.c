@@ -1,5 +1,6 @@
 /*
  * crash.c - the mark a dying actor leaves for its last words.
+ * Built into the cffi extension (skyrl_fdlog._fdlog) only.
  *
  * When a redirected process dies of a fatal signal (SIGSEGV, SIGBUS, SIGILL, SIGFPE,
  * SIGABRT), the handler sends one byte 'D' with an fd attached into the err channel, the

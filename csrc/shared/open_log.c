@@ -1,6 +1,7 @@
 /*
  * open_log.c - opening the log file without being tricked into writing
  * somewhere else.
+ * Built into both binaries: the cffi extension (skyrl_fdlog._fdlog) and skyrl-fdlog-helper.
  *
  * The file is created with the caller's mode (skyrl_fdlog's default 0640) and
  * missing directories with the same mode plus search permission wherever it
@@ -13,12 +14,17 @@
  *   - inside a sticky world-writable directory such as /tmp, a directory,
  *     symlink or log file owned by another user (not root): the classic
  *     way to make someone else's program write into a file you control.
+ *
+ * Also here: fdl_needs_lock, whether appends to the opened log need a lock
+ * (the filesystem it lives on).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statfs.h>
+#include <sys/vfs.h>
 #include <unistd.h>
 
 #include "fdlog.h"
@@ -153,4 +159,33 @@ int fdl_open_log(const char *path, int flags, int mode, struct fdl_open_result *
         return refuse(result, refusal, path, length, (int)st.st_uid, error);
     }
     return fd;
+}
+
+/* statfs magic numbers of filesystems where O_APPEND alone does not keep
+ * appends from several machines whole (linux/magic.h and the vendors). */
+static const unsigned long NETWORK_FILESYSTEMS[] = {
+    0x6969,     /* NFS */
+    0xFF534D42, /* CIFS */
+    0xFE534D42, /* SMB2 */
+    0x517B,     /* SMB */
+    0x0BD00BD0, /* Lustre */
+    0x47504653, /* GPFS */
+    0x19830326, /* BeeGFS */
+    0x00C36400, /* CephFS */
+    0x65735546, /* FUSE: GlusterFS, and the rest */
+    0x01021997, /* 9p */
+    0x5346414F, /* AFS */
+    0x7461636F, /* OCFS2 */
+    0x01161970, /* GFS2 */
+};
+
+int fdl_needs_lock(int fd)
+{
+    struct statfs st;
+    if (fstatfs(fd, &st) != 0)
+        return -errno;
+    for (size_t i = 0; i < sizeof NETWORK_FILESYSTEMS / sizeof NETWORK_FILESYSTEMS[0]; i++)
+        if ((unsigned long)(unsigned int)st.f_type == NETWORK_FILESYSTEMS[i])
+            return 1;
+    return 0;
 }

@@ -1,14 +1,20 @@
 /*
  * record.c - formatting one record: "TIME NODE NAME[PID] STREAM<mark> PAYLOAD\n".
+ * Built into both binaries: the cffi extension (skyrl_fdlog._fdlog) and skyrl-fdlog-helper.
  *
  * The fields before the payload never contain a space (names are sanitised),
  * so a reader finds the payload after the fifth space whatever it contains.
+ * fdl_format_line, at the end, formats whole lines the same way for the
+ * records Python writes itself (only the extension calls it; it lives beside
+ * the format so that the format is written once).
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
 
+#include "fdlog.h"
 #include "internal.h"
 
 static int is_name_byte(unsigned char c, int allow_colon)
@@ -98,4 +104,28 @@ size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t no
     used += length;
     out[used++] = '\n';
     return used;
+}
+
+long fdl_format_line(const char *name, const char *node, int pid, int stream, long long now_ms,
+                     const unsigned char *text, size_t length, unsigned char *out,
+                     size_t capacity)
+{
+    if (memchr(text, '\n', length) != NULL)
+        return -EINVAL; /* a reader would take the rest for a record of its own */
+    struct fdl_record_format format;
+    fdl_format_init(&format, name, node, 0);
+    char label[FDL_PREFIX_MAX];
+    size_t label_length = fdl_format_label(&format, label, pid, stream);
+    size_t room = fdl_payload_max(&format), used = 0;
+    do { /* an empty line is one record too */
+        size_t piece = length < room ? length : room;
+        if (capacity - used < FDL_RECORD_MAX)
+            return -ENOSPC;
+        /* A full piece with more to come is a fragment, as the helper leaves a long line. */
+        used += fdl_format_record(&format, (char *)out + used, now_ms, label, label_length,
+                                  piece < length ? FDL_MARK_FRAGMENT : FDL_MARK_LINE, text, piece);
+        text += piece;
+        length -= piece;
+    } while (length > 0);
+    return (long)used;
 }

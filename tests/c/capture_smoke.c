@@ -1,8 +1,9 @@
 /*
- * capture_smoke.c - drives the whole C core without Python, for the
- * sanitizer build (tests/test_core_build.py): open the log, start the
- * helper, capture fds 1 and 2, write awkward input from this process and a
- * child, release, wait for the helper, and run the assembler test entry.
+ * capture_smoke.c - tests only, never shipped: drives the whole C core
+ * without Python, for the sanitizer build (tests/test_core_build.py): open the
+ * log, start the helper, capture fds 1 and 2, write awkward input from this
+ * process and a child, release, wait for the helper, and run the assembler
+ * test entry (assembler_entry.c, linked in by the test).
  *
  *     capture_smoke HELPER LOG
  */
@@ -13,6 +14,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include "assembler_entry.h"
 #include "fdlog.h"
 
 static void write_all(int fd, const char *data, size_t length)

@@ -1,12 +1,13 @@
 /*
- * test_entry.c - runs the line assembler on given chunks, for the property
- * tests (tests/test_core_assembler.py), exactly as the helper feeds it.
+ * assembler_entry.c - tests only, never shipped: runs the line assembler on given chunks,
+ * exactly as the helper feeds it, for the property tests (tests/test_core_assembler.py,
+ * through tests/_assembler_entry.py) and the sanitizer build (tests/test_core_build.py).
  */
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "fdlog.h"
+#include "assembler_entry.h"
 #include "internal.h"
 
 struct collected {

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from conftest import run_python, wait_for
 from records import Record, parse
 

@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import run_python
 from records import Record
 from test_integration_ray import DriverRun, cluster, records_of, wait_for_lines  # noqa: F401

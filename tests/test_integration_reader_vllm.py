@@ -42,5 +42,5 @@ def test_real_vllm_log_lines_lose_their_decoration_and_keep_their_role(tmp_path)
     objects = [o for o in json_lines("cat", log) if o["role"] == "EngineCore"]
     assert [(o["level"], o["message"].split("] ", 1)[1]) for o in objects] == [
         ("warning", "KV cache is 95% full"), ("error", "engine died")]
-    no_prefix = [l for l in out_lines(cli("cat", "--no-prefix", log)) if b"engine died" in l]
+    no_prefix = [line for line in out_lines(cli("cat", "--no-prefix", log)) if b"engine died" in line]
     assert no_prefix and no_prefix[0].startswith(b"ERROR ")

@@ -21,7 +21,6 @@ from pathlib import Path
 import pytest
 
 from _faults import LONG, damage, run_fs_writers
-from _gluster import gluster_bed  # noqa: F401  (the fixture)
 from conftest import run_python
 from stress_check import check_log
 

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 # The GlusterFS bed, a session fixture that test_shared_fs.py and test_reliability_faults.py ask
-# for by name: a fixture imported into a test module reads to linters as an unused import.
-from _gluster import gluster_bed  # noqa: E402, F401
+# for by name (imported into a test module, a fixture reads to linters as an unused import).
+from _gluster import gluster_bed  # noqa: F401
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def run_python(code: str, *, env: dict | None = None, timeout: float = 120,

@@ -83,10 +83,11 @@ test-tools:
 		fi; \
 	fi
 
-# Under a minute, with only requirements/core.txt installed: `make test-fast PYTHON=python3.12
-# VENV=.venv-3.12` tries another Python without building torch, vLLM and Ray for it.
+# The check to run before each commit: only requirements/core.txt installed, the tests spread over
+# every core (pytest-xdist). `make test-fast PYTHON=python3.12 VENV=.venv-3.12` tries another
+# Python without building torch, vLLM and Ray for it.
 test-fast: $(CORE_STAMP) $(PACKAGE_STAMP) test-tools
-	$(PYTEST) tests/ --ignore=tests/setup -m "$(FAST_MARKERS)" -q
+	$(PYTEST) tests/ --ignore=tests/setup -m "$(FAST_MARKERS)" -n auto -q
 
 # The checks a reviewer would otherwise make by hand (their settings are in pyproject.toml): ruff's
 # lint rules and its format check over the tree, mypy over the package, and every C file compiled

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from skyrl_fdlog.reader import iter_records
 from test_cli import out_lines
 from test_reader_formats import CYAN, json_lines, write_real_log
 from test_reader_helpers import cli
+
+pytestmark = pytest.mark.vllm
 
 
 def test_real_vllm_log_lines_lose_their_decoration_and_keep_their_role(tmp_path):

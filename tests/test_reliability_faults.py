@@ -35,6 +35,8 @@ from _faults import (
 from conftest import wait_for
 from records import lines_by_writer, parse
 
+pytestmark = pytest.mark.slow
+
 
 def test_disk_full_drops_are_counted_and_writing_resumes(tmp_path):
     """The log's filesystem (a 1 MiB tmpfs) fills up while the actor writes 20,000 lines (more

@@ -14,6 +14,8 @@ import subprocess
 import time
 from pathlib import Path
 
+import pytest
+
 from _pip_setup import (
     INSTALL_TORCH,
     TORCH_REQUIREMENT,
@@ -24,6 +26,8 @@ from _pip_setup import (
     stub_torch_wheel,
     unconfigured_pip_env,
 )
+
+pytestmark = pytest.mark.slow
 
 
 def install_torch(python: Path, index: str, wheel_dir: Path) -> subprocess.CompletedProcess:

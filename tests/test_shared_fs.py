@@ -24,6 +24,8 @@ from _faults import LONG, damage, run_fs_writers
 from conftest import run_python
 from stress_check import check_log
 
+pytestmark = [pytest.mark.gluster, pytest.mark.slow]
+
 WRITERS = 8
 COUNT = 3334 if LONG else 150
 

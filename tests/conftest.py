@@ -72,14 +72,14 @@ def refusal(path: Path, call: str = "redirect") -> str:
     return result.stdout.decode()
 
 
-@pytest.fixture
-def log_file(tmp_path: Path) -> Path:
-    return tmp_path / "logs" / "infra.log"
-
-
 @pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """A test that uses the GlusterFS bed carries the `gluster` marker, whichever module it is in."""
     for item in items:
         if "gluster_bed" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.gluster)
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Path:
+    return tmp_path / "logs" / "infra.log"

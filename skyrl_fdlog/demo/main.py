@@ -44,12 +44,9 @@ def main(overrides: Sequence[str] = ()) -> int:
     model_path = cfg.model.path or str(ensure_tiny_model(cfg.model.cache_dir or None))
     print(f"Model: {model_path}")
     problems = load_problems(cfg.data.num_prompts, cfg.trainer.seed)
-    print(
-        f"Loading dataset: {len(problems)} one-digit addition prompts, "
-        f"{cfg.generator.prompts_per_step} per step, "
-        f"{cfg.generator.samples_per_prompt} samples each",
-        flush=True,
-    )
+    print(f"Loading dataset: {len(problems)} one-digit addition prompts, "
+          f"{cfg.generator.prompts_per_step} per step, "
+          f"{cfg.generator.samples_per_prompt} samples each", flush=True)
 
     started = time.monotonic()
     log_file = init_ray(cfg.trainer.log_path)
@@ -65,19 +62,14 @@ def main(overrides: Sequence[str] = ()) -> int:
 
 def train(cfg: DictConfig, model_path: str, problems: list[Problem]) -> list[float]:
     """The RL loop; returns the mean reward of each step."""
-    print(f"Starting the vLLM engine and {cfg.trainer.num_policy_workers} policy workers...", flush=True)
-    engine: Any = VLLMEngineActor.options(name=ENGINE_NAME, num_cpus=1).remote(
-        model_path, seed=cfg.trainer.seed
-    )
-    workers = create_worker_group(
-        PolicyWorker,
-        cfg.trainer.num_policy_workers,
-        model_path,
-        cfg.trainer.learning_rate,
-        cfg.trainer.seed,
-        name_prefix=POLICY_NAME_PREFIX,
-        num_cpus=1 / cfg.trainer.num_policy_workers,
-    )
+    print(f"Starting the vLLM engine and {cfg.trainer.num_policy_workers} policy workers...",
+          flush=True)
+    engine = VLLMEngineActor.options(name=ENGINE_NAME, num_cpus=1).remote(
+        model_path, seed=cfg.trainer.seed)
+    workers = create_worker_group(PolicyWorker, cfg.trainer.num_policy_workers, model_path,
+                                  cfg.trainer.learning_rate, cfg.trainer.seed,
+                                  name_prefix=POLICY_NAME_PREFIX,
+                                  num_cpus=1 / cfg.trainer.num_policy_workers)
     ray.get(engine.__ray_ready__.remote())
     print("Engine and workers ready; training.", flush=True)
 
@@ -94,17 +86,13 @@ def train(cfg: DictConfig, model_path: str, problems: list[Problem]) -> list[flo
     return mean_rewards
 
 
-def train_step(cfg: DictConfig, engine: Any, workers: list[Any], batch: list[Problem]) -> dict[str, Any]:
+def train_step(cfg: DictConfig, engine: Any, workers: list[Any],
+               batch: list[Problem]) -> dict[str, Any]:
     """Generate, score, train, sync weights; return the step's metrics."""
     t0 = time.monotonic()
-    samples = ray.get(
-        engine.generate.remote(
-            [problem.prompt for problem in batch],
-            n=cfg.generator.samples_per_prompt,
-            max_tokens=cfg.generator.max_tokens,
-            temperature=cfg.generator.temperature,
-        )
-    )
+    samples = ray.get(engine.generate.remote(
+        [problem.prompt for problem in batch], n=cfg.generator.samples_per_prompt,
+        max_tokens=cfg.generator.max_tokens, temperature=cfg.generator.temperature))
     t1 = time.monotonic()
 
     rollouts, scores = [], []
@@ -117,7 +105,7 @@ def train_step(cfg: DictConfig, engine: Any, workers: list[Any], batch: list[Pro
             rollouts.append({**sample, "advantage": (score - baseline) / spread})
         scores += group_scores
 
-    shards = [rollouts[rank :: len(workers)] for rank in range(len(workers))]
+    shards = [rollouts[rank::len(workers)] for rank in range(len(workers))]
     results = ray.get([worker.train_step.remote(shard) for worker, shard in zip(workers, shards)])
     t2 = time.monotonic()
     # Every rank holds the same weights after the step; rank 0's go to the engine.
@@ -138,21 +126,17 @@ def train_step(cfg: DictConfig, engine: Any, workers: list[Any], batch: list[Pro
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    return (
-        f"reward {metrics['reward']:.3f} | correct {metrics['correct']}/{metrics['samples']} | "
-        f"loss {metrics['loss']:+.4f} | grad_norm {metrics['grad_norm']:.3f} | "
-        f"response_tokens {metrics['response_tokens']:.1f} | "
-        f"time generate {metrics['generate_s']:.2f}s train {metrics['train_s']:.2f}s "
-        f"sync {metrics['sync_s']:.2f}s"
-    )
+    return (f"reward {metrics['reward']:.3f} | correct {metrics['correct']}/{metrics['samples']} | "
+            f"loss {metrics['loss']:+.4f} | grad_norm {metrics['grad_norm']:.3f} | "
+            f"response_tokens {metrics['response_tokens']:.1f} | "
+            f"time generate {metrics['generate_s']:.2f}s train {metrics['train_s']:.2f}s "
+            f"sync {metrics['sync_s']:.2f}s")
 
 
 def print_infra_summary(log_file: Path | None) -> None:
     if log_file is None:
-        print(
-            "SKYRL_DUMP_INFRA_LOG_TO_STDOUT is set: infrastructure output was shown above, "
-            "no infra log was written."
-        )
+        print("SKYRL_DUMP_INFRA_LOG_TO_STDOUT is set: infrastructure output was shown above, "
+              "no infra log was written.")
         return
     print(f"Infrastructure logs: {log_file}")
     counts = lines_per_actor(log_file)

@@ -24,10 +24,11 @@ PYTEST := $(BIN)/python -m pytest -p no:cacheprovider
 TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
 TORCH_WHEELS ?= $(HOME)/.cache/skyrl-fdlog/wheels
 TORCH_REQUIREMENT := $(if $(filter x86_64,$(shell uname -m)),torch==2.13.0+cpu)
-# The tests that need neither Ray, vLLM, torch nor GlusterFS: the C core, the reader and the CLI.
-FAST_TESTS := $(wildcard tests/test_core_*.py tests/test_reader*.py) tests/test_cli.py
+# `make test-fast`: the tests that need none of Ray, vLLM/torch, GlusterFS, and are not slow (the
+# markers are registered in pyproject.toml): the C core, the reader and the CLI.
+FAST_MARKERS := not (ray or vllm or gluster or slow)
 
-.PHONY: venv test test-fast test-setup test-tools demo bench wheel lock clean
+.PHONY: venv test test-fast test-setup test-tools lint demo bench wheel lock clean
 
 venv: $(DEPS_STAMP) $(PACKAGE_STAMP)
 
@@ -82,10 +83,23 @@ test-tools:
 		fi; \
 	fi
 
-# A minute or two, with only requirements/core.txt installed: `make test-fast PYTHON=python3.12
-# VENV=.venv-3.12` tries another Python without building torch, vLLM and Ray for it.
+# The check to run before each commit: only requirements/core.txt installed, the tests spread over
+# every core (pytest-xdist). `make test-fast PYTHON=python3.12 VENV=.venv-3.12` tries another
+# Python without building torch, vLLM and Ray for it.
 test-fast: $(CORE_STAMP) $(PACKAGE_STAMP) test-tools
-	$(PYTEST) $(FAST_TESTS) -q
+	$(PYTEST) tests/ --ignore=tests/setup -m "$(FAST_MARKERS)" -n auto -q
+
+# The checks a reviewer would otherwise make by hand (their settings are in pyproject.toml): ruff's
+# lint rules and its format check over the tree, mypy over the package, and every C file compiled
+# with -Wall -Wextra -Werror (tests/test_core_build.py). Each runs even when one before it fails;
+# any finding fails the target.
+lint: venv
+	@status=0; \
+	echo "==> ruff check"; $(BIN)/ruff check . || status=1; \
+	echo "==> ruff format --check"; $(BIN)/ruff format --check . || status=1; \
+	echo "==> mypy"; $(BIN)/mypy || status=1; \
+	echo "==> C warnings"; $(PYTEST) tests/test_core_build.py -q -k all_warnings_as_errors || status=1; \
+	exit $$status
 
 # `make venv` in a fresh clone with pip's machine configuration removed and TORCH_INDEX on a local
 # index (tests/setup/); builds a second full venv, so it is kept out of `make test` (.ci/run runs it).

@@ -14,6 +14,7 @@ and peak RSS (ru_maxrss, the VmHWM of the process) when they exit.
 from __future__ import annotations
 
 import ctypes
+import functools
 import json
 import os
 import platform
@@ -394,6 +395,9 @@ def machine_info(workdir: Path) -> dict:
             helper = helper_executable()
         except Exception:
             helper = "?"
+    # The in-tree build is named relative to the repository: results.json names no local path.
+    if helper.startswith(f"{REPO}{os.sep}"):
+        helper = os.path.relpath(helper, REPO)
 
     def git(*args):
         try:
@@ -433,3 +437,12 @@ def fresh_workdir(workdir: Path) -> Path:
         shutil.rmtree(workdir)
     workdir.mkdir(parents=True)
     return workdir
+
+
+def write_results(path: Path, saved: dict) -> None:
+    """The raw results as JSON, one line per case after one line for the rest: a re-run's diff
+    shows the cases that changed, not thousands of lines of indentation."""
+    compact = functools.partial(json.dumps, separators=(",", ":"), default=str)
+    rest = compact({key: value for key, value in saved.items() if key != "results"})
+    cases = ",\n".join(compact(result) for result in saved["results"])
+    path.write_text(f'{rest[:-1]},"results":[\n{cases}\n]}}\n')

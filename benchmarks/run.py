@@ -272,7 +272,7 @@ def main(argv=None) -> int:
         saved = {"command": command, "quick": args.quick, "config": config, "machine": machine,
                  "results": results}
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(saved, indent=1, default=str))
+        harness.write_results(json_path, saved)
         harness.fresh_workdir(args.workdir)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text(report.markdown(saved))

@@ -13,7 +13,7 @@ log was copied and the extension is not built.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skyrl_fdlog._version import __version__
 
@@ -32,14 +32,21 @@ _HOMES = {
 
 __all__ = ["__version__", *sorted(_HOMES)]
 
+# For type checkers and editors, which do not run __getattr__ (`X as X`: re-exported).
 if TYPE_CHECKING:
-    from skyrl_fdlog._errors import FdlogError
-    from skyrl_fdlog._paths import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, dump_to_stdout,
-                                    infra_log_path)
-    from skyrl_fdlog._redirect import Redirection, active, flush, redirect, restore
+    from skyrl_fdlog._errors import FdlogError as FdlogError
+    from skyrl_fdlog._paths import DEFAULT_LOG_PATH as DEFAULT_LOG_PATH
+    from skyrl_fdlog._paths import LOG_FILE_VARIABLE as LOG_FILE_VARIABLE
+    from skyrl_fdlog._paths import dump_to_stdout as dump_to_stdout
+    from skyrl_fdlog._paths import infra_log_path as infra_log_path
+    from skyrl_fdlog._redirect import Redirection as Redirection
+    from skyrl_fdlog._redirect import active as active
+    from skyrl_fdlog._redirect import flush as flush
+    from skyrl_fdlog._redirect import redirect as redirect
+    from skyrl_fdlog._redirect import restore as restore
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'skyrl_fdlog' has no attribute {name!r}")

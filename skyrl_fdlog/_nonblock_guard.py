@@ -10,11 +10,12 @@ fd 1 (SkyRL's dup2) the flag does nothing.
 The flag cannot be refused and no event says it was set, so a thread of the actor looks at
 it every CHECK_SECONDS, through the redirection's own copies of the channels' writing ends
 (the same descriptions, whatever the actor later puts on fds 1 and 2; _redirect.py owns and
-closes them), clears it, and says so in the log (an `err` line of the actor).  A writer blocked on a full channel stays blocked (the
-flag is read when a write begins), so a helper held up for longer than CHECK_SECONDS costs
-nothing; what is left is a write that begins on a full channel in the moment between the
-flag being set and cleared: it fails in its writer, and the line says it may have.  The
-process that set the flag then writes blocking, as every other writer does.
+closes them), clears it, and says so in the log (an `err` line of the actor).  A writer
+blocked on a full channel stays blocked (the flag is read when a write begins), so a helper
+held up for longer than CHECK_SECONDS costs nothing; what is left is a write that begins on a
+full channel in the moment between the flag being set and cleared: it fails in its writer,
+and the line says it may have.  The process that set the flag then writes blocking, as every
+other writer does.
 
 The guard lives as long as the actor: children that outlive it are unguarded.
 """
@@ -29,12 +30,11 @@ CHECK_SECONDS = 0.01
 
 
 class NonblockGuard:
-    def __init__(self, write_fds: tuple):
+    def __init__(self, write_fds: tuple[int, int]) -> None:
         self._fds = write_fds
         self._stop = threading.Event()
         self.cleared = 0
-        self._thread = threading.Thread(target=self._run, name="skyrl-fdlog-nonblock-guard",
-                                        daemon=True)
+        self._thread = threading.Thread(target=self._run, name="skyrl-fdlog-nonblock-guard", daemon=True)
 
     def _run(self) -> None:
         while not self._stop.wait(CHECK_SECONDS):
@@ -50,17 +50,21 @@ class NonblockGuard:
     def _report(self, stream: str) -> None:
         self.cleared += 1
         if self.cleared & (self.cleared - 1) == 0:  # the 1st, 2nd, 4th, 8th... time
-            os.write(self._fds[1], (
-                f"skyrl_fdlog: a process set O_NONBLOCK on the {stream} channel that this "
-                f"actor's processes share; cleared it ({self.cleared} times so far). A write "
-                f"that found the channel full meanwhile (at most {CHECK_SECONDS * 1000:.0f} ms) "
-                f"failed with EAGAIN in its writer\n").encode())
+            os.write(
+                self._fds[1],
+                (
+                    f"skyrl_fdlog: a process set O_NONBLOCK on the {stream} channel that this "
+                    f"actor's processes share; cleared it ({self.cleared} times so far). A write "
+                    f"that found the channel full meanwhile (at most {CHECK_SECONDS * 1000:.0f} ms) "
+                    f"failed with EAGAIN in its writer\n"
+                ).encode(),
+            )
 
 
-_guards: list = []
+_guards: list[NonblockGuard] = []
 
 
-def start(write_fds: tuple) -> NonblockGuard:
+def start(write_fds: tuple[int, int]) -> NonblockGuard:
     """Guard the channels whose writing ends are write_fds (out, err); they must stay open
     until stop() returns."""
     guard = NonblockGuard(write_fds)

@@ -10,11 +10,19 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from hydra import compose, initialize
-from hydra.core.config_store import ConfigStore
-from omegaconf import DictConfig
-
 from skyrl_fdlog import DEFAULT_LOG_PATH
+
+# Hydra is an optional dependency (the demo extra): the capture and the reader run without it.
+try:
+    from hydra import compose, initialize
+    from hydra.core.config_store import ConfigStore
+    from omegaconf import DictConfig
+except ImportError as error:
+    raise ImportError(
+        f"skyrl_fdlog.config needs Hydra and OmegaConf, which are not installed ({error}); "
+        "install them with: pip install 'skyrl-fdlog[demo]'",
+        name=error.name,
+    ) from error
 
 
 @dataclass

@@ -22,6 +22,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import TextIO
 
 from skyrl_fdlog._paths import DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, dump_to_stdout, infra_log_path
 
@@ -75,11 +76,13 @@ def get_actor_logs_tail(actor: str, num_lines: int = 50, log_file: str | os.Path
     path = log_file or os.environ.get(LOG_FILE_VARIABLE)
     if not path or not os.path.exists(path):
         return ""
-    return "\n".join(f"{line.name}[{line.pid}] {line.stream}: {line.payload.decode(errors='replace')}"
-                     for line in tail(path, num_lines, actor=actor))
+    return "\n".join(
+        f"{line.name}[{line.pid}] {line.stream}: {line.payload.decode(errors='replace')}"
+        for line in tail(path, num_lines, actor=actor)
+    )
 
 
-def _fileno(stream) -> int | None:
+def _fileno(stream: TextIO) -> int | None:
     try:
         return stream.fileno()
     except (AttributeError, OSError, ValueError):  # closed, or not backed by a descriptor
@@ -101,9 +104,12 @@ def _plain_dup2(log_file: str, why: ImportError) -> None:
     global _warned_no_core
     if not _warned_no_core:
         _warned_no_core = True
-        print(f"skyrl_fdlog: the compiled core is not available on {sys.platform} ({why}); "
-              f"falling back to a plain dup2 of {log_file} (no records, lines may tear)",
-              file=sys.stderr, flush=True)
+        print(
+            f"skyrl_fdlog: the compiled core is not available on {sys.platform} ({why}); "
+            f"falling back to a plain dup2 of {log_file} (no records, lines may tear)",
+            file=sys.stderr,
+            flush=True,
+        )
     os.makedirs(os.path.dirname(os.path.abspath(log_file)), exist_ok=True)
     with open(log_file, "a", buffering=1) as log:
         for stream in (sys.stdout, sys.stderr):

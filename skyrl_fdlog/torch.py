@@ -51,14 +51,19 @@ class DistributedTorchWorker:
         if backend == "nccl":
             # Ray gives each GPU actor its own CUDA_VISIBLE_DEVICES, so its GPU is device 0.
             torch.cuda.set_device(0)
-        dist.init_process_group(backend, init_method=f"tcp://{master_addr}:{master_port}",
-                                world_size=self.world_size, rank=self.rank,
-                                timeout=PROCESS_GROUP_TIMEOUT)
+        dist.init_process_group(
+            backend,
+            init_method=f"tcp://{master_addr}:{master_port}",
+            world_size=self.world_size,
+            rank=self.rank,
+            timeout=PROCESS_GROUP_TIMEOUT,
+        )
         return backend
 
 
-def create_worker_group(actor_class: Any, world_size: int, *args: Any,
-                        name_prefix: str | None = None, **options: Any) -> list[Any]:
+def create_worker_group(
+    actor_class: Any, world_size: int, *args: Any, name_prefix: str | None = None, **options: Any
+) -> list[Any]:
     """Start world_size actors of actor_class (a @ray.remote DistributedTorchWorker subclass)
     and join them into one process group, rank 0 hosting it.
 

@@ -31,8 +31,7 @@ class VLLMEngine:
     without CUDA it runs vLLM's CPU backend in float32 without graph capture.
     """
 
-    def __init__(self, model: str, *, seed: int = 0, max_model_len: int = 256,
-                 **engine_kwargs: Any) -> None:
+    def __init__(self, model: str, *, seed: int = 0, max_model_len: int = 256, **engine_kwargs: Any) -> None:
         redirect_actor_output(type(self).__name__)
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", CPU_KV_CACHE_GIB)
         import torch
@@ -43,17 +42,26 @@ class VLLMEngine:
         self.llm = LLM(model=model, seed=seed, max_model_len=max_model_len, **engine_kwargs)
         self.weights_dir = tempfile.TemporaryDirectory(prefix="skyrl-fdlog-weights-")
 
-    def generate(self, prompts: list[str], *, n: int = 1, max_tokens: int = 16,
-                 temperature: float = 1.0) -> list[list[dict]]:
+    def generate(
+        self, prompts: list[str], *, n: int = 1, max_tokens: int = 16, temperature: float = 1.0
+    ) -> list[list[dict]]:
         """For each prompt, n samples as {"text", "token_ids", "prompt_token_ids"}."""
         from vllm import SamplingParams
 
         params = SamplingParams(n=n, max_tokens=max_tokens, temperature=temperature)
         outputs = self.llm.generate(prompts, params, use_tqdm=True)
-        return [[{"text": sample.text, "token_ids": list(sample.token_ids),
-                  "prompt_token_ids": list(output.prompt_token_ids)}
-                 for sample in output.outputs]
-                for output in outputs]
+        # prompt_token_ids is None only for prompts given as embeddings, never passed here.
+        return [
+            [
+                {
+                    "text": sample.text,
+                    "token_ids": list(sample.token_ids),
+                    "prompt_token_ids": list(output.prompt_token_ids or ()),
+                }
+                for sample in output.outputs
+            ]
+            for output in outputs
+        ]
 
     def update_weights(self, state_dict: dict) -> None:
         """Load new policy weights (Hugging Face name -> CPU tensor) into the running engine."""

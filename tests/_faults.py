@@ -212,7 +212,7 @@ def finish(actor: subprocess.Popen, tmp_path: Path, timeout: float = 120) -> Non
     except subprocess.TimeoutExpired:
         actor.kill()
         actor.wait()
-        raise AssertionError(f"actor did not finish in {timeout}s: {actor_errors(tmp_path)}")
+        raise AssertionError(f"actor did not finish in {timeout}s: {actor_errors(tmp_path)}") from None
     assert code == 0, f"actor exited {code}: {actor_errors(tmp_path)}"
 
 

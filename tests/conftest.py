@@ -11,6 +11,10 @@ from pathlib import Path
 
 import pytest
 
+# The GlusterFS bed, a session fixture that test_shared_fs.py and test_reliability_faults.py ask
+# for by name (imported into a test module, a fixture reads to linters as an unused import).
+from _gluster import gluster_bed  # noqa: F401
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _assembler_entry import AssemblerEntry  # noqa: E402
 from _assembler_entry import build as build_assembler_entry  # noqa: E402
@@ -68,6 +72,14 @@ def refusal(path: Path, call: str = "redirect") -> str:
             raise SystemExit("no refusal")
     """, timeout=30)
     return result.stdout.decode()
+
+
+@pytest.hookimpl(tryfirst=True)  # before -m deselects by the markers
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the GlusterFS bed carries the `gluster` marker, whichever module it is in."""
+    for item in items:
+        if "gluster_bed" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.gluster)
 
 
 @pytest.fixture

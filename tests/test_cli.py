@@ -201,6 +201,7 @@ ISO_LIKE = st.one_of(
 )
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(sys.version_info < (3, 11), reason="compares with 3.11's fromisoformat")
 @settings(max_examples=3000, deadline=None)
 @given(ISO_LIKE)

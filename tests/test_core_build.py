@@ -12,6 +12,8 @@ import pytest
 from records import lines_by_writer, parse
 from stress_check import check_log
 
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 CSRC = ROOT / "csrc"
 sys.path.insert(0, str(ROOT))

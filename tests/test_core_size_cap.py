@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from conftest import run_python
 from records import parse
+
+pytestmark = pytest.mark.slow
 
 CAP = 64 << 10
 

@@ -12,6 +12,8 @@ import pytest
 from records import parse
 from stress_check import check_lines, check_log
 
+pytestmark = pytest.mark.slow
+
 WRITER = str(Path(__file__).with_name("writer_program.py"))
 WRITERS = 12
 LINES = 400  # per method per process: 12 actors + 12 children x 3 methods x 400 = 28,800 lines

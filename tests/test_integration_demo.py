@@ -14,12 +14,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from records import Record, parse
 
-from skyrl_fdlog.config import load_config
-from skyrl_fdlog.demo.tiny_model import ensure_tiny_model
-
-pytestmark = pytest.mark.timeout(300)
+# skyrl_fdlog.config and skyrl_fdlog.demo are imported in the tests: they need the demo extra,
+# which `make test-fast` (requirements/core.txt) does not install, and it still collects this file.
+pytestmark = [pytest.mark.timeout(300), pytest.mark.ray, pytest.mark.vllm, pytest.mark.slow]
 
 STEPS = 3
 DEMO = Path(sys.executable).with_name("skyrl-fdlog")
@@ -36,6 +36,8 @@ RAY_LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\s+(DEBUG|INFO|
 @pytest.fixture(scope="module")
 def model_cache(tmp_path_factory) -> Path:
     """One tiny Llama build shared by the demo runs of this module."""
+    from skyrl_fdlog.demo.tiny_model import ensure_tiny_model
+
     cache = tmp_path_factory.mktemp("model-cache")
     ensure_tiny_model(cache)
     return cache
@@ -127,6 +129,8 @@ def test_trainer_log_path_is_a_hydra_override():
     """trainer.log_path defaults to /tmp/skyrl-logs and takes a Hydra-style override, and an
     unknown key is refused, as in SkyRL's configuration."""
     from hydra.errors import ConfigCompositionException
+
+    from skyrl_fdlog.config import load_config
 
     assert load_config().trainer.log_path == "/tmp/skyrl-logs"
     assert load_config(["trainer.log_path=/mnt/shared/logs"]).trainer.log_path == "/mnt/shared/logs"

@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
 from conftest import run_python, wait_for
 from records import Record, parse
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.ray, pytest.mark.slow]
 
 DRIVER = Path(__file__).with_name("integration_driver.py")
 PROGRESS_LINE = "driver: step 1 | reward 0.5"

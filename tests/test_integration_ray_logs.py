@@ -18,11 +18,12 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from conftest import run_python
 from records import Record
 from test_integration_ray import DriverRun, cluster, records_of, wait_for_lines  # noqa: F401
 
-pytestmark = pytest.mark.timeout(300)
+pytestmark = [pytest.mark.timeout(300), pytest.mark.ray, pytest.mark.slow]
 
 DRIVER = Path(__file__).with_name("ray_logs_driver.py")
 PROGRESS_LINE = "driver: step 1 | reward 0.5"

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from skyrl_fdlog.reader import iter_records
 from test_cli import out_lines
 from test_reader_formats import CYAN, json_lines, write_real_log
 from test_reader_helpers import cli
+
+pytestmark = pytest.mark.vllm
 
 
 def test_real_vllm_log_lines_lose_their_decoration_and_keep_their_role(tmp_path):
@@ -42,5 +46,5 @@ def test_real_vllm_log_lines_lose_their_decoration_and_keep_their_role(tmp_path)
     objects = [o for o in json_lines("cat", log) if o["role"] == "EngineCore"]
     assert [(o["level"], o["message"].split("] ", 1)[1]) for o in objects] == [
         ("warning", "KV cache is 95% full"), ("error", "engine died")]
-    no_prefix = [l for l in out_lines(cli("cat", "--no-prefix", log)) if b"engine died" in l]
+    no_prefix = [line for line in out_lines(cli("cat", "--no-prefix", log)) if b"engine died" in line]
     assert no_prefix and no_prefix[0].startswith(b"ERROR ")

@@ -151,6 +151,7 @@ def lengths_around_every_boundary(limit: int) -> list[int]:
     return sorted(lengths)
 
 
+@pytest.mark.slow
 def test_round_trip_every_length_across_record_boundaries_up_to_1_mib(tmp_path):
     """Lines of every length from 0 to 1 MiB that crosses a record boundary, written as the
     format says with other writers' records between every fragment, rejoin to their
@@ -318,6 +319,7 @@ def test_an_overlong_line_without_newline_is_cut_to_bound_memory(tmp_path):
     assert recs[-1].payload == b"after"
 
 
+@pytest.mark.slow
 def test_gigabyte_file_reads_in_constant_memory(tmp_path):
     """A 1 GiB log (1 MiB lines cut into 3840-byte fragments, interleaved with short lines
     from other writers) is read by a child process with every line checked, while its

@@ -20,6 +20,8 @@ from records import lines_by_writer, parse
 
 from skyrl_fdlog._redirect import helper_executable
 
+pytestmark = pytest.mark.slow
+
 
 def out_lines(log: Path) -> list[bytes]:
     records, bad = parse(log.read_bytes())

@@ -16,12 +16,26 @@ import time
 
 import pytest
 
-from _faults import (actor_around_a_fault, cut_short, dropped_counts, fault_done, fill, finish,
-                     helpers_of, numbered, start_actor, tmpfs, unique_log, vm_rss_kib, wait_gone,
-                     wait_report)
-from _gluster import gluster_bed  # noqa: F401  (the fixture)
+from _faults import (
+    actor_around_a_fault,
+    cut_short,
+    dropped_counts,
+    fault_done,
+    fill,
+    finish,
+    helpers_of,
+    numbered,
+    start_actor,
+    tmpfs,
+    unique_log,
+    vm_rss_kib,
+    wait_gone,
+    wait_report,
+)
 from conftest import wait_for
 from records import lines_by_writer, parse
+
+pytestmark = pytest.mark.slow
 
 
 def test_disk_full_drops_are_counted_and_writing_resumes(tmp_path):

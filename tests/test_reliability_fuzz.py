@@ -21,6 +21,8 @@ from hypothesis import strategies as st
 from _faults import LONG, TESTS
 from _fuzz_reader import check
 
+pytestmark = pytest.mark.slow
+
 FUZZ_SECONDS = int(os.environ.get("SKYRL_FDLOG_FUZZ_SECONDS", 300 if LONG else 20))
 
 SEEDS = [

@@ -23,6 +23,8 @@ from _helper_alone import HelperAlone
 from conftest import run_python, wait_for
 from records import lines_by_writer, parse
 
+pytestmark = pytest.mark.slow
+
 
 def helper_state(log, tmp_path, pipes: str) -> dict:
     """Start redirect() in an actor whose fds 7, 8 and 9 hold inheritable files of its own

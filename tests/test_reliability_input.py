@@ -14,6 +14,8 @@ from _faults import LONG
 from conftest import run_python
 from records import lines_by_writer, parse
 
+pytestmark = pytest.mark.slow
+
 STORM_SECONDS = 30 if LONG else 6
 
 

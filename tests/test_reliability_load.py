@@ -12,9 +12,13 @@ import time
 import zlib
 from collections import defaultdict
 
+import pytest
+
 from _faults import LONG, finish, start_actor, vm_rss_kib, wait_report
 from conftest import pid_alive
 from records import parse
+
+pytestmark = pytest.mark.slow
 
 SOAK_SECONDS = float(os.environ.get("SKYRL_FDLOG_SOAK_SECONDS", 60 if LONG else 15))
 SOAK_WRITERS = 64

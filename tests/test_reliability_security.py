@@ -18,6 +18,8 @@ from _faults import actor_around_a_fault, fault_done, finish
 from conftest import refusal, run_python
 from records import parse
 
+pytestmark = pytest.mark.slow
+
 OTHER_UID = 4242
 
 

@@ -14,8 +14,20 @@ import subprocess
 import time
 from pathlib import Path
 
-from _pip_setup import (INSTALL_TORCH, TORCH_REQUIREMENT, UNREACHABLE_INDEX, fresh_venv,
-                        installed_torch_version, make_index, stub_torch_wheel, unconfigured_pip_env)
+import pytest
+
+from _pip_setup import (
+    INSTALL_TORCH,
+    TORCH_REQUIREMENT,
+    UNREACHABLE_INDEX,
+    fresh_venv,
+    installed_torch_version,
+    make_index,
+    stub_torch_wheel,
+    unconfigured_pip_env,
+)
+
+pytestmark = pytest.mark.slow
 
 
 def install_torch(python: Path, index: str, wheel_dir: Path) -> subprocess.CompletedProcess:

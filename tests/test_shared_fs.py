@@ -21,9 +21,10 @@ from pathlib import Path
 import pytest
 
 from _faults import LONG, damage, run_fs_writers
-from _gluster import gluster_bed  # noqa: F401  (the fixture)
 from conftest import run_python
 from stress_check import check_log
+
+pytestmark = [pytest.mark.gluster, pytest.mark.slow]
 
 WRITERS = 8
 COUNT = 3334 if LONG else 150

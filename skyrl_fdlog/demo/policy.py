@@ -14,8 +14,7 @@ from skyrl_fdlog.torch import DistributedTorchWorker
 class PolicyWorker(DistributedTorchWorker):
     """One data-parallel rank holding a full copy of the policy and its optimizer."""
 
-    def __init__(self, world_size: int, rank: int, model_path: str, learning_rate: float,
-                 seed: int) -> None:
+    def __init__(self, world_size: int, rank: int, model_path: str, learning_rate: float, seed: int) -> None:
         super().__init__(world_size, rank)
         import torch
         from transformers import AutoModelForCausalLM
@@ -26,8 +25,7 @@ class PolicyWorker(DistributedTorchWorker):
         self.model = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=learning_rate)
         parameters = sum(p.numel() for p in self.model.parameters())
-        print(f"policy rank {rank}/{world_size}: loaded {model_path} ({parameters:,} parameters)",
-              flush=True)
+        print(f"policy rank {rank}/{world_size}: loaded {model_path} ({parameters:,} parameters)", flush=True)
 
     def train_step(self, rollouts: list[dict[str, Any]]) -> dict[str, float]:
         """One optimizer step on this rank's share of the rollouts; every rank applies the
@@ -39,8 +37,7 @@ class PolicyWorker(DistributedTorchWorker):
         import torch.distributed as dist
 
         self.model.train()
-        logprob_sums = [self._response_logprob(r["prompt_token_ids"], r["token_ids"])
-                        for r in rollouts]
+        logprob_sums = [self._response_logprob(r["prompt_token_ids"], r["token_ids"]) for r in rollouts]
         advantages = torch.tensor([r["advantage"] for r in rollouts], dtype=torch.float32)
         loss = -(advantages * torch.stack(logprob_sums)).mean()
         self.optimizer.zero_grad()
@@ -52,15 +49,18 @@ class PolicyWorker(DistributedTorchWorker):
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), max_norm=1.0)
         self.optimizer.step()
         tokens = sum(len(r["token_ids"]) for r in rollouts)
-        print(f"policy rank {self.rank}: step on {len(rollouts)} rollouts, {tokens} tokens, "
-              f"loss {loss.item():.4f}", flush=True)
+        print(
+            f"policy rank {self.rank}: step on {len(rollouts)} rollouts, {tokens} tokens, "
+            f"loss {loss.item():.4f}",
+            flush=True,
+        )
         return {"loss": loss.item(), "grad_norm": grad_norm.item(), "tokens": float(tokens)}
 
     def _response_logprob(self, prompt_ids: list[int], response_ids: list[int]) -> Any:
         import torch
 
         ids = torch.tensor([prompt_ids + response_ids])
-        logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1:-1]
+        logits = self.model(input_ids=ids).logits[0, len(prompt_ids) - 1 : -1]
         logprobs = torch.log_softmax(logits, dim=-1)
         return logprobs.gather(1, torch.tensor(response_ids).unsqueeze(1)).sum()
 

@@ -61,13 +61,17 @@ def build_tokenizer(directory: Path) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=VOCAB_SIZE, special_tokens=list(SPECIAL_TOKENS),
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-                                  show_progress=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=VOCAB_SIZE,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
     tokenizer.train_from_iterator(tokenizer_corpus(), trainer=trainer)
     bos, eos, pad = SPECIAL_TOKENS
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=tokenizer, bos_token=bos, eos_token=eos,
-                                      pad_token=pad, model_max_length=256)
+    wrapped = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, bos_token=bos, eos_token=eos, pad_token=pad, model_max_length=256
+    )
     wrapped.save_pretrained(directory)
 
 
@@ -94,7 +98,7 @@ def build_model(directory: Path) -> None:
         bos_token_id=bos,
         eos_token_id=eos,
         pad_token_id=pad,
-        torch_dtype="float32",
+        dtype="float32",
     )
     torch.manual_seed(SEED)
     LlamaForCausalLM(config).save_pretrained(directory)

@@ -18,6 +18,7 @@ from _gluster import gluster_bed  # noqa: F401
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _assembler_entry import AssemblerEntry  # noqa: E402
 from _assembler_entry import build as build_assembler_entry  # noqa: E402
+from test_reader_helpers import follow  # noqa: E402, F401 (a fixture of the CLI tests)
 
 
 def run_python(code: str, *, env: dict | None = None, timeout: float = 120,

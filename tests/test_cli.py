@@ -454,48 +454,6 @@ def test_tail_prints_the_last_lines_even_far_back(tmp_path):
         b"rare %d" % i for i in range(5)]
 
 
-class Reader:
-    """Collects a follower child's stdout without blocking the test."""
-
-    def __init__(self, child: subprocess.Popen[bytes]) -> None:
-        self.child = child
-        self.data = b""
-        os.set_blocking(child.stdout.fileno(), False)
-
-    def lines_until(self, predicate, timeout: float = 10.0) -> list[bytes]:
-        """Read until predicate(lines) holds; fail with what was read after timeout."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with contextlib.suppress(BlockingIOError):  # nothing new yet
-                self.data += os.read(self.child.stdout.fileno(), 65536)
-            lines = self.data.splitlines()
-            if predicate(lines):
-                return lines
-            if time.monotonic() > deadline:
-                raise AssertionError(f"timed out; output so far: {self.data!r}")
-            time.sleep(0.05)
-
-
-@pytest.fixture
-def follow():
-    """Start `skyrl-fdlog tail -f ...` children; kill them at the end of the test."""
-    children = []
-
-    def start(*args: object) -> Reader:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "skyrl_fdlog", "tail", "-f", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
-        children.append(child)
-        return Reader(child)
-
-    yield start
-    for child in children:
-        child.kill()
-        child.wait()
-        child.stdout.close()
-        child.stderr.close()
-
-
 def append(path, data: bytes) -> None:
     with open(path, "ab") as out:
         out.write(data)
@@ -507,16 +465,16 @@ def test_follow_prints_appended_lines_and_holds_a_record_until_its_newline(tmp_p
     log = tmp_path / "a.log"
     log.write_bytes(record(b"old 1") + record(b"old 2"))
     reader = follow("-n", "1", "--no-prefix", log)
-    assert reader.lines_until(lambda l: l == [b"old 2"])
+    assert reader.lines_until(lambda got: got == [b"old 2"])
     append(log, record(b"new 1"))
-    assert reader.lines_until(lambda l: len(l) == 2) == [b"old 2", b"new 1"]
+    assert reader.lines_until(lambda got: len(got) == 2) == [b"old 2", b"new 1"]
     whole = record(b"written in two pieces")
     append(log, whole[:30])
     time.sleep(0.6)  # the follower polls every 0.2 s: it sees the first piece alone
     append(log, whole[30:] + record(b"frag one ", mark="+"))
     time.sleep(0.6)
     append(log, record(b"frag two"))
-    assert reader.lines_until(lambda l: len(l) == 4) == [
+    assert reader.lines_until(lambda got: len(got) == 4) == [
         b"old 2", b"new 1", b"written in two pieces", b"frag one frag two"]
 
 
@@ -528,11 +486,11 @@ def test_follow_shows_a_line_left_unfinished_as_partial(tmp_path, follow):
     reader = follow(log)
     append(log, record(b"Loading...", mark="+"))
     started = time.monotonic()
-    lines = reader.lines_until(lambda l: len(l) == 1)
+    lines = reader.lines_until(lambda got: len(got) == 1)
     assert lines == [b"2026-11-27T02:47:06.000Z node-1 Actor[100] out+ Loading..."]
     assert time.monotonic() - started >= 1.5
     append(log, record(b" done"))
-    assert reader.lines_until(lambda l: len(l) == 2)[1].endswith(b"out:  done")
+    assert reader.lines_until(lambda got: len(got) == 2)[1].endswith(b"out:  done")
 
 
 def test_follow_a_directory_switches_to_a_newer_run_file(tmp_path, follow):
@@ -544,17 +502,17 @@ def test_follow_a_directory_switches_to_a_newer_run_file(tmp_path, follow):
     old.write_bytes(record(b"old run"))
     os.utime(older, (1, 1))
     reader = follow("--no-prefix", tmp_path)
-    assert reader.lines_until(lambda l: l == [b"old run"])
+    assert reader.lines_until(lambda got: got == [b"old run"])
     append(old, record(b"old run, more"))
-    reader.lines_until(lambda l: len(l) == 2)
+    reader.lines_until(lambda got: len(got) == 2)
     new = tmp_path / "infra-260101_000500.log"
     new.write_bytes(record(b"new run 1"))
     append(new, record(b"new run 2"))
-    lines = reader.lines_until(lambda l: len(l) == 4)
+    lines = reader.lines_until(lambda got: len(got) == 4)
     assert lines == [b"old run", b"old run, more", b"new run 1", b"new run 2"]
     append(old, record(b"old run after the switch"))
     append(new, record(b"new run 3"))
-    assert reader.lines_until(lambda l: len(l) == 5)[4] == b"new run 3"
+    assert reader.lines_until(lambda got: len(got) == 5)[4] == b"new run 3"
     reader.child.kill()
     reader.child.wait()
     assert str(new).encode() in reader.child.stderr.read()
@@ -565,9 +523,9 @@ def test_follow_rereads_a_truncated_file_from_its_start(tmp_path, follow):
     log = tmp_path / "a.log"
     log.write_bytes(record(b"before " + b"x" * 100))
     reader = follow("--no-prefix", log)
-    reader.lines_until(lambda l: len(l) == 1)
+    reader.lines_until(lambda got: len(got) == 1)
     log.write_bytes(record(b"after"))
-    assert reader.lines_until(lambda l: len(l) == 2)[1] == b"after"
+    assert reader.lines_until(lambda got: len(got) == 2)[1] == b"after"
 
 
 def test_follow_with_dedup_summarises_when_the_log_goes_quiet(tmp_path, follow):
@@ -578,7 +536,7 @@ def test_follow_with_dedup_summarises_when_the_log_goes_quiet(tmp_path, follow):
     reader = follow("--no-prefix", "--dedup", "--dedup-window", "1", log)
     now = int(time.time() * 1000)
     append(log, b"".join(record(b"ready", time_ms=now, pid=p) for p in (1, 2, 3)))
-    assert reader.lines_until(lambda l: len(l) == 2, timeout=10) == [
+    assert reader.lines_until(lambda got: len(got) == 2, timeout=10) == [
         b"ready", b"ready [repeated 2x across cluster]"]
 
 

@@ -129,7 +129,7 @@ def test_truncated_last_record_is_flagged_and_ends_its_line_as_partial(tmp_path)
     assert [r.malformed for r in recs] == [None, None, "truncated"]
     assert recs[-1].payload == b"second half that"
     lines = list(iter_lines(log))
-    assert [(l.payload, l.mark, l.malformed, l.parts) for l in lines] == [
+    assert [(line.payload, line.mark, line.malformed, line.parts) for line in lines] == [
         (b"whole", ":", None, 1), (b"first half second half that", "+", "truncated", 2)]
 
 
@@ -205,11 +205,11 @@ def test_round_trip_through_the_real_writer(tmp_path):
                            timeout=120)
     assert child.returncode == 0, child.stderr.decode(errors="replace")
     lines = list(iter_lines(log))
-    assert [l.payload for l in lines if l.stream == "fdlog"] == []
+    assert [line.payload for line in lines if line.stream == "fdlog"] == []
     for stream, parity in (("out", 0), ("err", 1)):
         expected = [pattern(n, s, b"\n\r") for s, n in enumerate(lengths) if s % 2 == parity]
-        assert [l.payload for l in lines if l.stream == stream] == expected
-    assert {(l.name, l.mark, l.malformed) for l in lines} == {("RoundTrip", ":", None)}
+        assert [line.payload for line in lines if line.stream == stream] == expected
+    assert {(line.name, line.mark, line.malformed) for line in lines} == {("RoundTrip", ":", None)}
 
 
 @st.composite
@@ -258,7 +258,7 @@ def test_dangling_chains_come_out_partial_at_the_end_oldest_first(tmp_path):
     log = write(tmp_path / "a.log", record(b"b1 ", pid=2, mark="+"),
                 record(b"a1 ", pid=1, mark="+"), record(b"done", pid=3),
                 record(b"b2", pid=2, mark="+"))
-    assert [(l.pid, l.payload, l.mark) for l in iter_lines(log)] == [
+    assert [(line.pid, line.payload, line.mark) for line in iter_lines(log)] == [
         (3, b"done", ":"), (2, b"b1 b2", "+"), (1, b"a1 ", "+")]
 
 
@@ -268,9 +268,9 @@ def test_a_chain_over_the_line_cap_is_released_in_partial_pieces():
     payload = pattern(10_000)
     recs = list(iter_records(io.BytesIO(b"".join(line_records(payload, split=1000)))))
     lines = list(join_lines(recs, max_line_bytes=3000))
-    assert [(len(l.payload), l.mark) for l in lines] == [(3000, "+"), (3000, "+"), (3000, "+"),
+    assert [(len(line.payload), line.mark) for line in lines] == [(3000, "+"), (3000, "+"), (3000, "+"),
                                                         (1000, ":")]
-    assert b"".join(l.payload for l in lines) == payload
+    assert b"".join(line.payload for line in lines) == payload
 
 
 def test_pending_bytes_over_the_total_cap_release_the_oldest_chain():
@@ -281,8 +281,8 @@ def test_pending_bytes_over_the_total_cap_release_the_oldest_chain():
     for pid in range(1, 4):
         for rec in iter_records(io.BytesIO(record(b"x" * 1000, pid=pid, mark="+"))):
             out += joiner.push(rec)
-    assert [(l.pid, l.mark, len(l.payload)) for l in out] == [(1, "+", 1000)]
-    assert [l.pid for l in joiner.finish()] == [2, 3]
+    assert [(line.pid, line.mark, len(line.payload)) for line in out] == [(1, "+", 1000)]
+    assert [line.pid for line in joiner.finish()] == [2, 3]
 
 
 def test_merge_by_time_interleaves_files_and_keeps_each_files_order(tmp_path):
@@ -303,7 +303,7 @@ def test_reads_from_binary_streams_and_rejects_text_streams(tmp_path):
     os.write(w, record(b"via pipe"))
     os.close(w)
     with os.fdopen(r, "rb") as pipe:
-        assert [l.payload for l in iter_lines(pipe)] == [b"via pipe"]
+        assert [line.payload for line in iter_lines(pipe)] == [b"via pipe"]
         assert not pipe.closed
     with pytest.raises(TypeError, match="binary"):
         list(iter_records(io.StringIO("text")))

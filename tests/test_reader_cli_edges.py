@@ -15,7 +15,8 @@ import time
 import pytest
 
 from skyrl_fdlog.reader import iter_records
-from test_cli import Reader, append, follow, out_lines  # noqa: F401 (follow is a fixture)
+from test_cli import append, out_lines
+from test_reader_helpers import Reader
 from test_reader_helpers import cli, cli_env, record
 
 
@@ -38,16 +39,16 @@ def test_follow_moves_to_a_new_file_at_the_same_path(tmp_path, follow, target, h
     log = tmp_path / "infra-260101_000000.log"
     log.write_bytes(record(b"old 0"))
     reader = follow("--no-prefix", tmp_path if target == "dir" else log)
-    reader.lines_until(lambda l: l == [b"old 0"])
+    reader.lines_until(lambda got: got == [b"old 0"])
     append(log, record(b"old 1"))
-    reader.lines_until(lambda l: len(l) == 2)
+    reader.lines_until(lambda got: len(got) == 2)
     if how == "rename":
         log.rename(tmp_path / "infra-260101_000000.log.1")
     else:
         log.unlink()
     time.sleep(0.5)  # the follower sees the path empty for a few polls
     log.write_bytes(b"".join(record(b"new %d" % i) for i in range(40)))
-    lines = reader.lines_until(lambda l: len(l) == 42)
+    lines = reader.lines_until(lambda got: len(got) == 42)
     assert lines == [b"old 0", b"old 1"] + [b"new %d" % i for i in range(40)]
     assert b"now names another file" in stderr_of(reader)
 
@@ -76,7 +77,7 @@ def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(t
     # comes up late would begin with the last 10 lines written, not the first.
     log.write_bytes(record(b"following"))
     reader = follow("--no-prefix", "--stream", "out", tmp_path)
-    reader.lines_until(lambda l: l == [b"following"])
+    reader.lines_until(lambda got: got == [b"following"])
     writer = subprocess.Popen([sys.executable, "-c", WRITER, log, cue], env=cli_env(),
                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
@@ -90,7 +91,7 @@ def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(t
     finally:
         writer.kill()
         writer.wait()
-    lines = reader.lines_until(lambda l: len(set(l)) >= 201, timeout=20)
+    lines = reader.lines_until(lambda got: len(set(got)) >= 201, timeout=20)
     assert sorted(lines) == sorted([b"following"] + [b"line %d" % i for i in range(200)])
 
 
@@ -107,10 +108,10 @@ def test_follow_dedup_windows_run_on_the_readers_clock(tmp_path, follow, skew_s)
     reader = follow("--no-prefix", "--dedup", "--dedup-window", "2", log)
     when = int(time.time() * 1000) + skew_s * 1000
     append(log, record(b"ready", time_ms=when, pid=1))
-    reader.lines_until(lambda l: l == [b"ready"])
+    reader.lines_until(lambda got: got == [b"ready"])
     time.sleep(0.6)  # a few idle polls between the first line and its repeats
     append(log, b"".join(record(b"ready", time_ms=when, pid=p) for p in (2, 3)))
-    assert reader.lines_until(lambda l: len(l) == 2, timeout=6) == [
+    assert reader.lines_until(lambda got: len(got) == 2, timeout=6) == [
         b"ready", b"ready [repeated 2x across cluster]"]
 
 
@@ -221,13 +222,13 @@ def test_follow_stays_on_its_file_when_a_newer_run_file_cannot_be_read(tmp_path)
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
     reader = Reader(child)
     try:
-        reader.lines_until(lambda l: l == [b"old"])
+        reader.lines_until(lambda got: got == [b"old"])
         locked = tmp_path / "infra-260101_000500.log"
         locked.write_bytes(record(b"unreadable"))
         locked.chmod(0)
         time.sleep(1.5)  # a directory rescan (every second) meets the locked file
         append(log, record(b"still here"))
-        assert reader.lines_until(lambda l: len(l) == 2) == [b"old", b"still here"]
+        assert reader.lines_until(lambda got: len(got) == 2) == [b"old", b"still here"]
         assert child.poll() is None
     finally:
         err = stderr_of(reader)
@@ -267,10 +268,10 @@ def test_follow_escapes_the_name_of_a_new_run_file(tmp_path, follow):
     with them escaped, as payloads are."""
     (tmp_path / "infra-260101_000000.log").write_bytes(record(b"old"))
     reader = follow("--no-prefix", tmp_path)
-    reader.lines_until(lambda l: l == [b"old"])
+    reader.lines_until(lambda got: got == [b"old"])
     hostile = tmp_path / "infra-\x1b]0;pwned\x07\x1b[2J.log"
     hostile.write_bytes(record(b"new"))
-    reader.lines_until(lambda l: len(l) == 2)
+    reader.lines_until(lambda got: len(got) == 2)
     err = stderr_of(reader)
     assert b"\x1b" not in err and b"\x07" not in err
     assert rb"infra-\x1b]0;pwned\x07\x1b[2J.log" in err
@@ -342,10 +343,10 @@ def test_follow_sees_a_file_truncated_and_regrown_between_two_polls(tmp_path, fo
     log = tmp_path / "a.log"
     log.write_bytes(b"".join(record(b"old %d" % i) for i in range(5)))
     reader = follow("--no-prefix", log)
-    reader.lines_until(lambda l: len(l) == 5)
+    reader.lines_until(lambda got: len(got) == 5)
     with open(log, "r+b") as out:  # truncate and regrow in one go, far under a poll
         out.truncate(0)
         out.write(b"".join(record(b"new %d" % i) for i in range(20)))
-    lines = reader.lines_until(lambda l: len(l) == 25)
+    lines = reader.lines_until(lambda got: len(got) == 25)
     assert lines[5:] == [b"new %d" % i for i in range(20)]
     assert b"may be missing" in stderr_of(reader)

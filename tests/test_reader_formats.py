@@ -25,7 +25,7 @@ from skyrl_fdlog.cli import LNAV_FORMAT
 from skyrl_fdlog.reader import _message, iter_records
 from skyrl_fdlog.reader._message import COLOUR, level_of, undecorate
 from skyrl_fdlog.reader._terminal import _UNSAFE, escape_keeping_colours
-from test_cli import append, follow, out_lines, run_on_pty  # noqa: F401 (follow is a fixture)
+from test_cli import append, out_lines, run_on_pty
 from test_reader_helpers import REPO, T0, cli, cli_env, line_records, record
 
 CYAN, RESET = b"\x1b[0;36m", b"\x1b[0;0m"
@@ -171,11 +171,11 @@ def test_tail_follow_json_prints_each_object_as_it_comes(tmp_path, follow):
     log = tmp_path / "a.log"
     log.write_bytes(record(b"old"))
     reader = follow("--json", log)
-    assert [json.loads(l)["message"] for l in reader.lines_until(lambda l: len(l) == 1)] \
+    assert [json.loads(got)["message"] for got in reader.lines_until(lambda got: len(got) == 1)] \
         == ["old"]
     for i in range(3):
         append(log, record(b"new %d" % i, time_ms=T0 + i))
-        lines = reader.lines_until(lambda l, n=i + 2: len(l) == n)
+        lines = reader.lines_until(lambda got, n=i + 2: len(got) == n)
         assert json.loads(lines[-1])["message"] == f"new {i}"
 
 

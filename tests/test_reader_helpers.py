@@ -7,11 +7,15 @@ helpers run ``python -m skyrl_fdlog`` in a real child process.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
+
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD_MAX = 3840  # the largest payload of one record (docs/format.md, PIPE_BUF)
@@ -72,3 +76,45 @@ def cli_popen(*args: object, env: dict[str, str] | None = None) -> subprocess.Po
     return subprocess.Popen([sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=env or cli_env())
+
+
+class Reader:
+    """Collects a follower child's stdout without blocking the test."""
+
+    def __init__(self, child: subprocess.Popen[bytes]) -> None:
+        self.child = child
+        self.data = b""
+        os.set_blocking(child.stdout.fileno(), False)
+
+    def lines_until(self, predicate, timeout: float = 10.0) -> list[bytes]:
+        """Read until predicate(lines) holds; fail with what was read after timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with contextlib.suppress(BlockingIOError):  # nothing new yet
+                self.data += os.read(self.child.stdout.fileno(), 65536)
+            lines = self.data.splitlines()
+            if predicate(lines):
+                return lines
+            if time.monotonic() > deadline:
+                raise AssertionError(f"timed out; output so far: {self.data!r}")
+            time.sleep(0.05)
+
+
+@pytest.fixture
+def follow():
+    """Start `skyrl-fdlog tail -f ...` children; kill them at the end of the test."""
+    children = []
+
+    def start(*args: object) -> Reader:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "skyrl_fdlog", "tail", "-f", *map(str, args)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+        children.append(child)
+        return Reader(child)
+
+    yield start
+    for child in children:
+        child.kill()
+        child.wait()
+        child.stdout.close()
+        child.stderr.close()

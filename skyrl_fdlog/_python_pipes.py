@@ -34,10 +34,11 @@ import io
 import os
 import sys
 
-from skyrl_fdlog._errors import FdlogError
+from skyrl_fdlog._errors import ensure
 from skyrl_fdlog._fdlog import ffi, lib
+from skyrl_fdlog._settings import PYTHON_PIPES
 
-ENABLE_VARIABLE = "SKYRL_FDLOG_PYTHON_PIPES"
+ENABLE_VARIABLE = PYTHON_PIPES.variable
 STREAMS = (("stdout", 1), ("stderr", 2))
 
 # Stand-ins, by the fd they stand in for: fd number -> (st_dev, st_ino) of what we last put
@@ -115,13 +116,8 @@ class PipedStream(io.TextIOWrapper):
 
 
 def enabled() -> bool:
-    text = os.environ.get(ENABLE_VARIABLE, "1").strip().lower()
-    if text in ("1", "true", "yes", "on", ""):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{ENABLE_VARIABLE} must be 1 or 0 (true/false, yes/no, on/off), got "
-                     f"{text!r}; unset it for the default (1: Python output through pipes)")
+    """Whether the actor's Python output gets pipes of its own ($SKYRL_FDLOG_PYTHON_PIPES)."""
+    return PYTHON_PIPES.value()
 
 
 def _place_of(name: str, target: int) -> tuple[object, str] | None:
@@ -167,11 +163,8 @@ class PythonPipes:
         try:
             for _, target in STREAMS:
                 read_fd, write_fd = ffi.new("int *"), ffi.new("int *")
-                rc = lib.fdl_pipe_open(read_fd, write_fd)
-                if rc < 0:
-                    raise FdlogError(-rc, f"cannot create a pipe for Python's output: "
-                                          f"{os.strerror(-rc)}; raise the open-file limit "
-                                          f"(ulimit -n) or set {ENABLE_VARIABLE}=0")
+                ensure(lib.fdl_pipe_open(read_fd, write_fd), "cannot create a pipe for Python's output",
+                       advice=f"raise the open-file limit (ulimit -n) or set {ENABLE_VARIABLE}=0")
                 reads.append(read_fd[0])
                 pipes.numbers[target] = [write_fd[0]]
         except BaseException:

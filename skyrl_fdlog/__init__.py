@@ -13,7 +13,7 @@ log was copied and the extension is not built.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from skyrl_fdlog._version import __version__
 
@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from skyrl_fdlog._redirect import Redirection, active, flush, redirect, restore
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     home = _HOMES.get(name)
     if home is None:
         raise AttributeError(f"module 'skyrl_fdlog' has no attribute {name!r}")

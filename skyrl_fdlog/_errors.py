@@ -62,8 +62,9 @@ def open_refusal(path: str, errno: int, result: Any) -> tuple[str, str]:
         advice = f"remove or rename it, or {CHOOSE_ANOTHER}"
     elif refusal in (lib.FDL_FOREIGN_DIRECTORY, lib.FDL_FOREIGN_FILE):
         kind = "directory" if refusal == lib.FDL_FOREIGN_DIRECTORY else "file"
-        cause = (f"the {kind}{' ' + culprit if named else ''} is owned by {_owner(result.owner_uid)} inside a sticky "
-                 f"world-writable directory, where another user could have planted it")
+        which = f"the {kind} {culprit}" if named else "it"
+        cause = (f"{which} is owned by {_owner(result.owner_uid)} inside a sticky world-writable "
+                 f"directory, where another user could have planted it")
         advice = CHOOSE_ANOTHER
     elif refusal == lib.FDL_HARD_LINK:
         cause = f"{culprit if named else 'it'} has other hard links, so it may be someone else's file"

@@ -27,7 +27,7 @@ import struct
 import threading
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from skyrl_fdlog._errors import FdlogError, ensure
 from skyrl_fdlog._fdlog import ffi, lib
@@ -296,14 +296,14 @@ def _copy_channels_until_eof(redirection: Redirection) -> None:
         poller.register(fd, select.POLLIN)
     pending: dict[tuple, bytes] = {}  # (channel, pid) -> unfinished line
     credentials = socket.CMSG_SPACE(struct.calcsize("3i"))
-    lost = [0, ""]  # bytes the log refused, and why: counted, never a reason to stop reading
+    lost_bytes, lost_why = [0], [""]  # what the log refused: counted, never a reason to stop
 
     def append(data: bytes) -> None:
         try:
             write_all(redirection._log_fd, data)
         except OSError as error:
-            lost[0] += len(data)
-            lost[1] = error.strerror
+            lost_bytes[0] += len(data)
+            lost_why[0] = error.strerror or str(error)
     try:
         while sockets:
             ready = poller.poll(FALLBACK_IDLE_SECONDS * 1000)
@@ -329,9 +329,9 @@ def _copy_channels_until_eof(redirection: Redirection) -> None:
     finally:
         for channel in sockets.values():
             channel.detach()  # the fds are the redirection's; the watchdog closes them
-    if lost[0]:
-        note(redirection, f"dropped {lost[0]} bytes that children wrote while no log helper "
-                           f"ran: the log could not take them ({lost[1]})")
+    if lost_bytes[0]:
+        note(redirection, f"dropped {lost_bytes[0]} bytes that children wrote while no log helper "
+                           f"ran: the log could not take them ({lost_why[0]})")
 
 
 def write_all(fd: int, data: bytes) -> None:

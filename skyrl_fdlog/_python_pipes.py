@@ -33,6 +33,8 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Iterable
+from typing import Any
 
 from skyrl_fdlog._errors import ensure
 from skyrl_fdlog._fdlog import ffi, lib
@@ -44,10 +46,10 @@ STREAMS = (("stdout", 1), ("stderr", 2))
 # Stand-ins, by the fd they stand in for: fd number -> (st_dev, st_ino) of what we last put
 # there. A number that no longer holds that file was closed (and maybe reused) by someone
 # else: it is dropped, never written over.
-_stand_ins: dict[int, dict[int, tuple]] = {1: {}, 2: {}}
+_stand_ins: dict[int, dict[int, tuple[int, int] | None]] = {1: {}, 2: {}}
 
 
-def flush_quietly(streams) -> None:
+def flush_quietly(streams: Iterable[Any]) -> None:
     for stream in streams:
         try:
             stream.flush()
@@ -105,7 +107,8 @@ class PipeFile(io.FileIO):
 class PipedStream(io.TextIOWrapper):
     """sys.stdout or sys.stderr while redirected: text into this process's own pipe."""
 
-    def __init__(self, binary, original: io.TextIOWrapper, inherited_fd: int):
+    # binary: PipeFile, or a BufferedWriter over it (typeshed names their common type privately)
+    def __init__(self, binary: Any, original: io.TextIOWrapper, inherited_fd: int) -> None:
         super().__init__(binary, encoding=original.encoding, errors=original.errors,
                          line_buffering=True, write_through=original.write_through)
         self.inherited_fd = inherited_fd
@@ -131,7 +134,7 @@ def _place_of(name: str, target: int) -> tuple[object, str] | None:
     return None
 
 
-def _replaceable(stream, target: int) -> bool:
+def _replaceable(stream: object, target: int) -> bool:
     """A plain text stream on the fd (or the replacement of a redirection being switched)."""
     if isinstance(stream, PipedStream):
         return True
@@ -146,12 +149,12 @@ def _replaceable(stream, target: int) -> bool:
 class PythonPipes:
     """The two pipes and the stream objects they replace; see the module docstring."""
 
-    def __init__(self):
-        self.reads: tuple = (-1, -1)
+    def __init__(self) -> None:
+        self.reads: tuple[int, ...] = (-1, -1)
         # fd numbers writing into each pipe, by target; new streams use the first
         self.numbers: dict[int, list[int]] = {1: [], 2: []}
         # (holder, attribute, original stream, its replacement) for each stream replaced
-        self.replaced: list[tuple] = []
+        self.replaced: list[tuple[Any, str, Any, Any]] = []
 
     @classmethod
     def open_if_useful(cls) -> PythonPipes | None:

@@ -37,14 +37,31 @@ from typing import Any
 from skyrl_fdlog import _nonblock_guard
 from skyrl_fdlog._errors import ensure
 from skyrl_fdlog._fdlog import ffi, lib
-from skyrl_fdlog._helper_process import (close_quietly, fd_lock, helper_executable,
-                                         keep_helper_stderr, lingering, make_settings, note,
-                                         start_helper, watch)
+from skyrl_fdlog._helper_process import (
+    close_quietly,
+    fd_lock,
+    helper_executable,
+    keep_helper_stderr,
+    lingering,
+    make_settings,
+    note,
+    start_helper,
+    watch,
+)
 from skyrl_fdlog._node import default_node
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, open_log
 from skyrl_fdlog._python_pipes import PythonPipes, flush_quietly, follow_fds_1_and_2
-from skyrl_fdlog._settings import (BUFFER_BYTES, FMT, IDLE_FLUSH, LOCK, MAX_BYTES, MODE,
-                                   SNAPSHOT_INTERVAL, SURFACE, check_choice)
+from skyrl_fdlog._settings import (
+    BUFFER_BYTES,
+    FMT,
+    IDLE_FLUSH,
+    LOCK,
+    MAX_BYTES,
+    MODE,
+    SNAPSHOT_INTERVAL,
+    SURFACE,
+    check_choice,
+)
 
 __all__ = ["Redirection", "active", "flush", "helper_executable", "redirect", "restore"]
 

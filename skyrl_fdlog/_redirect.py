@@ -62,13 +62,13 @@ from skyrl_fdlog._settings import (
     SURFACE,
     check_choice,
 )
+from skyrl_fdlog._settings import SURFACE_CHOICES as SURFACE_CHOICES  # for skyrl_fdlog.ray
 
 __all__ = ["Redirection", "active", "flush", "helper_executable", "redirect", "restore"]
 
 RESTORE_WAIT_SECONDS = 5.0
-# For skyrl_fdlog.ray's init_ray, which takes a surface argument too.
+# For skyrl_fdlog.ray's init_ray, which takes a surface argument too (SURFACE_CHOICES above).
 SURFACE_VARIABLE = SURFACE.variable
-SURFACE_CHOICES = ("error", "off")
 _check_choice = check_choice
 
 

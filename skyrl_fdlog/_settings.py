@@ -117,7 +117,8 @@ FMT = _choice("fmt", None, ("prefixed", "raw"))
 LOCK = _choice("lock", None, ("auto", "always", "never"))
 # Which lines the helper also copies to the original stderr (the terminal, through Ray):
 # "error" (records of level error or graver, skyrl_fdlog/levels.json) or "off".
-SURFACE = _choice("surface", "SKYRL_FDLOG_SURFACE", ("error", "off"))
+SURFACE_CHOICES = ("error", "off")
+SURFACE = _choice("surface", "SKYRL_FDLOG_SURFACE", SURFACE_CHOICES)
 IDLE_FLUSH: Setting[float] = Setting(
     "idle_flush", None, 1.0, _seconds, float, must_be="a number of seconds, 0 or more",
     written="", unset="")

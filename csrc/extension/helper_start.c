@@ -69,13 +69,11 @@ FDL_HELPER_SETTINGS(SAME_TYPE)
 /* The helper's command line: "name=value" for each row of settings.h. */
 #define ARGUMENT_TEXT(field) "%s=%s", #field, s->field
 #define ARGUMENT_NUMBER(field) "%s=%lld", #field, (long long)s->field
-#define COUNT(type, field, kind) +1
-enum { ARGUMENT_COUNT = 0 FDL_HELPER_SETTINGS(COUNT) };
-#undef COUNT
 
+/* Free what write_arguments allocated: the strings after argv[0], up to the NULL. */
 static void free_arguments(char **argv)
 {
-    for (int i = 1; i <= ARGUMENT_COUNT; i++)
+    for (int i = 1; argv[i] != NULL; i++)
         free(argv[i]);
 }
 
@@ -106,7 +104,7 @@ static int spawn(const struct fdl_helper_settings *settings, const int *copies, 
     sent.surface = surface_copy >= 0;
     if (count != MAX_HANDED_OVER)
         sent.owner = 0;
-    char *argv[ARGUMENT_COUNT + 2];
+    char *argv[FDL_HELPER_SETTING_COUNT + 2];
     int rc = write_arguments(&sent, argv);
     if (rc != 0)
         return rc;

@@ -508,6 +508,9 @@ static int parse_number(const char *text, long long *number)
     return end != text && *end == '\0' && errno == 0 ? 0 : -1;
 }
 
+/* parse_settings keeps one bit per setting. */
+_Static_assert(FDL_HELPER_SETTING_COUNT <= 32, "settings.h: more rows than bits in `given`");
+
 /* Read one "name=value" into settings; 0, or -1 when it is no setting or its value is not
  * of the setting's kind (or does not fit its type). */
 static int parse_setting(char *argument, unsigned *given)

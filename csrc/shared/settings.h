@@ -30,4 +30,8 @@
     X(int, owner, NUMBER)           /* the pid whose own pipes are handed over, 0: none */      \
     X(int, surface, NUMBER)         /* 1: copy error lines to the actor's original stderr */
 
+#define FDL_COUNT_SETTING(type, name, kind) +1
+enum { FDL_HELPER_SETTING_COUNT = 0 FDL_HELPER_SETTINGS(FDL_COUNT_SETTING) };
+#undef FDL_COUNT_SETTING
+
 #endif

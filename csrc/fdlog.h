@@ -58,10 +58,12 @@ int fdl_capture(int out_fd, int err_fd, int *saved);
 /* Flush C stdio and put saved[0..1] back on fds 1 and 2, closing them. */
 int fdl_release(int *saved);
 
-/* Settings of one helper process, passed on its command line. */
+/* Settings of one helper process.  Those it gets on its command line are the rows of
+ * csrc/shared/settings.h, in the same names and types (a compile-time check in
+ * helper_start.c holds the two together); the rest say what it is handed. */
 struct fdl_helper_settings {
     const char *helper_path;  /* the skyrl-fdlog-helper executable */
-    const char *log_path;     /* reopened after logrotate, and named in messages */
+    const char *path;         /* the log: reopened after logrotate, and named in messages */
     const char *name;         /* actor name in records */
     const char *node;         /* node name in records */
     int raw;                  /* 1: payload only, no prefix */
@@ -72,21 +74,25 @@ struct fdl_helper_settings {
     long buffer_bytes;        /* output kept in memory while the log cannot be written */
     long long max_bytes;      /* 0, or records are dropped once the file holds this much */
     int restarted_after;      /* pid of a helper that died, 0 on first start */
-    int owner_pid;            /* the process whose own pipes are handed over (see below) */
+    int owner;                /* the process whose own pipes are handed over (see below) */
     int surface;              /* 1: copy error lines to surface_fd, for the terminal
                                * (0, as a zeroed struct has it: surface="off") */
     int surface_fd;           /* the actor's original stderr */
+    int stderr_fd;            /* above 2: the helper's stderr (SKYRL_FDLOG_DEBUG); else, as
+                               * in a zeroed struct, /dev/null */
 };
 
 /* Start a helper that reads out_read and err_read and appends records to
  * log_fd.  pipe_out_read and pipe_err_read (-1: none) are the reading ends of
- * pipes that only settings->owner_pid writes; their bytes are recorded as its
+ * pipes that only settings->owner writes; their bytes are recorded as its
  * out and err.  The helper detaches (no zombie, own session) and reports its
  * pid through *status_fd, which stays open until the helper exits: EOF there
- * means the helper is gone.  Returns 0 or -errno. */
+ * means the helper is gone.  Returns 0 or -errno; -EPROTO when the helper
+ * refused to start, with its reason in reason[0..reason_size) ("" otherwise; reason may be
+ * NULL when reason_size is 0). */
 int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
                      int out_read, int err_read, int pipe_out_read, int pipe_err_read,
-                     int *status_fd, int *helper_pid);
+                     int *status_fd, int *helper_pid, char *reason, size_t reason_size);
 
 /* Append one 'fdlog' record (skyrl_fdlog's own note) with text, written under pid and
  * formatted as the helper of these settings would, in a single write(2).  For what the

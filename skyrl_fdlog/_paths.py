@@ -8,16 +8,12 @@ import time
 from collections.abc import Mapping
 from pathlib import Path
 
+from skyrl_fdlog._settings import MODE
 
 DEFAULT_LOG_PATH = "/tmp/skyrl-logs"
 LOG_FILE_VARIABLE = "SKYRL_LOG_FILE"
 DUMP_VARIABLE = "SKYRL_DUMP_INFRA_LOG_TO_STDOUT"
 TRUE_WORDS = ("1", "true", "yes")
-# New log files get this mode and new directories the same plus search permission where it
-# grants read (0640 -> 0750), both masked by the umask.  0640 keeps other users out; nodes that
-# write one shared filesystem under different uids need group or world write, e.g. 0664.
-DEFAULT_MODE = 0o640
-MODE_VARIABLE = "SKYRL_FDLOG_MODE"
 
 
 def dump_to_stdout(environ: Mapping[str, str] | None = None) -> bool:
@@ -28,27 +24,12 @@ def dump_to_stdout(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def log_mode(mode: int | None = None) -> int:
-    """The mode for new log files: mode, else $SKYRL_FDLOG_MODE (octal, e.g. 0664), else 0640.
-    The owner must be able to read and write: a helper reopens the file after logrotate."""
-    origin = "mode"
-    if mode is None:
-        text = os.environ.get(MODE_VARIABLE, "").strip()
-        if not text:
-            return DEFAULT_MODE
-        origin = MODE_VARIABLE
-        try:
-            mode = int(text, 8)
-        except ValueError:
-            raise ValueError(f"{MODE_VARIABLE} must be an octal file mode such as 0640 or 0664, "
-                             f"got {text!r}") from None
-    if not isinstance(mode, int) or not 0 <= mode <= 0o777 or mode & 0o600 != 0o600:
-        shown = oct(mode) if isinstance(mode, int) else repr(mode)
-        raise ValueError(f"{origin} must be a file mode from 0o600 to 0o777 that lets the owner "
-                         f"read and write (0o640, 0o664, ...), got {shown}")
-    return mode
+    """The mode for new log files: mode, else $SKYRL_FDLOG_MODE (octal, e.g. 0664), else 0640
+    (skyrl_fdlog._settings.MODE)."""
+    return MODE.value(mode)
 
 
-def open_log(path: str | os.PathLike, *, exclusive: bool = False, mode: int | None = None) -> int:
+def open_log(path: str | os.PathLike[str], *, exclusive: bool = False, mode: int | None = None) -> int:
     """Open path for appending (creating directories and file with log_mode(mode)) and return
     the fd.
 
@@ -57,19 +38,20 @@ def open_log(path: str | os.PathLike, *, exclusive: bool = False, mode: int | No
     file_mode = log_mode(mode)
     # The compiled core is imported here, not at the top: dump_to_stdout() and run_log_path's
     # naming must work where the core is not built (skyrl_fdlog.skyrl's fallback).
-    from skyrl_fdlog._errors import open_refusal
+    from skyrl_fdlog._errors import ensure, open_refusal
     from skyrl_fdlog._fdlog import ffi, lib
 
     text = os.fspath(path)
     result = ffi.new("struct fdl_open_result *")
-    fd = lib.fdl_open_log(os.fsencode(text), lib.FDL_OPEN_EXCLUSIVE if exclusive else 0, file_mode,
-                          result)
+    fd: int = lib.fdl_open_log(os.fsencode(text), lib.FDL_OPEN_EXCLUSIVE if exclusive else 0,
+                               file_mode, result)
     if fd < 0:
-        raise open_refusal(text, -fd, result)
+        cause, advice = open_refusal(text, -fd, result)
+        ensure(fd, "cannot open the infra log", text, cause=cause, advice=advice)
     return fd
 
 
-def infra_log_path(log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, prefix: str = "infra",
+def infra_log_path(log_path: str | os.PathLike[str] = DEFAULT_LOG_PATH, *, prefix: str = "infra",
                    mode: int | None = None) -> Path:
     """Create log_path and a new, empty PREFIX-YYMMDD_HHMMSS.log in it; return its path.
 

@@ -33,20 +33,23 @@ from __future__ import annotations
 import io
 import os
 import sys
+from collections.abc import Iterable
+from typing import Any
 
-from skyrl_fdlog._errors import FdlogError
+from skyrl_fdlog._errors import ensure
 from skyrl_fdlog._fdlog import ffi, lib
+from skyrl_fdlog._settings import PYTHON_PIPES
 
-ENABLE_VARIABLE = "SKYRL_FDLOG_PYTHON_PIPES"
+ENABLE_VARIABLE = PYTHON_PIPES.variable
 STREAMS = (("stdout", 1), ("stderr", 2))
 
 # Stand-ins, by the fd they stand in for: fd number -> (st_dev, st_ino) of what we last put
 # there. A number that no longer holds that file was closed (and maybe reused) by someone
 # else: it is dropped, never written over.
-_stand_ins: dict[int, dict[int, tuple]] = {1: {}, 2: {}}
+_stand_ins: dict[int, dict[int, tuple[int, int] | None]] = {1: {}, 2: {}}
 
 
-def flush_quietly(streams) -> None:
+def flush_quietly(streams: Iterable[Any]) -> None:
     for stream in streams:
         try:
             stream.flush()
@@ -104,7 +107,8 @@ class PipeFile(io.FileIO):
 class PipedStream(io.TextIOWrapper):
     """sys.stdout or sys.stderr while redirected: text into this process's own pipe."""
 
-    def __init__(self, binary, original: io.TextIOWrapper, inherited_fd: int):
+    # binary: PipeFile, or a BufferedWriter over it (typeshed names their common type privately)
+    def __init__(self, binary: Any, original: io.TextIOWrapper, inherited_fd: int) -> None:
         super().__init__(binary, encoding=original.encoding, errors=original.errors,
                          line_buffering=True, write_through=original.write_through)
         self.inherited_fd = inherited_fd
@@ -115,13 +119,8 @@ class PipedStream(io.TextIOWrapper):
 
 
 def enabled() -> bool:
-    text = os.environ.get(ENABLE_VARIABLE, "1").strip().lower()
-    if text in ("1", "true", "yes", "on", ""):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"{ENABLE_VARIABLE} must be 1 or 0 (true/false, yes/no, on/off), got "
-                     f"{text!r}; unset it for the default (1: Python output through pipes)")
+    """Whether the actor's Python output gets pipes of its own ($SKYRL_FDLOG_PYTHON_PIPES)."""
+    return PYTHON_PIPES.value()
 
 
 def _place_of(name: str, target: int) -> tuple[object, str] | None:
@@ -135,7 +134,7 @@ def _place_of(name: str, target: int) -> tuple[object, str] | None:
     return None
 
 
-def _replaceable(stream, target: int) -> bool:
+def _replaceable(stream: object, target: int) -> bool:
     """A plain text stream on the fd (or the replacement of a redirection being switched)."""
     if isinstance(stream, PipedStream):
         return True
@@ -150,12 +149,12 @@ def _replaceable(stream, target: int) -> bool:
 class PythonPipes:
     """The two pipes and the stream objects they replace; see the module docstring."""
 
-    def __init__(self):
-        self.reads: tuple = (-1, -1)
+    def __init__(self) -> None:
+        self.reads: tuple[int, ...] = (-1, -1)
         # fd numbers writing into each pipe, by target; new streams use the first
         self.numbers: dict[int, list[int]] = {1: [], 2: []}
         # (holder, attribute, original stream, its replacement) for each stream replaced
-        self.replaced: list[tuple] = []
+        self.replaced: list[tuple[Any, str, Any, Any]] = []
 
     @classmethod
     def open_if_useful(cls) -> PythonPipes | None:
@@ -167,11 +166,8 @@ class PythonPipes:
         try:
             for _, target in STREAMS:
                 read_fd, write_fd = ffi.new("int *"), ffi.new("int *")
-                rc = lib.fdl_pipe_open(read_fd, write_fd)
-                if rc < 0:
-                    raise FdlogError(-rc, f"cannot create a pipe for Python's output: "
-                                          f"{os.strerror(-rc)}; raise the open-file limit "
-                                          f"(ulimit -n) or set {ENABLE_VARIABLE}=0")
+                ensure(lib.fdl_pipe_open(read_fd, write_fd), "cannot create a pipe for Python's output",
+                       advice=f"raise the open-file limit (ulimit -n) or set {ENABLE_VARIABLE}=0")
                 reads.append(read_fd[0])
                 pipes.numbers[target] = [write_fd[0]]
         except BaseException:

@@ -41,8 +41,11 @@ class HelperAlone:
         err_read, self.err = channel()
         status_read, status_write = os.pipe()
         handed = [log_fd, out_read.fileno(), err_read.fileno(), status_write]
-        all_settings = {"name": "alone", "node": "n", "path": str(log), "idle_ms": 200,
-                        "gather_us": 0, **(settings or {})}
+        # The helper requires every setting (csrc/shared/settings.h).
+        all_settings = {"name": "alone", "node": "n", "path": str(log), "raw": 0, "lock": 0,
+                        "idle_ms": 200, "snapshot_ms": 5000, "gather_us": 0,
+                        "buffer_bytes": 4 << 20, "max_bytes": 0, "restarted_after": 0,
+                        "owner": 0, "surface": 0, **(settings or {})}
 
         def place_fds():
             # Copies out of the way first, so that the dup2 onto 3..6 cannot overwrite a source.

@@ -12,7 +12,8 @@
  * err channels, 6 the status pipe on which it says "READY <pid>" and which
  * it holds open until it exits, and with an owner the reading ends of the
  * owner's own out and err pipes on 7 and 8, and with settings->surface_fd a
- * copy of it (the actor's original stderr) on 9.
+ * copy of it (the actor's original stderr) on 9.  With settings->stderr_fd
+ * (SKYRL_FDLOG_DEBUG) that file is its fd 2 instead of /dev/null.
  *
  * Also here: fdl_write_note, the one record the actor writes into the log
  * itself, when no helper runs to write it (a restart, the fallback, pid 1).
@@ -31,6 +32,7 @@
 
 #include "fdlog.h"
 #include "internal.h"
+#include "settings.h"
 
 #define READY_TIMEOUT_MS 10000
 #define FIRST_PRIVATE_FD 100 /* above the fds the helper is given */
@@ -55,38 +57,63 @@ static int hand_over(const int *fds, int count, int *copies)
     return 0;
 }
 
-static int spawn(const struct fdl_helper_settings *s, const int *copies, int count,
-                 int surface_copy, pid_t *child)
+/* Every row of settings.h must be a field of struct fdl_helper_settings of that type: the
+ * struct is written out by hand in fdlog.h, since cffi reads the header and not macros. */
+#define SAME_TYPE(type, field, kind)                                                            \
+    _Static_assert(__builtin_types_compatible_p(                                                \
+                       __typeof__(((struct fdl_helper_settings *)0)->field), type),             \
+                   "struct fdl_helper_settings." #field " must be a " #type " (settings.h)");
+FDL_HELPER_SETTINGS(SAME_TYPE)
+#undef SAME_TYPE
+
+/* The helper's command line: "name=value" for each row of settings.h. */
+#define ARGUMENT_TEXT(field) "%s=%s", #field, s->field
+#define ARGUMENT_NUMBER(field) "%s=%lld", #field, (long long)s->field
+
+/* Free what write_arguments allocated: the strings after argv[0], up to the NULL. */
+static void free_arguments(char **argv)
 {
-    char surface[16], raw[16], lock[16], idle[32], snapshot[32], gather[32], buffer[48], cap[48],
-        restarted[32], owner[32];
-    snprintf(surface, sizeof surface, "surface=%d", surface_copy >= 0);
-    snprintf(raw, sizeof raw, "raw=%d", s->raw);
-    snprintf(lock, sizeof lock, "lock=%d", s->lock);
-    snprintf(idle, sizeof idle, "idle_ms=%d", s->idle_ms);
-    snprintf(snapshot, sizeof snapshot, "snapshot_ms=%d", s->snapshot_ms);
-    snprintf(gather, sizeof gather, "gather_us=%d", s->gather_us);
-    snprintf(buffer, sizeof buffer, "buffer_bytes=%ld", s->buffer_bytes);
-    snprintf(cap, sizeof cap, "max_bytes=%lld", s->max_bytes);
-    snprintf(restarted, sizeof restarted, "restarted_after=%d", s->restarted_after);
-    snprintf(owner, sizeof owner, "owner=%d", count == MAX_HANDED_OVER ? s->owner_pid : 0);
-    size_t name_size = strlen(s->name) + 6, node_size = strlen(s->node) + 6,
-           path_size = strlen(s->log_path) + 6;
-    char *name = malloc(name_size), *node = malloc(node_size), *path = malloc(path_size);
-    int rc = -ENOMEM;
-    if (name == NULL || node == NULL || path == NULL)
-        goto out;
-    snprintf(name, name_size, "name=%s", s->name);
-    snprintf(node, node_size, "node=%s", s->node);
-    snprintf(path, path_size, "path=%s", s->log_path);
-    char *argv[] = {"skyrl-fdlog-helper", name, node, path, raw, lock, idle, snapshot,
-                    gather, buffer, cap, restarted, owner, surface, NULL};
+    for (int i = 1; argv[i] != NULL; i++)
+        free(argv[i]);
+}
+
+/* argv[0], then the settings, then NULL; 0 or -ENOMEM (argv then holds nothing to free). */
+static int write_arguments(const struct fdl_helper_settings *s, char **argv)
+{
+    int i = 0;
+    argv[i++] = "skyrl-fdlog-helper";
+#define ARGUMENT(type, field, kind)                                                             \
+    if (asprintf(&argv[i], ARGUMENT_##kind(field)) < 0)                                         \
+        goto fail;                                                                              \
+    i++;
+    FDL_HELPER_SETTINGS(ARGUMENT)
+#undef ARGUMENT
+    argv[i] = NULL;
+    return 0;
+fail:
+    argv[i] = NULL;
+    free_arguments(argv);
+    return -ENOMEM;
+}
+
+static int spawn(const struct fdl_helper_settings *settings, const int *copies, int count,
+                 int surface_copy, int stderr_copy, pid_t *child)
+{
+    /* What the helper is told matches what it is handed. */
+    struct fdl_helper_settings sent = *settings;
+    sent.surface = surface_copy >= 0;
+    if (count != MAX_HANDED_OVER)
+        sent.owner = 0;
+    char *argv[FDL_HELPER_SETTING_COUNT + 2];
+    int rc = write_arguments(&sent, argv);
+    if (rc != 0)
+        return rc;
 
     posix_spawn_file_actions_t actions;
     posix_spawnattr_t attributes;
     if ((rc = posix_spawn_file_actions_init(&actions)) != 0) {
-        rc = -rc;
-        goto out;
+        free_arguments(argv);
+        return -rc;
     }
     posix_spawnattr_init(&attributes);
     /* Start with default signal handling whatever the actor set (Python ignores SIGPIPE). */
@@ -96,24 +123,26 @@ static int spawn(const struct fdl_helper_settings *s, const int *copies, int cou
     posix_spawnattr_setsigdefault(&attributes, &all);
     posix_spawnattr_setsigmask(&attributes, &none);
     posix_spawnattr_setflags(&attributes, POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETSIGMASK);
-    for (int target = 0; target < 3; target++)
-        posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
+    for (int target = 0; target < 3; target++) {
+        if (target == 2 && stderr_copy >= 0)
+            posix_spawn_file_actions_adddup2(&actions, stderr_copy, 2);
+        else
+            posix_spawn_file_actions_addopen(&actions, target, "/dev/null", O_RDWR, 0);
+    }
     for (int i = 0; i < count; i++)
         posix_spawn_file_actions_adddup2(&actions, copies[i], 3 + i);
     if (surface_copy >= 0)
         posix_spawn_file_actions_adddup2(&actions, surface_copy, SURFACE_FD);
-    rc = -posix_spawn(child, s->helper_path, &actions, &attributes, argv, environ);
+    rc = -posix_spawn(child, settings->helper_path, &actions, &attributes, argv, environ);
     posix_spawn_file_actions_destroy(&actions);
     posix_spawnattr_destroy(&attributes);
-out:
-    free(name);
-    free(node);
-    free(path);
+    free_arguments(argv);
     return rc;
 }
 
-/* Wait for "READY <pid>\n"; anything else is the helper's reason for failing. */
-static int await_ready(int status_fd, int *helper_pid)
+/* Wait for "READY <pid>\n"; any other line is the helper's reason for failing, copied to
+ * reason. */
+static int await_ready(int status_fd, int *helper_pid, char *reason, size_t reason_size)
 {
     char line[512];
     size_t used = 0;
@@ -133,9 +162,12 @@ static int await_ready(int status_fd, int *helper_pid)
             break;
     }
     line[used] = '\0';
-    if (sscanf(line, "READY %d", helper_pid) != 1)
-        return -EPROTO;
-    return 0;
+    if (sscanf(line, "READY %d", helper_pid) == 1)
+        return 0;
+    line[strcspn(line, "\n")] = '\0';
+    const char *words = strncmp(line, "ERROR ", 6) == 0 ? line + 6 : line;
+    snprintf(reason, reason_size, "%s", words);
+    return -EPROTO;
 }
 
 /* Move fd above 0-2 (closing the original): a process whose fd 1 or 2 is closed would
@@ -153,8 +185,10 @@ static int above_standard_fds(int fd)
 
 int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
                      int out_read, int err_read, int pipe_out_read, int pipe_err_read,
-                     int *status_fd, int *helper_pid)
+                     int *status_fd, int *helper_pid, char *reason, size_t reason_size)
 {
+    if (reason_size > 0)
+        reason[0] = '\0';
     int status[2];
     if (pipe2(status, O_CLOEXEC) != 0)
         return -errno;
@@ -167,17 +201,23 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
                 close(status[i]);
         return -error;
     }
-    int fds[MAX_HANDED_OVER + 1] = {log_fd, out_read, err_read, status[1], pipe_out_read,
+    int fds[MAX_HANDED_OVER + 2] = {log_fd, out_read, err_read, status[1], pipe_out_read,
                                 pipe_err_read};
     int count = pipe_out_read >= 0 && pipe_err_read >= 0 ? MAX_HANDED_OVER : 4;
-    int copies[MAX_HANDED_OVER + 1];
-    /* The surface fd last, copied like the others out of the way of 3..9. */
-    fds[count] = settings->surface_fd;
-    int handed = count + (settings->surface != 0);
+    int copies[MAX_HANDED_OVER + 2];
+    /* Then the surface fd and the stderr fd, copied like the others out of the way of 3..9. */
+    int handed = count;
+    int surface_at = settings->surface ? handed++ : -1;
+    int stderr_at = settings->stderr_fd > 2 ? handed++ : -1;
+    if (surface_at >= 0)
+        fds[surface_at] = settings->surface_fd;
+    if (stderr_at >= 0)
+        fds[stderr_at] = settings->stderr_fd;
     int rc = hand_over(fds, handed, copies);
     if (rc == 0) {
         pid_t child;
-        rc = spawn(settings, copies, count, handed > count ? copies[count] : -1, &child);
+        rc = spawn(settings, copies, count, surface_at >= 0 ? copies[surface_at] : -1,
+                   stderr_at >= 0 ? copies[stderr_at] : -1, &child);
         for (int i = 0; i < handed; i++)
             close(copies[i]);
         if (rc == 0) {
@@ -188,7 +228,7 @@ int fdl_helper_start(const struct fdl_helper_settings *settings, int log_fd,
     }
     close(status[1]);
     if (rc == 0)
-        rc = await_ready(status[0], helper_pid);
+        rc = await_ready(status[0], helper_pid, reason, reason_size);
     if (rc != 0) {
         close(status[0]);
         return rc;

@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,6 +33,7 @@
 #include "fdlog.h"
 #include "internal.h"
 #include "levels.h"
+#include "settings.h"
 
 enum { LOG_FD = 3, OUT_FD = 4, ERR_FD = 5, STATUS_FD = 6, PIPE_OUT_FD = 7, PIPE_ERR_FD = 8,
        SURFACE_FD = 9 };
@@ -44,11 +46,11 @@ enum { CHANNEL_COUNT = 4 };
 #define FLUSH_WAIT_MS 5000        /* how long a flush waits for the log before answering no */    /* at exit, how long to wait for a failing or hung log */
 #define POLL_RETRY_MS 10          /* after poll itself failed (ENOMEM): try again this soon */
 
+/* The rows of settings.h, each given on the command line as name=value. */
 struct settings {
-    const char *name, *node, *path;
-    int raw, lock, idle_ms, snapshot_ms, gather_us, restarted_after, owner, surface;
-    long buffer_bytes;
-    long long max_bytes;
+#define FIELD(type, field, kind) type field;
+    FDL_HELPER_SETTINGS(FIELD)
+#undef FIELD
 };
 
 /* Older headers (the manylinux_2_17 build) lack these; kernels before 6.5 (5.3 for
@@ -483,32 +485,77 @@ static void on_sigterm(int signal_number)
     stop_requested = 1;
 }
 
+/* Say a status line (READY, ERROR ..., EXIT ...) on the status pipe, and on stderr too:
+ * /dev/null, unless SKYRL_FDLOG_DEBUG=1 keeps it in a file next to the log. */
+__attribute__((format(printf, 1, 2))) static void report(const char *format, ...)
+{
+    va_list arguments, again;
+    va_start(arguments, format);
+    va_copy(again, arguments);
+    vdprintf(STATUS_FD, format, arguments);
+    dprintf(2, "skyrl-fdlog-helper %d: ", (int)getpid());
+    vdprintf(2, format, again);
+    va_end(again);
+    va_end(arguments);
+}
+
+/* A whole decimal number, and nothing else. */
+static int parse_number(const char *text, long long *number)
+{
+    char *end;
+    errno = 0;
+    *number = strtoll(text, &end, 10);
+    return end != text && *end == '\0' && errno == 0 ? 0 : -1;
+}
+
+/* parse_settings keeps one bit per setting. */
+_Static_assert(FDL_HELPER_SETTING_COUNT <= 32, "settings.h: more rows than bits in `given`");
+
+/* Read one "name=value" into settings; 0, or -1 when it is no setting or its value is not
+ * of the setting's kind (or does not fit its type). */
+static int parse_setting(char *argument, unsigned *given)
+{
+    char *value = strchr(argument, '=');
+    if (value == NULL)
+        return -1;
+    size_t key = (size_t)(value++ - argument);
+    long long number;
+    unsigned row = 0;
+#define PARSE_TEXT(field) (settings.field = value, 0)
+#define PARSE_NUMBER(field)                                                                   \
+    (parse_number(value, &number) != 0 || (settings.field = number) != number ? -1 : 0)
+#define PARSE(type, field, kind)                                                              \
+    if (key == sizeof #field - 1 && strncmp(argument, #field, key) == 0) {                    \
+        *given |= 1u << row;                                                                  \
+        return PARSE_##kind(field);                                                           \
+    }                                                                                         \
+    row++;
+    FDL_HELPER_SETTINGS(PARSE)
+#undef PARSE
+#undef PARSE_NUMBER
+#undef PARSE_TEXT
+    return -1;
+}
+
+/* Every setting must be given, once or more (the last wins); defaults are the caller's. On
+ * failure, says which argument is wrong or missing on the status pipe. */
 static int parse_settings(int argc, char **argv)
 {
-    settings = (struct settings){.name = "-", .node = "-", .path = "?", .idle_ms = 1000,
-                                 .snapshot_ms = 5000, .buffer_bytes = 4 << 20};
+    unsigned given = 0, row = 0;
     for (int i = 1; i < argc; i++) {
-        char *value = strchr(argv[i], '=');
-        if (value == NULL)
+        if (parse_setting(argv[i], &given) != 0) {
+            report("ERROR bad argument '%s' to skyrl-fdlog-helper\n", argv[i]);
             return -1;
-        size_t key = (size_t)(value++ - argv[i]);
-#define KEY(k) (key == sizeof(k) - 1 && strncmp(argv[i], k, key) == 0)
-        if (KEY("name")) settings.name = value;
-        else if (KEY("node")) settings.node = value;
-        else if (KEY("path")) settings.path = value;
-        else if (KEY("raw")) settings.raw = atoi(value);
-        else if (KEY("lock")) settings.lock = atoi(value);
-        else if (KEY("idle_ms")) settings.idle_ms = atoi(value);
-        else if (KEY("snapshot_ms")) settings.snapshot_ms = atoi(value);
-        else if (KEY("gather_us")) settings.gather_us = atoi(value);
-        else if (KEY("buffer_bytes")) settings.buffer_bytes = atol(value);
-        else if (KEY("max_bytes")) settings.max_bytes = atoll(value);
-        else if (KEY("restarted_after")) settings.restarted_after = atoi(value);
-        else if (KEY("owner")) settings.owner = atoi(value);
-        else if (KEY("surface")) settings.surface = atoi(value);
-        else return -1;
-#undef KEY
+        }
     }
+#define REQUIRE(type, field, kind)                                                            \
+    if (!(given & 1u << row)) {                                                               \
+        report("ERROR missing argument %s= to skyrl-fdlog-helper\n", #field);                 \
+        return -1;                                                                            \
+    }                                                                                         \
+    row++;
+    FDL_HELPER_SETTINGS(REQUIRE)
+#undef REQUIRE
     return 0;
 }
 
@@ -537,14 +584,14 @@ static pid_t detach(void)
     pid_t intermediate = getpid();
     pid_t child = fork();
     if (child < 0) {
-        dprintf(STATUS_FD, "ERROR fork: %s\n", strerror(errno));
+        report("ERROR fork: %s\n", strerror(errno));
         _exit(1);
     }
     if (child > 0)
         _exit(0);
     setsid();
     if (chdir("/") != 0) {
-        dprintf(STATUS_FD, "ERROR chdir /: %s\n", strerror(errno));
+        report("ERROR chdir /: %s\n", strerror(errno));
         _exit(1);
     }
     int first_unused = settings.owner > 0 ? PIPE_ERR_FD + 1 : STATUS_FD + 1;
@@ -678,10 +725,8 @@ static int serve_flush_requests(struct pollfd *channels)
 
 int main(int argc, char **argv)
 {
-    if (parse_settings(argc, argv) != 0) {
-        dprintf(STATUS_FD, "ERROR bad arguments\n");
+    if (parse_settings(argc, argv) != 0)
         return 2;
-    }
     settings.path = absolute(settings.path);
     pid_t intermediate = detach();
     install_signals();
@@ -694,7 +739,7 @@ int main(int argc, char **argv)
                                          .max_bytes = settings.max_bytes};
     assembler = calloc(1, sizeof *assembler);
     if (assembler == NULL || fdl_writer_start(&writer) != 0) {
-        dprintf(STATUS_FD, "ERROR cannot allocate the helper's buffers or thread\n");
+        report("ERROR cannot allocate the helper's buffers or thread\n");
         return 1;
     }
     fdl_assembler_init(assembler, settings.name, settings.node, settings.raw,
@@ -702,7 +747,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < FDL_SLOT_COUNT; i++)
         writers[i].pidfd = -1;
     assembler->owner = settings.owner;
-    dprintf(STATUS_FD, "READY %d\n", (int)getpid());
+    report("READY %d\n", (int)getpid());
     note_subreaper(intermediate);
     if (settings.restarted_after > 0) {
         char text[200];
@@ -771,6 +816,6 @@ int main(int argc, char **argv)
     answer_flush_requests(fdl_writer_finish(GIVE_UP_AFTER_MS) == 0);
     if (settings.surface)
         surface_window(INT64_MAX / 2); /* the count of a window cut short */
-    dprintf(STATUS_FD, "EXIT %s\n", stop_requested ? "term" : "eof");
+    report("EXIT %s\n", stop_requested ? "term" : "eof");
     return 0;
 }

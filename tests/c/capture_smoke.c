@@ -51,9 +51,9 @@ int main(int argc, char **argv)
     if (log < 0 || fdl_channel_open(&out_read, &out_write) || fdl_channel_open(&err_read, &err_write))
         return 4;
     struct fdl_helper_settings settings = {
-        .helper_path = argv[1], .log_path = argv[2], .name = "smoke", .node = "node",
+        .helper_path = argv[1], .path = argv[2], .name = "smoke", .node = "node",
         .idle_ms = 100, .snapshot_ms = 1000, .buffer_bytes = 1 << 20};
-    if (fdl_helper_start(&settings, log, out_read, err_read, -1, -1, &status, &helper) != 0)
+    if (fdl_helper_start(&settings, log, out_read, err_read, -1, -1, &status, &helper, NULL, 0) != 0)
         return 5;
     close(out_read);
     close(err_read);

@@ -105,6 +105,11 @@ int fdl_level_of(const unsigned char *text, size_t length, int *in_traceback);
  * Returns 0 or -errno. */
 int fdl_mark_fatal_signals(int err_channel);
 
+/* Leave the same mark now, for an exception that ends the actor (an actor's __init__ that
+ * raised): the helper prints the last lines once this process is gone.  Nothing while
+ * disarmed (surface="off").  Returns 0. */
+int fdl_mark_exception(void);
+
 /* Test entry point: run the line assembler over chunks of input as the
  * helper would, at fixed times, and write the records to out.
  * chunk i is data[offsets[i] .. offsets[i]+lengths[i]) from pids[i] on

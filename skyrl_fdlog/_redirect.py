@@ -49,7 +49,7 @@ from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._node import default_node
 from skyrl_fdlog._paths import LOG_FILE_VARIABLE, dump_to_stdout, log_mode, open_log
 from skyrl_fdlog._python_pipes import PythonPipes, flush_quietly, follow_fds_1_and_2
-from skyrl_fdlog import _nonblock_guard
+from skyrl_fdlog import _last_words, _nonblock_guard
 
 FORMATS = ("prefixed", "raw")
 LOCK_MODES = ("auto", "always", "never")
@@ -651,6 +651,7 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
         _retire(previous)  # its pipes' numbers become stand-ins of fds 1 and 2 ...
     if redirection._own_writes and redirection._surface != "off":
         lib.fdl_mark_fatal_signals(redirection._own_writes[1])  # last words (crash.c)
+        _last_words.watch_actor_init()  # and for a Ray actor's __init__ that raises
     with _fd_lock:  # stand-ins change hands: a fork must not see them in between
         if redirection._python_pipes is not None:
             redirection._python_pipes.install()  # ... which the new pipes take over

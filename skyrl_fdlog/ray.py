@@ -30,7 +30,7 @@ import ray
 
 from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, active,
                          dump_to_stdout, infra_log_path, redirect)
-from skyrl_fdlog import _ray_logs
+from skyrl_fdlog import _last_words, _ray_logs
 from skyrl_fdlog._paths import DUMP_VARIABLE
 from skyrl_fdlog._redirect import SURFACE_CHOICES, SURFACE_VARIABLE, _check_choice
 
@@ -252,12 +252,16 @@ def redirected(cls: ActorClass) -> ActorClass:
 
     Put it under @ray.remote. The class name used in records is the decorated class's. Works
     for classes without an __init__ of their own and for subclasses of built-ins (dict).
+    When __init__ raises, the actor's last lines reach the terminal once its process is gone.
     """
     original_init = cls.__init__
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        redirect_actor_output(cls.__name__)
-        original_init(self, *args, **kwargs)
+        # An exception out of __init__ ends the actor in order: leave the mark that brings
+        # its last words to the terminal (_last_words.py).
+        with _last_words.guarded_init():
+            redirect_actor_output(cls.__name__)
+            original_init(self, *args, **kwargs)
 
     if inspect.isfunction(inspect.unwrap(original_init)):
         functools.update_wrapper(__init__, original_init)

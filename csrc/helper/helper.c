@@ -207,12 +207,17 @@ static void surface(const struct fdl_slot *slot, const char *payload, size_t len
 
 /*
  * Last words.  A process of the actor that dies of a fatal signal says so first (crash.c:
- * a 'D' byte with an fd on the err channel).  Once that process is gone and what it wrote
- * is read, the helper prints to the original stderr, once, with the log's path, the last
- * LAST_WORDS records of all the actor's processes before the mark (the cause, printed by a
- * child just before, is among them) and the first LAST_WORDS after it (the crash report:
- * faulthandler's dump of every thread would push the cause out of one window).  Part of
- * surfacing: surface="off" turns it off too.
+ * a 'D' byte with an fd on the err channel); an actor whose __init__ raised says so with
+ * 'X' (_last_words.py), after which Ray ends its process.  Once that process is gone and
+ * what it wrote is read, the helper prints to the original stderr, once, with the log's
+ * path, the last LAST_WORDS records of all the actor's processes before the mark (the
+ * cause, printed by a child just before, is among them) and the first LAST_WORDS after it
+ * (the crash report: faulthandler's dump of every thread would push the cause out of one
+ * window).  A process killed by SIGKILL cannot say anything: the helper itself sees the
+ * owner (the actor's process) end and asks its memory cgroup whether the kernel's OOM
+ * killer struck meanwhile ("The OOM killer" below); any other end without a mark (restore,
+ * exit, Ray's kill) is orderly and prints nothing.  Part of surfacing: surface="off" turns
+ * it off too.
  */
 #define LAST_WORDS 20
 
@@ -224,6 +229,7 @@ struct last_record {
 static struct last_record last_records[LAST_WORDS], crash_records[LAST_WORDS];
 static int last_next, last_count, crash_count;
 static int dying, dying_pid, dying_pidfd = -1, last_words_said;
+static char dying_cause; /* 'D' a fatal signal, 'X' an exception, 'K' the OOM killer */
 
 static void remember(int pid, const char *payload, size_t length)
 {
@@ -251,11 +257,12 @@ static void say_record(const struct last_record *r)
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
 }
 
-static void note_dying(int pid)
+static void note_dying(int pid, char cause)
 {
     if (dying || last_words_said)
         return;
     dying = 1;
+    dying_cause = cause;
     dying_pid = pid;
     dying_pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
 }
@@ -271,11 +278,14 @@ static int dying_is_gone(void)
 
 static void say_last_words(void)
 {
+    const char *what = dying_cause == 'D' ? "died of a fatal signal"
+                       : dying_cause == 'X' ? "ended: the actor's __init__ raised an exception"
+                                            : "was killed by the kernel's OOM killer";
     char text[FDL_RECORD_MAX + 8400];
     int n = snprintf(text, sizeof text,
-                     "skyrl_fdlog: %s: process %d died of a fatal signal; the last %d lines of "
-                     "the actor's processes before it and the first %d after it (every line is "
-                     "in %s):\n", settings.name, dying_pid, last_count, crash_count, settings.path);
+                     "skyrl_fdlog: %s: process %d %s; the last %d lines of the actor's "
+                     "processes before it and the first %d after it (every line is in %s):\n",
+                     settings.name, dying_pid, what, last_count, crash_count, settings.path);
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
     for (int i = 0; i < last_count; i++)
         say_record(&last_records[(last_next - last_count + i + LAST_WORDS) % LAST_WORDS]);
@@ -285,6 +295,101 @@ static void say_last_words(void)
     if (dying_pidfd >= 0)
         close(dying_pidfd);
     dying_pidfd = -1;
+}
+
+/*
+ * The OOM killer.  Its SIGKILL leaves the victim no time for a mark, and from inside a
+ * process it looks like any other SIGKILL.  From the helper, which outlives the actor, it
+ * does not: the kernel counts every OOM kill in the victim's memory cgroup and the
+ * cgroup's ancestors (oom_kill in cgroup v2's memory.events and in v1's
+ * memory.oom_control), whether the cgroup's limit or the machine's memory ran out.  The
+ * helper reads the owner's counter when it starts and again once the owner (the actor's
+ * process) is gone: more kills mean the owner was killed for memory, or, in a cgroup that
+ * other processes share, that one of them was (docs/integration.md says what that costs).
+ * Ray's kill, an exit or restore() leave the counter alone.  Without a memory cgroup to
+ * read (the root cgroup, no /sys/fs/cgroup) nothing is watched.
+ */
+static char oom_counter_path[4200];
+static long long oom_kills_at_start = -1;
+static int owner_pidfd = -1;
+
+static long long read_oom_kills(void)
+{
+    FILE *f = fopen(oom_counter_path, "re");
+    long long kills = -1;
+    char line[256];
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "oom_kill %lld", &kills) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kills;
+}
+
+/* The owner's memory cgroup from /proc/PID/cgroup: a v1 line "N:...memory...:/PATH" (its
+ * counter under /sys/fs/cgroup/memory), else the v2 line "0::/PATH". */
+static void watch_owner(void)
+{
+    char name[64], line[4300];
+    snprintf(name, sizeof name, "/proc/%d/cgroup", settings.owner);
+    FILE *f = settings.owner > 0 ? fopen(name, "re") : NULL;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *controllers = strchr(line, ':');
+        char *path = controllers != NULL ? strchr(controllers + 1, ':') : NULL;
+        if (path == NULL)
+            continue;
+        *path++ = '\0';
+        controllers++;
+        char list[300];
+        snprintf(list, sizeof list, ",%s,", controllers);
+        if (strstr(list, ",memory,") != NULL) {
+            snprintf(oom_counter_path, sizeof oom_counter_path,
+                     "/sys/fs/cgroup/memory%s/memory.oom_control", path);
+            break;
+        }
+        if (controllers[0] == '\0')
+            snprintf(oom_counter_path, sizeof oom_counter_path,
+                     "/sys/fs/cgroup%s/memory.events", path);
+    }
+    if (f != NULL)
+        fclose(f);
+    oom_kills_at_start = oom_counter_path[0] != '\0' ? read_oom_kills() : -1;
+    if (oom_kills_at_start >= 0)
+        owner_pidfd = (int)syscall(SYS_pidfd_open, settings.owner, 0);
+}
+
+/* The owner has exited: killed for memory, if the counter says so. */
+static void owner_ended(void)
+{
+    close(owner_pidfd);
+    owner_pidfd = -1;
+    if (read_oom_kills() > oom_kills_at_start)
+        note_dying(settings.owner, 'K');
+}
+
+/* The channels ended: the owner closed them by restore() (it lives on) or by dying, in
+ * which case its exit is at most moments away (the kernel closes a dying process's files
+ * before it reports the exit): /proc/PID/stat's flags say PF_EXITING. */
+static void await_owner(void)
+{
+    char name[64], stat_line[1024];
+    snprintf(name, sizeof name, "/proc/%d/stat", settings.owner);
+    FILE *f = fopen(name, "re");
+    size_t n = f != NULL ? fread(stat_line, 1, sizeof stat_line - 1, f) : 0;
+    if (f != NULL)
+        fclose(f);
+    stat_line[n] = '\0';
+    char *after_name = strrchr(stat_line, ')');
+    unsigned long flags = 0;
+    /* after the name: state ppid pgrp session tty_nr tpgid flags */
+    if (after_name != NULL)
+        sscanf(after_name + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags);
+    struct pollfd p = {.fd = owner_pidfd, .events = POLLIN};
+    if ((flags & 0x4 /* PF_EXITING */) != 0 || n == 0)
+        poll(&p, 1, 1000);
+    if (has_exited(owner_pidfd))
+        owner_ended();
 }
 
 static void collect_record(void *context, const char *record, size_t length, char mark)
@@ -458,10 +563,10 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
-        if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D') */
-            if (data[n - 1] == 'D') {
+        if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D', 'X') */
+            if (data[n - 1] == 'D' || data[n - 1] == 'X') {
                 close(passed_fd);
-                note_dying(pid);
+                note_dying(pid, (char)data[n - 1]);
             } else {
                 take_flush_request(passed_fd);
             }
@@ -713,17 +818,21 @@ int main(int argc, char **argv)
     }
 
     /* In the order of `streams`: the owner's pipes first. */
-    struct pollfd channels[CHANNEL_COUNT] = {
+    if (settings.surface)
+        watch_owner();
+    /* After the channels, the owner's pidfd: its end wakes the helper (The OOM killer). */
+    struct pollfd channels[CHANNEL_COUNT + 1] = {
         {.fd = settings.owner > 0 ? PIPE_OUT_FD : -1, .events = POLLIN},
         {.fd = settings.owner > 0 ? PIPE_ERR_FD : -1, .events = POLLIN},
         {.fd = OUT_FD, .events = POLLIN},
-        {.fd = ERR_FD, .events = POLLIN}};
+        {.fd = ERR_FD, .events = POLLIN},
+        {.fd = owner_pidfd, .events = POLLIN}};
     int open_channels = 0;
     for (int i = 0; i < CHANNEL_COUNT; i++)
         open_channels += channels[i].fd >= 0;
     int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
-        int ready = poll(channels, CHANNEL_COUNT, poll_timeout());
+        int ready = poll(channels, CHANNEL_COUNT + 1, poll_timeout());
         if (ready < 0 && errno != EINTR) {
             /* Out of kernel memory for the poll table: no reason to stop reading (writers
              * would fill the channels and wait forever); try again shortly. */
@@ -744,6 +853,10 @@ int main(int argc, char **argv)
         open_channels -= read_ready(channels);
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);
+        if (owner_pidfd >= 0 && channels[CHANNEL_COUNT].revents != 0) {
+            owner_ended();
+            channels[CHANNEL_COUNT].fd = -1;
+        }
         if (dying && !last_words_said && dying_is_gone()) {
             /* All it wrote is in the channels now: read that first. */
             for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0;
@@ -766,6 +879,8 @@ int main(int argc, char **argv)
             read_channel(channels[i].fd, streams[i]);
         fdl_assembler_close_stream(assembler, streams[i], now_ms());
     }
+    if (owner_pidfd >= 0 && !stop_requested)
+        await_owner();
     if (dying && !last_words_said) /* every writer has gone: the dying one too */
         say_last_words();
     answer_flush_requests(fdl_writer_finish(GIVE_UP_AFTER_MS) == 0);

@@ -23,6 +23,7 @@ import inspect
 import itertools
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,6 +112,7 @@ def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, surface: str | N
             _remove_unused_log_file(log_file, first_made)
         raise
     _ray_logs.commit()
+    _keep_own_lines_whole()
     if log_file is not None:
         os.environ[LOG_FILE_VARIABLE] = str(log_file)
         print(f"Infrastructure logs will be written to: {log_file}", flush=True)
@@ -138,7 +140,31 @@ def capture_ray_logs() -> Path | None:
         _ray_logs.release()
         return None
     _ray_logs.capture(log_file)
+    _keep_own_lines_whole()
     return log_file
+
+
+# What actors copy to their stderr for the terminal: error lines and last words, "NAME[PID] ..."
+# after one line "skyrl_fdlog: ...".  Ray's log deduplicator on the driver folds lines that are
+# equal but for their words with digits (the pid, "vllm-engine-3") across actors into one line
+# "[repeated Nx across cluster]" printed up to 5 s later: eight engines failing at once would
+# show one engine's last words, shuffled.  Lines that its allow pattern matches pass as they are.
+_OWN_LINES = r"^skyrl_fdlog: |^\S+\[\d+\] "
+
+
+def _keep_own_lines_whole() -> None:
+    """Exempt the lines of _OWN_LINES from Ray's deduplication on this driver, keeping the
+    user's RAY_DEDUP_LOGS_ALLOW_REGEX.  A Ray without these (private) objects keeps folding."""
+    try:
+        from ray._private.ray_logging import stderr_deduplicator, stdout_deduplicator
+    except ImportError:
+        return
+    for deduplicator in (stdout_deduplicator, stderr_deduplicator):
+        allowed = getattr(deduplicator, "allow_re", None)
+        if allowed is not None and _OWN_LINES in allowed.pattern:
+            continue
+        pattern = _OWN_LINES if allowed is None else f"(?:{allowed.pattern})|{_OWN_LINES}"
+        deduplicator.allow_re = re.compile(pattern)
 
 
 def _log_file_in_force() -> Path | None:

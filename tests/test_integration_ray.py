@@ -584,10 +584,11 @@ def test_an_actor_aborting_in_a_method_leaves_its_last_words_on_the_terminal(clu
     """Issue 13, item 2: a method whose child prints an NCCL-style line, after which the
     actor aborts (SIGABRT).  The driver's terminal shows, once, the actor's last lines with
     the child's line among them, and the infra log's path; an actor ended by ray.kill (an
-    orderly end) prints nothing."""
+    orderly end) prints nothing.  Likewise for a segfault in C code (ctypes reading address
+    0)."""
     log_path = tmp_path / "logs"
     run = run_script("""
-        import json, os, subprocess, sys, time, ray
+        import ctypes, json, os, subprocess, sys, time, ray
         from skyrl_fdlog.ray import init_ray, redirected
 
         log_file = init_ray(LOG_PATH, address=ADDRESS)
@@ -595,34 +596,42 @@ def test_an_actor_aborting_in_a_method_leaves_its_last_words_on_the_terminal(clu
         @ray.remote(num_cpus=0, resources={"node-a": 0.01}, max_restarts=0)
         @redirected
         class Worker:
-            def step(self, abort):
+            def step(self, death):
                 for i in range(5):
                     print(f"step {i} of {os.getpid()}", flush=True)
                 subprocess.run([sys.executable, "-c", "print('comm 0x5 rank 3 nRanks 8 - "
                                 "Abort COMPLETE, NCCL communicator was aborted')"])
-                if abort:
+                if death == "abort":
                     os.abort()
+                if death == "segfault":
+                    ctypes.string_at(0)
                 return 1
 
         crashing = Worker.options(name="policy-worker-0").remote()
         quiet = Worker.options(name="ref-worker-0").remote()
-        ray.get(quiet.step.remote(False))
+        faulting = Worker.options(name="rollout-worker-0").remote()
+        ray.get(quiet.step.remote(None))
         ray.kill(quiet)
-        try:
-            ray.get(crashing.step.remote(True))
-            error = None
-        except Exception as exc:
-            error = type(exc).__name__
+        errors = []
+        for actor, death in ((crashing, "abort"), (faulting, "segfault")):
+            try:
+                ray.get(actor.step.remote(death))
+                errors.append(None)
+            except Exception as exc:
+                errors.append(type(exc).__name__)
         time.sleep(4)  # Ray's log monitor forwards worker output about every second
-        print("RESULT " + json.dumps({"log_file": str(log_file), "error": error}))
+        print("RESULT " + json.dumps({"log_file": str(log_file), "errors": errors}))
     """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
     terminal = run.stdout + run.stderr
-    log_file = run.result["log_file"]
-    assert run.result["error"] == "ActorDiedError"
-    headers = [line for line in terminal.splitlines() if "died of a fatal signal" in line]
-    assert len(headers) == 1, terminal[-4000:]
-    assert "policy-worker-0: process " in headers[0] and log_file in headers[0]
-    assert any("policy-worker-0[" in line and "NCCL communicator was aborted" in line
-               for line in terminal.splitlines()), terminal[-4000:]
-    assert "ref-worker-0" not in terminal
     print(terminal)  # the closing note quotes what the user sees (pytest -s)
+    log_file = run.result["log_file"]
+    assert run.result["errors"] == ["ActorDiedError", "ActorDiedError"]
+    for name, signal_name in (("policy-worker-0", "Aborted"),
+                              ("rollout-worker-0", "Segmentation fault")):
+        headers = [line for line in terminal.splitlines()
+                   if f"{name}: process " in line and "died of a fatal signal" in line]
+        assert len(headers) == 1 and log_file in headers[0], terminal[-4000:]
+        for text in ("NCCL communicator was aborted", f"Fatal Python error: {signal_name}"):
+            assert any(f"{name}[" in line and text in line for line in terminal.splitlines()), \
+                terminal[-4000:]
+    assert "ref-worker-0" not in terminal

@@ -172,11 +172,12 @@ static void surface_window(int64_t now)
     surface_shown = surface_held_back = 0;
 }
 
-static void surface(const struct fdl_slot *slot, const char *payload, size_t length, char mark)
+/* Returns whether the line is an error line (shown or held back). */
+static int surface(const struct fdl_slot *slot, const char *payload, size_t length, char mark)
 {
     int stream = FDL_STREAM_OF(slot->stream);
     if (stream != FDL_STREAM_OUT && stream != FDL_STREAM_ERR)
-        return;
+        return 0;
     unsigned hash = ((unsigned)slot->pid * 2654435761u + (unsigned)slot->stream) % SURFACE_WRITERS;
     struct surfaced_writer *w = &surfaced[hash];
     if (w->pid != slot->pid || w->stream != slot->stream) /* a new writer, or a collision */
@@ -186,11 +187,11 @@ static void surface(const struct fdl_slot *slot, const char *payload, size_t len
                      FDL_LEVEL_ERROR;
     w->mid_line = mark == FDL_MARK_FRAGMENT;
     if (!w->showing)
-        return;
+        return 0;
     surface_window(clock_ms(CLOCK_MONOTONIC));
     if (surface_shown >= SURFACE_BURST) {
         surface_held_back++;
-        return;
+        return 1;
     }
     surface_shown++;
     char text[FDL_RECORD_MAX + 8400];
@@ -203,6 +204,7 @@ static void surface(const struct fdl_slot *slot, const char *payload, size_t len
     n += snprintf(text + n, sizeof text - (size_t)n, "%s[%d] %.*s\n", settings.name, slot->pid,
                   (int)length, payload);
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    return 1;
 }
 
 /*
@@ -213,7 +215,9 @@ static void surface(const struct fdl_slot *slot, const char *payload, size_t len
  * path, the last LAST_WORDS records of all the actor's processes before the mark (the
  * cause, printed by a child just before, is among them) and the first LAST_WORDS after it
  * (the crash report: faulthandler's dump of every thread would push the cause out of one
- * window).  A process killed by SIGKILL cannot say anything: the helper itself sees the
+ * window).  Before them comes the last error line of each process (at most CAUSE_PROCESSES)
+ * that the window does not hold: a child's cause followed by its parents' long reports.
+ * A process killed by SIGKILL cannot say anything: the helper itself sees the
  * owner (the actor's process) end and asks its memory cgroup whether the kernel's OOM
  * killer struck meanwhile ("The OOM killer" below); any other end without a mark (restore,
  * exit, Ray's kill) is orderly and prints nothing.  Part of surfacing: surface="off" turns
@@ -228,12 +232,30 @@ struct last_record {
 };
 static struct last_record last_records[LAST_WORDS], crash_records[LAST_WORDS];
 static int last_next, last_count, crash_count;
+/* The last error line of each process, for the last words too: a child's cause is often
+ * followed by its parents' reports, long enough to push it out of the window (vLLM: a
+ * worker's traceback ending in the cause, then EngineCore's, then the actor's). */
+#define CAUSE_PROCESSES 8
+static struct last_record causes[CAUSE_PROCESSES];
+static int cause_next;
 static int dying, dying_pid, dying_pidfd = -1, last_words_said;
+static int64_t dying_since_ms;
 static char dying_cause; /* 'D' a fatal signal, 'X' an exception, 'K' the OOM killer */
 
-static void remember(int pid, const char *payload, size_t length)
+static void remember(int pid, const char *payload, size_t length, int error)
 {
     struct last_record *r;
+    if (error && !dying) {
+        int k = 0;
+        while (k < CAUSE_PROCESSES && causes[k].pid != pid)
+            k++;
+        r = &causes[k < CAUSE_PROCESSES ? k : cause_next];
+        if (k == CAUSE_PROCESSES)
+            cause_next = (cause_next + 1) % CAUSE_PROCESSES;
+        r->pid = pid;
+        r->length = length < sizeof r->payload ? length : sizeof r->payload;
+        memcpy(r->payload, payload, r->length);
+    }
     if (dying) {
         if (crash_count == LAST_WORDS)
             return;
@@ -257,6 +279,23 @@ static void say_record(const struct last_record *r)
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
 }
 
+static int in_window(const struct last_record *cause)
+{
+    for (int i = 0; i < last_count; i++)
+        if (last_records[i].pid == cause->pid && last_records[i].length == cause->length &&
+            memcmp(last_records[i].payload, cause->payload, cause->length) == 0)
+            return 1;
+    return 0;
+}
+
+static void say_cause(const struct last_record *r)
+{
+    char text[FDL_RECORD_MAX + FDL_NAME_MAX + 64];
+    int n = snprintf(text, sizeof text, "%s[%d] (its last error line) %.*s\n", settings.name,
+                     r->pid, (int)r->length, r->payload);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+}
+
 static void note_dying(int pid, char cause)
 {
     if (dying || last_words_said)
@@ -265,12 +304,19 @@ static void note_dying(int pid, char cause)
     dying_cause = cause;
     dying_pid = pid;
     dying_pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    dying_since_ms = clock_ms(CLOCK_MONOTONIC);
 }
 
 /* Without a pidfd (kernels before 5.3, or pid 0): gone once its pid is; a zombie counts as
- * alive until reaped, which only delays the words. */
+ * alive until reaped, which only delays the words.  A process whose __init__ raised is as
+ * good as gone EXCEPTION_REPORT_MS after its mark: Ray's report of the exception is written
+ * by then, while its exit can wait long on the cleanup of the libraries it loaded (vLLM's
+ * atexit handlers take seconds), past a driver that shuts Ray down on the error. */
+#define EXCEPTION_REPORT_MS 1000
 static int dying_is_gone(void)
 {
+    if (dying_cause == 'X' && clock_ms(CLOCK_MONOTONIC) - dying_since_ms >= EXCEPTION_REPORT_MS)
+        return 1;
     if (dying_pidfd >= 0)
         return has_exited(dying_pidfd);
     return dying_pid > 0 && kill(dying_pid, 0) != 0 && errno == ESRCH;
@@ -284,9 +330,13 @@ static void say_last_words(void)
     char text[FDL_RECORD_MAX + 8400];
     int n = snprintf(text, sizeof text,
                      "skyrl_fdlog: %s: process %d %s; the last %d lines of the actor's "
-                     "processes before it and the first %d after it (every line is in %s):\n",
+                     "processes before it and the first %d after it, led by the last error line "
+                     "of each process that they miss (every line is in %s):\n",
                      settings.name, dying_pid, what, last_count, crash_count, settings.path);
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    for (int k = 0; k < CAUSE_PROCESSES; k++)
+        if (causes[k].length > 0 && !in_window(&causes[k]))
+            say_cause(&causes[k]);
     for (int i = 0; i < last_count; i++)
         say_record(&last_records[(last_next - last_count + i + LAST_WORDS) % LAST_WORDS]);
     for (int i = 0; i < crash_count; i++)
@@ -401,10 +451,10 @@ static void collect_record(void *context, const char *record, size_t length, cha
         return;
     /* the payload: the record's end, before its '\n' */
     const char *payload = record + length - 1 - assembler->emitting_length;
-    surface(slot, payload, assembler->emitting_length, mark);
+    int error = surface(slot, payload, assembler->emitting_length, mark);
     int stream = FDL_STREAM_OF(slot->stream);
     if (stream == FDL_STREAM_OUT || stream == FDL_STREAM_ERR)
-        remember(slot->pid, payload, assembler->emitting_length);
+        remember(slot->pid, payload, assembler->emitting_length, error);
 }
 
 static void forget(struct writer *w)

@@ -131,3 +131,24 @@ def test_a_kernel_oom_kill_prints_the_last_lines(tmp_path, small_memory_cgroup):
     texts = [line.split("] ", 1)[1] for line in lines[words[0] + 1:]]
     assert "loading 70B weights onto the host" in texts and "step 29 loss 0.5" in texts
     print("\n".join(lines))  # the closing note quotes what the user sees (pytest -s)
+
+
+def test_the_last_error_line_of_each_process_leads_when_the_window_misses_it(tmp_path):
+    """A child's cause followed by more than 20 lines of its parent: the cause still comes,
+    first, marked as that process's last error line; a line inside the window is not
+    repeated."""
+    log = tmp_path / "infra.log"
+    death = ("subprocess.run([sys.executable, '-c', \"import sys; print('ERROR 12-02 07:53:52 "
+             "SafetensorError: Error while deserializing header', file=sys.stderr)\"])\n"
+             "for i in range(30):\n    print(f'  File \"x.py\", line {i}', flush=True)\n"
+             "print('ERROR 12-02 07:53:53 engine core failed', flush=True)\nos.abort()")
+    result = run_python(CAUSE.format(log=str(log), death=death), check=False)
+    lines = result.stderr.decode().splitlines()
+    start = next(i for i, line in enumerate(lines) if "died of a fatal signal" in line)
+    assert "led by the last error line of each process that they miss" in lines[start]
+    assert lines[start + 1].startswith("Engine[")
+    assert lines[start + 1].endswith("] (its last error line) ERROR 12-02 07:53:52 "
+                                     "SafetensorError: Error while deserializing header")
+    # the parent's last error line is in the window: not repeated before it
+    assert not any("(its last error line) ERROR 12-02 07:53:53" in line for line in lines)
+    assert any(line.endswith("] ERROR 12-02 07:53:53 engine core failed") for line in lines[start:])

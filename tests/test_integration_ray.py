@@ -530,14 +530,15 @@ def test_a_failing_actors_cause_reaches_the_terminal_and_a_healthy_one_stays_qui
 
         @ray.remote(num_cpus=0, resources={"node-a": 0.01})
         class BareEngine:
-            def __init__(self):
+            def __init__(self, fail):
                 import skyrl_fdlog
                 skyrl_fdlog.redirect()
                 print("INFO loading the tokenizer", flush=True)
-                subprocess.run([sys.executable, "-c", "import sys; "
-                                "print('EngineCore: CUDA out of memory while loading the bare engine',"
-                                " file=sys.stderr); sys.exit(1)"])
-                raise RuntimeError("Engine core initialization failed. See root cause above.")
+                if fail:
+                    subprocess.run([sys.executable, "-c", "import sys; print('EngineCore: CUDA out "
+                                    "of memory while loading the bare engine', file=sys.stderr); "
+                                    "sys.exit(1)"])
+                    raise RuntimeError("Engine core initialization failed. See root cause above.")
 
             def ping(self):
                 return 1
@@ -545,9 +546,12 @@ def test_a_failing_actors_cause_reaches_the_terminal_and_a_healthy_one_stays_qui
         healthy = Engine.options(name="healthy-engine").remote(False)
         ray.get(healthy.ping.remote())
         ray.kill(healthy)
+        healthy_bare = BareEngine.options(name="healthy-bare-engine").remote(False)
+        ray.get(healthy_bare.ping.remote())
+        ray.get(healthy_bare.__ray_terminate__.remote())  # its atexit handlers run: orderly
         errors = []
         for failing in (Engine.options(name="vllm-engine-0").remote(True),
-                        BareEngine.options(name="vllm-engine-1").remote()):
+                        BareEngine.options(name="vllm-engine-1").remote(True)):
             try:
                 ray.get(failing.ping.remote())
                 errors.append(None)
@@ -575,7 +579,7 @@ def test_a_failing_actors_cause_reaches_the_terminal_and_a_healthy_one_stays_qui
     # INFO and WARNING lines reach the terminal only among the failed engine's last words
     infra = [line for line in lines if "loaded error_shard_" in line or "casting" in line]
     assert len(infra) <= 20 and all("vllm-engine-0[" in line for line in infra), infra
-    assert "healthy-engine" not in terminal
+    assert "healthy-engine" not in terminal and "healthy-bare-engine" not in terminal
     records = records_of(Path(log_file))
     assert sum(b"casting" in record.payload for record in records) == 100
 

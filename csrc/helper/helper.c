@@ -350,8 +350,8 @@ static void say_last_words(void)
 /*
  * The OOM killer.  Its SIGKILL leaves the victim no time for a mark, and from inside a
  * process it looks like any other SIGKILL.  From the helper, which outlives the actor, it
- * does not: the kernel counts every OOM kill in the victim's memory cgroup and the
- * cgroup's ancestors (oom_kill in cgroup v2's memory.events and in v1's
+ * does not: the kernel counts every OOM kill in the victim's memory cgroup (oom_kill in
+ * cgroup v2's memory.events, which counts its descendants' kills too, and in v1's
  * memory.oom_control), whether the cgroup's limit or the machine's memory ran out.  The
  * helper reads the owner's counter when it starts and again once the owner (the actor's
  * process) is gone: more kills mean the owner was killed for memory, or, in a cgroup that
@@ -867,10 +867,10 @@ int main(int argc, char **argv)
         fdl_assembler_note(assembler, getpid(), text, now_ms());
     }
 
-    /* In the order of `streams`: the owner's pipes first. */
     if (settings.surface)
         watch_owner();
-    /* After the channels, the owner's pidfd: its end wakes the helper (The OOM killer). */
+    /* In the order of `streams`: the owner's pipes first; then the owner's pidfd, whose end
+     * wakes the helper ("The OOM killer"). */
     struct pollfd channels[CHANNEL_COUNT + 1] = {
         {.fd = settings.owner > 0 ? PIPE_OUT_FD : -1, .events = POLLIN},
         {.fd = settings.owner > 0 ? PIPE_ERR_FD : -1, .events = POLLIN},

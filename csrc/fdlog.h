@@ -111,6 +111,11 @@ int fdl_level_of(const unsigned char *text, size_t length, int *in_traceback);
  * Returns 0 or -errno. */
 int fdl_mark_fatal_signals(int err_channel);
 
+/* Leave the same mark now, for an exception that ends the actor (an actor's __init__ that
+ * raised): the helper prints the last lines once this process is gone.  Nothing while
+ * disarmed (surface="off").  Returns 0. */
+int fdl_mark_exception(void);
+
 /* One line as the records the helper writes for it (record.c), for records that Python writes
  * itself (Ray's own lines on the driver, _ray_logs.py): stream 1 out, 2 err, 3 fdlog, stamped
  * now_ms (milliseconds since the epoch), name and node sanitised as the helper does.  A line

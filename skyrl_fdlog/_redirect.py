@@ -34,7 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from skyrl_fdlog import _nonblock_guard
+from skyrl_fdlog import _last_words, _nonblock_guard
 from skyrl_fdlog._errors import ensure
 from skyrl_fdlog._fdlog import ffi, lib
 from skyrl_fdlog._helper_process import (
@@ -365,6 +365,7 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
         _retire(previous)  # its pipes' numbers become stand-ins of fds 1 and 2 ...
     if redirection._own_writes and redirection._surface != "off":
         lib.fdl_mark_fatal_signals(redirection._own_writes[1])  # last words (crash.c)
+        _last_words.watch_actor_init()  # and for a Ray actor's __init__ that raises
     with fd_lock:  # stand-ins change hands: a fork must not see them in between
         if redirection._python_pipes is not None:
             redirection._python_pipes.install()  # ... which the new pipes take over

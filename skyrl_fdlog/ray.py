@@ -23,6 +23,7 @@ import inspect
 import itertools
 import logging
 import os
+import re
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -30,7 +31,7 @@ import ray
 
 from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, active,
                          dump_to_stdout, infra_log_path, redirect)
-from skyrl_fdlog import _ray_logs
+from skyrl_fdlog import _last_words, _ray_logs
 from skyrl_fdlog._paths import DUMP_VARIABLE
 from skyrl_fdlog._redirect import SURFACE_CHOICES, SURFACE_VARIABLE, _check_choice
 
@@ -111,6 +112,7 @@ def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, surface: str | N
             _remove_unused_log_file(log_file, first_made)
         raise
     _ray_logs.commit()
+    _keep_own_lines_whole()
     if log_file is not None:
         os.environ[LOG_FILE_VARIABLE] = str(log_file)
         print(f"Infrastructure logs will be written to: {log_file}", flush=True)
@@ -138,7 +140,31 @@ def capture_ray_logs() -> Path | None:
         _ray_logs.release()
         return None
     _ray_logs.capture(log_file)
+    _keep_own_lines_whole()
     return log_file
+
+
+# What actors copy to their stderr for the terminal: error lines and last words, "NAME[PID] ..."
+# after one line "skyrl_fdlog: ...".  Ray's log deduplicator on the driver folds lines that are
+# equal but for their words with digits (the pid, "vllm-engine-3") across actors into one line
+# "[repeated Nx across cluster]" printed up to 5 s later: eight engines failing at once would
+# show one engine's last words, shuffled.  Lines that its allow pattern matches pass as they are.
+_OWN_LINES = r"^skyrl_fdlog: |^\S+\[\d+\] "
+
+
+def _keep_own_lines_whole() -> None:
+    """Exempt the lines of _OWN_LINES from Ray's deduplication on this driver, keeping the
+    user's RAY_DEDUP_LOGS_ALLOW_REGEX.  A Ray without these (private) objects keeps folding."""
+    try:
+        from ray._private.ray_logging import stderr_deduplicator, stdout_deduplicator
+    except ImportError:
+        return
+    for deduplicator in (stdout_deduplicator, stderr_deduplicator):
+        allowed = getattr(deduplicator, "allow_re", None)
+        if allowed is not None and _OWN_LINES in allowed.pattern:
+            continue
+        pattern = _OWN_LINES if allowed is None else f"(?:{allowed.pattern})|{_OWN_LINES}"
+        deduplicator.allow_re = re.compile(pattern)
 
 
 def _log_file_in_force() -> Path | None:
@@ -252,12 +278,16 @@ def redirected(cls: ActorClass) -> ActorClass:
 
     Put it under @ray.remote. The class name used in records is the decorated class's. Works
     for classes without an __init__ of their own and for subclasses of built-ins (dict).
+    When __init__ raises, the actor's last lines reach the terminal once its process is gone.
     """
     original_init = cls.__init__
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
-        redirect_actor_output(cls.__name__)
-        original_init(self, *args, **kwargs)
+        # An exception out of __init__ ends the actor in order: leave the mark that brings
+        # its last words to the terminal (_last_words.py).
+        with _last_words.guarded_init():
+            redirect_actor_output(cls.__name__)
+            original_init(self, *args, **kwargs)
 
     if inspect.isfunction(inspect.unwrap(original_init)):
         functools.update_wrapper(__init__, original_init)

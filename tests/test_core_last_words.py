@@ -4,9 +4,12 @@ prints none.  Real processes, real signals."""
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from conftest import run_python
+from conftest import run_python, wait_for
 
 CAUSE = """
 import faulthandler, os, subprocess, sys, ctypes
@@ -60,3 +63,92 @@ def test_surface_off_prints_no_last_words(tmp_path):
     result = run_python(CAUSE.format(log=str(log), death="os.abort()"), check=False,
                         env={"SKYRL_FDLOG_SURFACE": "off"})
     assert result.returncode < 0 and result.stderr == b""
+
+
+def _memory_cgroup() -> Path:
+    """This process's memory cgroup directory (cgroup v1's memory hierarchy, else v2)."""
+    lines = Path("/proc/self/cgroup").read_text().splitlines()
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return Path("/sys/fs/cgroup/memory" + path)
+    path = next(line.split(":", 2)[2] for line in lines if line.startswith("0::"))
+    return Path("/sys/fs/cgroup" + path)
+
+
+@pytest.fixture
+def small_memory_cgroup():
+    """A child memory cgroup of this process's own, limited to 128 MiB, so that the kernel's
+    OOM killer strikes inside it and never machine-wide.  Needs root and a memory cgroup."""
+    parent = _memory_cgroup()
+    group = parent / f"skyrl-fdlog-oom-{os.getpid()}"
+    try:
+        group.mkdir()
+        limit = group / "memory.limit_in_bytes"  # v1
+        if limit.exists():
+            limit.write_text(str(128 << 20))
+        else:
+            (group / "memory.max").write_text(str(128 << 20))
+            (group / "memory.swap.max").write_text("0")
+    except OSError as error:
+        if group.exists():
+            group.rmdir()
+        pytest.skip(f"cannot make a memory cgroup under {parent} ({error}): needs root and "
+                    f"the memory controller")
+    yield group
+    wait_for(lambda: not (group / "cgroup.procs").read_text().strip(), timeout=30)
+    group.rmdir()
+
+
+OOM = """
+import os, pathlib, subprocess, sys
+pathlib.Path({procs!r}).write_text(str(os.getpid()))  # the helper starts inside it too
+import skyrl_fdlog
+skyrl_fdlog.redirect({log!r}, name="Engine")
+for i in range(30):
+    print(f"step {{i}} loss 0.5", flush=True)
+subprocess.run([sys.executable, "-c", "print('loading 70B weights onto the host')"])
+# the victim: not the helper, which was started before this
+pathlib.Path("/proc/self/oom_score_adj").write_text("1000")
+hog = []
+while True:
+    hog.append(b"x" * (8 << 20))  # written, so resident
+"""
+
+
+def test_a_kernel_oom_kill_prints_the_last_lines(tmp_path, small_memory_cgroup):
+    """Issue 13, item 2: SIGKILL by the kernel's OOM killer leaves the process no time to say
+    anything; the helper sees the OOM kill counter of its memory cgroup rise."""
+    log = tmp_path / "infra.log"
+    result = run_python(OOM.format(procs=str(small_memory_cgroup / "cgroup.procs"), log=str(log)),
+                        check=False)
+    assert result.returncode == -9, result
+    lines = result.stderr.decode().splitlines()
+    words = [i for i, line in enumerate(lines) if "OOM killer" in line]
+    assert len(words) == 1, lines
+    assert lines[words[0]].startswith("skyrl_fdlog: Engine: process ")
+    assert lines[words[0]].endswith(f"(every line is in {log}):")
+    texts = [line.split("] ", 1)[1] for line in lines[words[0] + 1:]]
+    assert "loading 70B weights onto the host" in texts and "step 29 loss 0.5" in texts
+    print("\n".join(lines))  # the closing note quotes what the user sees (pytest -s)
+
+
+def test_the_last_error_line_of_each_process_leads_when_the_window_misses_it(tmp_path):
+    """A child's cause followed by more than 20 lines of its parent: the cause still comes,
+    first, marked as that process's last error line; a line inside the window is not
+    repeated."""
+    log = tmp_path / "infra.log"
+    death = ("subprocess.run([sys.executable, '-c', \"import sys; print('ERROR 12-02 07:53:52 "
+             "SafetensorError: Error while deserializing header', file=sys.stderr)\"])\n"
+             "for i in range(30):\n    print(f'  File \"x.py\", line {i}', flush=True)\n"
+             "print('ERROR 12-02 07:53:53 engine core failed', flush=True)\nos.abort()")
+    result = run_python(CAUSE.format(log=str(log), death=death), check=False)
+    lines = result.stderr.decode().splitlines()
+    start = next(i for i, line in enumerate(lines) if "died of a fatal signal" in line)
+    assert "led by the last error line of each process that they miss" in lines[start]
+    assert lines[start + 1].startswith("Engine[")
+    assert lines[start + 1].endswith("] (its last error line) ERROR 12-02 07:53:52 "
+                                     "SafetensorError: Error while deserializing header")
+    # the parent's last error line is in the window: not repeated before it
+    assert not any("(its last error line) ERROR 12-02 07:53:53" in line for line in lines)
+    assert any(line.endswith("] ERROR 12-02 07:53:53 engine core failed") for line in lines[start:])

@@ -44,15 +44,16 @@ def model_cache(tmp_path_factory) -> Path:
 
 
 def run_demo(model_cache: Path, log_path: Path, *overrides: str,
-             env: dict | None = None) -> subprocess.CompletedProcess:
+             env: dict | None = None, returncode: int = 0) -> subprocess.CompletedProcess:
     clean_env = {key: value for key, value in os.environ.items()
                  if key not in ("SKYRL_LOG_FILE", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT", "RAY_ADDRESS")}
     result = subprocess.run(
         [str(DEMO), "demo", f"trainer.log_path={log_path}", f"model.cache_dir={model_cache}",
          *overrides],
         env={**clean_env, **(env or {})}, capture_output=True, text=True, timeout=280)
-    assert result.returncode == 0, (f"demo failed:\nstdout: {result.stdout[-3000:]}\n"
-                                    f"stderr: {result.stderr[-3000:]}")
+    assert result.returncode == returncode, (f"demo exited {result.returncode}:\n"
+                                             f"stdout: {result.stdout[-3000:]}\n"
+                                             f"stderr: {result.stderr[-3000:]}")
     return result
 
 
@@ -108,6 +109,30 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
         worker = b"\n".join(record.payload for record in records_named(records, f"policy-{rank}"))
         assert f"policy rank {rank}/2: loaded".encode() in worker
         assert worker.count(f"policy rank {rank}: step on".encode()) == STEPS
+
+
+def test_demo_fail_at_engine_start_shows_the_cause_and_the_log_path(model_cache, tmp_path):
+    """Issue 13: `demo.fail_at=engine_start` gives the engine a model whose weights file is cut
+    short. vLLM's worker process fails to read it and EngineCore and the engine's __init__
+    fail after it; the terminal shows the engine's error lines live, then once its last
+    words led by the worker's cause line, and the demo's own two lines naming the infra log."""
+    log_path = tmp_path / "logs"
+    result = run_demo(model_cache, log_path, "demo.fail_at=engine_start", returncode=1)
+    terminal = result.stdout + result.stderr
+    print(terminal)  # the closing note quotes what the user sees (pytest -s)
+    (log_file,) = log_path.iterdir()
+    lines = terminal.splitlines()
+    words = [i for i, line in enumerate(lines)
+             if "skyrl_fdlog: vllm-engine-0: process " in line and "__init__ raised" in line]
+    assert len(words) == 1 and lines[words[0]].endswith(f"(every line is in {log_file}):")
+    cause = "SafetensorError: Error while deserializing header"
+    assert any("vllm-engine-0[" in line and cause in line for line in lines[words[0] + 1:])
+    assert f"The actor's last lines are above; every line is in {log_file}" in result.stdout
+    assert "Training stopped: The actor died because of an error raised in its creation task" \
+        in result.stdout
+    assert "step 1/" not in result.stdout
+    records, not_records = parse(log_file.read_bytes())
+    assert not_records == [] and any(cause.encode() in record.payload for record in records)
 
 
 def test_demo_dump_mode_shows_everything_on_stdout_and_writes_no_file(model_cache, tmp_path):

@@ -499,11 +499,13 @@ def test_restarted_task_made_killed_and_detached_actors_keep_the_run_file(cluste
 
 
 def test_a_failing_actors_cause_reaches_the_terminal_and_a_healthy_one_stays_quiet(cluster, tmp_path):
-    """Issue 13, item 1: an engine on a second node whose child prints the cause and exits 1,
-    after which __init__ raises.  The driver's terminal shows the child's cause line,
+    """Issue 13, items 1 and 2: an engine on a second node whose child prints the cause and
+    exits 1, after which __init__ raises.  The driver's terminal shows the child's cause line,
     attributed to the actor and the child's pid, and the infra log's path, through Ray's
-    forwarding of the actor's original stderr (the log is the node's own file).  A healthy
-    actor's 100 INFO and WARNING lines leave nothing on the terminal."""
+    forwarding of the actor's original stderr (the log is the node's own file), then once the
+    actor's last words, with the cause among them: for @redirected and for a plain redirect()
+    in __init__.  A healthy actor's 100 INFO and WARNING lines leave nothing on the terminal,
+    nor does its ray.kill."""
     log_path = tmp_path / "logs"
     run = run_script("""
         import json, subprocess, sys, time, ray
@@ -527,40 +529,71 @@ def test_a_failing_actors_cause_reaches_the_terminal_and_a_healthy_one_stays_qui
             def ping(self):
                 return 1
 
+        @ray.remote(num_cpus=0, resources={"node-a": 0.01})
+        class BareEngine:
+            def __init__(self, fail):
+                import skyrl_fdlog
+                skyrl_fdlog.redirect()
+                print("INFO loading the tokenizer", flush=True)
+                if fail:
+                    subprocess.run([sys.executable, "-c", "import sys; print('EngineCore: CUDA out "
+                                    "of memory while loading the bare engine', file=sys.stderr); "
+                                    "sys.exit(1)"])
+                    raise RuntimeError("Engine core initialization failed. See root cause above.")
+
+            def ping(self):
+                return 1
+
         healthy = Engine.options(name="healthy-engine").remote(False)
         ray.get(healthy.ping.remote())
-        failing = Engine.options(name="vllm-engine-0").remote(True)
-        try:
-            ray.get(failing.ping.remote())
-            error = None
-        except Exception as exc:
-            error = type(exc).__name__
-        time.sleep(3)  # Ray's log monitor forwards worker output about every second
-        print("RESULT " + json.dumps({"log_file": str(log_file), "error": error}))
+        ray.kill(healthy)
+        healthy_bare = BareEngine.options(name="healthy-bare-engine").remote(False)
+        ray.get(healthy_bare.ping.remote())
+        healthy_bare.__ray_terminate__.remote()  # its atexit handlers run: an orderly end
+        errors = []
+        for failing in (Engine.options(name="vllm-engine-0").remote(True),
+                        BareEngine.options(name="vllm-engine-1").remote(True)):
+            try:
+                ray.get(failing.ping.remote())
+                errors.append(None)
+            except Exception as exc:
+                errors.append(type(exc).__name__)
+        time.sleep(4)  # Ray's log monitor forwards worker output about every second
+        print("RESULT " + json.dumps({"log_file": str(log_file), "errors": errors}))
     """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
     terminal = run.stdout + run.stderr
+    print(terminal)  # the closing note quotes what the user sees (pytest -s)
     log_file = run.result["log_file"]
-    assert run.result["error"] == "ActorDiedError"
-    cause = [line for line in terminal.splitlines()
-             if "EngineCore: CUDA out of memory. Tried to allocate 9 GiB" in line]
-    assert len(cause) == 1, terminal[-3000:]
-    assert "vllm-engine-0[" in cause[0]
-    assert f"skyrl_fdlog: error lines of vllm-engine-0 follow; all its output is in {log_file}" in terminal
-    assert "loaded error_shard_" not in terminal and "casting" not in terminal
-    assert "healthy-engine" not in terminal
+    assert run.result["errors"] == ["ActorDiedError", "ActorDiedError"]
+    lines = terminal.splitlines()
+    for name, cause_text in (("vllm-engine-0", "EngineCore: CUDA out of memory. Tried to allocate 9 GiB"),
+                             ("vllm-engine-1", "EngineCore: CUDA out of memory while loading the bare engine")):
+        cause = [i for i, line in enumerate(lines) if f"{name}[" in line and cause_text in line]
+        assert f"skyrl_fdlog: error lines of {name} follow; all its output is in {log_file}" in terminal
+        words = [i for i, line in enumerate(lines)
+                 if f"skyrl_fdlog: {name}: process " in line
+                 and "ended: the actor's __init__ raised an exception" in line]
+        assert len(words) == 1, terminal[-5000:]
+        assert lines[words[0]].endswith(f"(every line is in {log_file}):")
+        # live, as an error line, then again among the last words
+        assert len(cause) == 2 and cause[0] < words[0] < cause[1], terminal[-5000:]
+    # INFO and WARNING lines reach the terminal only among the failed engine's last words
+    infra = [line for line in lines if "loaded error_shard_" in line or "casting" in line]
+    assert len(infra) <= 20 and all("vllm-engine-0[" in line for line in infra), infra
+    assert "healthy-engine" not in terminal and "healthy-bare-engine" not in terminal
     records = records_of(Path(log_file))
     assert sum(b"casting" in record.payload for record in records) == 100
-    print(terminal)  # the closing note quotes what the user sees (pytest -s)
 
 
 def test_an_actor_aborting_in_a_method_leaves_its_last_words_on_the_terminal(cluster, tmp_path):
     """Issue 13, item 2: a method whose child prints an NCCL-style line, after which the
     actor aborts (SIGABRT).  The driver's terminal shows, once, the actor's last lines with
     the child's line among them, and the infra log's path; an actor ended by ray.kill (an
-    orderly end) prints nothing."""
+    orderly end) prints nothing.  Likewise for a segfault in C code (ctypes reading address
+    0)."""
     log_path = tmp_path / "logs"
     run = run_script("""
-        import json, os, subprocess, sys, time, ray
+        import ctypes, json, os, subprocess, sys, time, ray
         from skyrl_fdlog.ray import init_ray, redirected
 
         log_file = init_ray(LOG_PATH, address=ADDRESS)
@@ -568,34 +601,42 @@ def test_an_actor_aborting_in_a_method_leaves_its_last_words_on_the_terminal(clu
         @ray.remote(num_cpus=0, resources={"node-a": 0.01}, max_restarts=0)
         @redirected
         class Worker:
-            def step(self, abort):
+            def step(self, death):
                 for i in range(5):
                     print(f"step {i} of {os.getpid()}", flush=True)
                 subprocess.run([sys.executable, "-c", "print('comm 0x5 rank 3 nRanks 8 - "
                                 "Abort COMPLETE, NCCL communicator was aborted')"])
-                if abort:
+                if death == "abort":
                     os.abort()
+                if death == "segfault":
+                    ctypes.string_at(0)
                 return 1
 
         crashing = Worker.options(name="policy-worker-0").remote()
         quiet = Worker.options(name="ref-worker-0").remote()
-        ray.get(quiet.step.remote(False))
+        faulting = Worker.options(name="rollout-worker-0").remote()
+        ray.get(quiet.step.remote(None))
         ray.kill(quiet)
-        try:
-            ray.get(crashing.step.remote(True))
-            error = None
-        except Exception as exc:
-            error = type(exc).__name__
+        errors = []
+        for actor, death in ((crashing, "abort"), (faulting, "segfault")):
+            try:
+                ray.get(actor.step.remote(death))
+                errors.append(None)
+            except Exception as exc:
+                errors.append(type(exc).__name__)
         time.sleep(4)  # Ray's log monitor forwards worker output about every second
-        print("RESULT " + json.dumps({"log_file": str(log_file), "error": error}))
+        print("RESULT " + json.dumps({"log_file": str(log_file), "errors": errors}))
     """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
     terminal = run.stdout + run.stderr
-    log_file = run.result["log_file"]
-    assert run.result["error"] == "ActorDiedError"
-    headers = [line for line in terminal.splitlines() if "died of a fatal signal" in line]
-    assert len(headers) == 1, terminal[-4000:]
-    assert "policy-worker-0: process " in headers[0] and log_file in headers[0]
-    assert any("policy-worker-0[" in line and "NCCL communicator was aborted" in line
-               for line in terminal.splitlines()), terminal[-4000:]
-    assert "ref-worker-0" not in terminal
     print(terminal)  # the closing note quotes what the user sees (pytest -s)
+    log_file = run.result["log_file"]
+    assert run.result["errors"] == ["ActorDiedError", "ActorDiedError"]
+    for name, signal_name in (("policy-worker-0", "Aborted"),
+                              ("rollout-worker-0", "Segmentation fault")):
+        headers = [line for line in terminal.splitlines()
+                   if f"{name}: process " in line and "died of a fatal signal" in line]
+        assert len(headers) == 1 and log_file in headers[0], terminal[-4000:]
+        for text in ("NCCL communicator was aborted", f"Fatal Python error: {signal_name}"):
+            assert any(f"{name}[" in line and text in line for line in terminal.splitlines()), \
+                terminal[-4000:]
+    assert "ref-worker-0" not in terminal

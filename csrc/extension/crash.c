@@ -8,7 +8,8 @@
  * order, and once it is gone prints its last lines to the original stderr (helper.c, "Last
  * words").  An orderly end (restore, exit, Ray's kill) sends nothing, so it prints nothing.
  * The handler then gives the signal to whoever had it before (Python's faulthandler in Ray
- * workers), whose report still comes, into the log.
+ * workers), whose report still comes, into the log.  An actor whose __init__ raised
+ * (skyrl_fdlog/_last_words.py) sends 'X' the same way: Ray ends such a process in order.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -26,11 +27,11 @@ static struct sigaction previous[FATAL_COUNT];
 static int installed;
 static volatile sig_atomic_t mark_fd = -1; /* a copy of the err channel's writing end */
 
-static void send_mark(int fd)
+static void send_mark(int fd, char *cause)
 {
     char control[CMSG_SPACE(sizeof(int))];
     memset(control, 0, sizeof control);
-    struct iovec iov = {.iov_base = "D", .iov_len = 1};
+    struct iovec iov = {.iov_base = cause, .iov_len = 1};
     struct msghdr message = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = control,
                              .msg_controllen = sizeof control};
     struct cmsghdr *c = CMSG_FIRSTHDR(&message);
@@ -47,7 +48,7 @@ static void on_fatal_signal(int signal_number, siginfo_t *info, void *context)
     int saved_errno = errno;
     int fd = mark_fd;
     if (fd >= 0)
-        send_mark(fd);
+        send_mark(fd, "D");
     for (int i = 0; i < FATAL_COUNT; i++)
         if (fatal_signals[i] == signal_number)
             sigaction(signal_number, &previous[i], NULL);
@@ -78,5 +79,13 @@ int fdl_mark_fatal_signals(int err_channel)
         if (sigaction(fatal_signals[i], &action, &previous[i]) != 0)
             return -errno;
     installed = 1;
+    return 0;
+}
+
+int fdl_mark_exception(void)
+{
+    int fd = mark_fd;
+    if (fd >= 0)
+        send_mark(fd, "X");
     return 0;
 }

@@ -174,11 +174,12 @@ static void surface_window(int64_t now)
     surface_shown = surface_held_back = 0;
 }
 
-static void surface(const struct fdl_slot *slot, const char *payload, size_t length, char mark)
+/* Returns whether the line is an error line (shown or held back). */
+static int surface(const struct fdl_slot *slot, const char *payload, size_t length, char mark)
 {
     int stream = FDL_STREAM_OF(slot->stream);
     if (stream != FDL_STREAM_OUT && stream != FDL_STREAM_ERR)
-        return;
+        return 0;
     unsigned hash = ((unsigned)slot->pid * 2654435761u + (unsigned)slot->stream) % SURFACE_WRITERS;
     struct surfaced_writer *w = &surfaced[hash];
     if (w->pid != slot->pid || w->stream != slot->stream) /* a new writer, or a collision */
@@ -188,11 +189,11 @@ static void surface(const struct fdl_slot *slot, const char *payload, size_t len
                      FDL_LEVEL_ERROR;
     w->mid_line = mark == FDL_MARK_FRAGMENT;
     if (!w->showing)
-        return;
+        return 0;
     surface_window(clock_ms(CLOCK_MONOTONIC));
     if (surface_shown >= SURFACE_BURST) {
         surface_held_back++;
-        return;
+        return 1;
     }
     surface_shown++;
     char text[FDL_RECORD_MAX + 8400];
@@ -205,16 +206,24 @@ static void surface(const struct fdl_slot *slot, const char *payload, size_t len
     n += snprintf(text + n, sizeof text - (size_t)n, "%s[%d] %.*s\n", settings.name, slot->pid,
                   (int)length, payload);
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    return 1;
 }
 
 /*
  * Last words.  A process of the actor that dies of a fatal signal says so first (crash.c:
- * a 'D' byte with an fd on the err channel).  Once that process is gone and what it wrote
- * is read, the helper prints to the original stderr, once, with the log's path, the last
- * LAST_WORDS records of all the actor's processes before the mark (the cause, printed by a
- * child just before, is among them) and the first LAST_WORDS after it (the crash report:
- * faulthandler's dump of every thread would push the cause out of one window).  Part of
- * surfacing: surface="off" turns it off too.
+ * a 'D' byte with an fd on the err channel); an actor whose __init__ raised says so with
+ * 'X' (_last_words.py), after which Ray ends its process.  Once that process is gone and
+ * what it wrote is read, the helper prints to the original stderr, once, with the log's
+ * path, the last LAST_WORDS records of all the actor's processes before the mark (the
+ * cause, printed by a child just before, is among them) and the first LAST_WORDS after it
+ * (the crash report: faulthandler's dump of every thread would push the cause out of one
+ * window).  Before them comes the last error line of each process (at most CAUSE_PROCESSES)
+ * that the window does not hold: a child's cause followed by its parents' long reports.
+ * A process killed by SIGKILL cannot say anything: the helper itself sees the
+ * owner (the actor's process) end and asks its memory cgroup whether the kernel's OOM
+ * killer struck meanwhile ("The OOM killer" below); any other end without a mark (restore,
+ * exit, Ray's kill) is orderly and prints nothing.  Part of surfacing: surface="off" turns
+ * it off too.
  */
 #define LAST_WORDS 20
 
@@ -225,11 +234,30 @@ struct last_record {
 };
 static struct last_record last_records[LAST_WORDS], crash_records[LAST_WORDS];
 static int last_next, last_count, crash_count;
+/* The last error line of each process, for the last words too: a child's cause is often
+ * followed by its parents' reports, long enough to push it out of the window (vLLM: a
+ * worker's traceback ending in the cause, then EngineCore's, then the actor's). */
+#define CAUSE_PROCESSES 8
+static struct last_record causes[CAUSE_PROCESSES];
+static int cause_next;
 static int dying, dying_pid, dying_pidfd = -1, last_words_said;
+static int64_t dying_since_ms;
+static char dying_cause; /* 'D' a fatal signal, 'X' an exception, 'K' the OOM killer */
 
-static void remember(int pid, const char *payload, size_t length)
+static void remember(int pid, const char *payload, size_t length, int error)
 {
     struct last_record *r;
+    if (error && !dying) {
+        int k = 0;
+        while (k < CAUSE_PROCESSES && causes[k].pid != pid)
+            k++;
+        r = &causes[k < CAUSE_PROCESSES ? k : cause_next];
+        if (k == CAUSE_PROCESSES)
+            cause_next = (cause_next + 1) % CAUSE_PROCESSES;
+        r->pid = pid;
+        r->length = length < sizeof r->payload ? length : sizeof r->payload;
+        memcpy(r->payload, payload, r->length);
+    }
     if (dying) {
         if (crash_count == LAST_WORDS)
             return;
@@ -253,19 +281,44 @@ static void say_record(const struct last_record *r)
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
 }
 
-static void note_dying(int pid)
+static int in_window(const struct last_record *cause)
+{
+    for (int i = 0; i < last_count; i++)
+        if (last_records[i].pid == cause->pid && last_records[i].length == cause->length &&
+            memcmp(last_records[i].payload, cause->payload, cause->length) == 0)
+            return 1;
+    return 0;
+}
+
+static void say_cause(const struct last_record *r)
+{
+    char text[FDL_RECORD_MAX + FDL_NAME_MAX + 64];
+    int n = snprintf(text, sizeof text, "%s[%d] (its last error line) %.*s\n", settings.name,
+                     r->pid, (int)r->length, r->payload);
+    surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+}
+
+static void note_dying(int pid, char cause)
 {
     if (dying || last_words_said)
         return;
     dying = 1;
+    dying_cause = cause;
     dying_pid = pid;
     dying_pidfd = pid > 0 ? (int)syscall(SYS_pidfd_open, pid, 0) : -1;
+    dying_since_ms = clock_ms(CLOCK_MONOTONIC);
 }
 
 /* Without a pidfd (kernels before 5.3, or pid 0): gone once its pid is; a zombie counts as
- * alive until reaped, which only delays the words. */
+ * alive until reaped, which only delays the words.  A process whose __init__ raised is as
+ * good as gone EXCEPTION_REPORT_MS after its mark: Ray's report of the exception is written
+ * by then, while its exit can wait long on the cleanup of the libraries it loaded (vLLM's
+ * atexit handlers take seconds), past a driver that shuts Ray down on the error. */
+#define EXCEPTION_REPORT_MS 1000
 static int dying_is_gone(void)
 {
+    if (dying_cause == 'X' && clock_ms(CLOCK_MONOTONIC) - dying_since_ms >= EXCEPTION_REPORT_MS)
+        return 1;
     if (dying_pidfd >= 0)
         return has_exited(dying_pidfd);
     return dying_pid > 0 && kill(dying_pid, 0) != 0 && errno == ESRCH;
@@ -273,12 +326,19 @@ static int dying_is_gone(void)
 
 static void say_last_words(void)
 {
+    const char *what = dying_cause == 'D' ? "died of a fatal signal"
+                       : dying_cause == 'X' ? "ended: the actor's __init__ raised an exception"
+                                            : "was killed by the kernel's OOM killer";
     char text[FDL_RECORD_MAX + 8400];
     int n = snprintf(text, sizeof text,
-                     "skyrl_fdlog: %s: process %d died of a fatal signal; the last %d lines of "
-                     "the actor's processes before it and the first %d after it (every line is "
-                     "in %s):\n", settings.name, dying_pid, last_count, crash_count, settings.path);
+                     "skyrl_fdlog: %s: process %d %s; the last %d lines of the actor's "
+                     "processes before it and the first %d after it, led by the last error line "
+                     "of each process that they miss (every line is in %s):\n",
+                     settings.name, dying_pid, what, last_count, crash_count, settings.path);
     surface_write(text, n < (int)sizeof text ? (size_t)n : sizeof text - 1);
+    for (int k = 0; k < CAUSE_PROCESSES; k++)
+        if (causes[k].length > 0 && !in_window(&causes[k]))
+            say_cause(&causes[k]);
     for (int i = 0; i < last_count; i++)
         say_record(&last_records[(last_next - last_count + i + LAST_WORDS) % LAST_WORDS]);
     for (int i = 0; i < crash_count; i++)
@@ -287,6 +347,101 @@ static void say_last_words(void)
     if (dying_pidfd >= 0)
         close(dying_pidfd);
     dying_pidfd = -1;
+}
+
+/*
+ * The OOM killer.  Its SIGKILL leaves the victim no time for a mark, and from inside a
+ * process it looks like any other SIGKILL.  From the helper, which outlives the actor, it
+ * does not: the kernel counts every OOM kill in the victim's memory cgroup (oom_kill in
+ * cgroup v2's memory.events, which counts its descendants' kills too, and in v1's
+ * memory.oom_control), whether the cgroup's limit or the machine's memory ran out.  The
+ * helper reads the owner's counter when it starts and again once the owner (the actor's
+ * process) is gone: more kills mean the owner was killed for memory, or, in a cgroup that
+ * other processes share, that one of them was (docs/integration.md says what that costs).
+ * Ray's kill, an exit or restore() leave the counter alone.  Without a memory cgroup to
+ * read (the root cgroup, no /sys/fs/cgroup) nothing is watched.
+ */
+static char oom_counter_path[4200];
+static long long oom_kills_at_start = -1;
+static int owner_pidfd = -1;
+
+static long long read_oom_kills(void)
+{
+    FILE *f = fopen(oom_counter_path, "re");
+    long long kills = -1;
+    char line[256];
+    while (f != NULL && fgets(line, sizeof line, f) != NULL)
+        if (sscanf(line, "oom_kill %lld", &kills) == 1)
+            break;
+    if (f != NULL)
+        fclose(f);
+    return kills;
+}
+
+/* The owner's memory cgroup from /proc/PID/cgroup: a v1 line "N:...memory...:/PATH" (its
+ * counter under /sys/fs/cgroup/memory), else the v2 line "0::/PATH". */
+static void watch_owner(void)
+{
+    char name[64], line[4300];
+    snprintf(name, sizeof name, "/proc/%d/cgroup", settings.owner);
+    FILE *f = settings.owner > 0 ? fopen(name, "re") : NULL;
+    while (f != NULL && fgets(line, sizeof line, f) != NULL) {
+        line[strcspn(line, "\n")] = '\0';
+        char *controllers = strchr(line, ':');
+        char *path = controllers != NULL ? strchr(controllers + 1, ':') : NULL;
+        if (path == NULL)
+            continue;
+        *path++ = '\0';
+        controllers++;
+        char list[300];
+        snprintf(list, sizeof list, ",%s,", controllers);
+        if (strstr(list, ",memory,") != NULL) {
+            snprintf(oom_counter_path, sizeof oom_counter_path,
+                     "/sys/fs/cgroup/memory%s/memory.oom_control", path);
+            break;
+        }
+        if (controllers[0] == '\0')
+            snprintf(oom_counter_path, sizeof oom_counter_path,
+                     "/sys/fs/cgroup%s/memory.events", path);
+    }
+    if (f != NULL)
+        fclose(f);
+    oom_kills_at_start = oom_counter_path[0] != '\0' ? read_oom_kills() : -1;
+    if (oom_kills_at_start >= 0)
+        owner_pidfd = (int)syscall(SYS_pidfd_open, settings.owner, 0);
+}
+
+/* The owner has exited: killed for memory, if the counter says so. */
+static void owner_ended(void)
+{
+    close(owner_pidfd);
+    owner_pidfd = -1;
+    if (read_oom_kills() > oom_kills_at_start)
+        note_dying(settings.owner, 'K');
+}
+
+/* The channels ended: the owner closed them by restore() (it lives on) or by dying, in
+ * which case its exit is at most moments away (the kernel closes a dying process's files
+ * before it reports the exit): /proc/PID/stat's flags say PF_EXITING. */
+static void await_owner(void)
+{
+    char name[64], stat_line[1024];
+    snprintf(name, sizeof name, "/proc/%d/stat", settings.owner);
+    FILE *f = fopen(name, "re");
+    size_t n = f != NULL ? fread(stat_line, 1, sizeof stat_line - 1, f) : 0;
+    if (f != NULL)
+        fclose(f);
+    stat_line[n] = '\0';
+    char *after_name = strrchr(stat_line, ')');
+    unsigned long flags = 0;
+    /* after the name: state ppid pgrp session tty_nr tpgid flags */
+    if (after_name != NULL)
+        sscanf(after_name + 1, " %*c %*d %*d %*d %*d %*d %lu", &flags);
+    struct pollfd p = {.fd = owner_pidfd, .events = POLLIN};
+    if ((flags & 0x4 /* PF_EXITING */) != 0 || n == 0)
+        poll(&p, 1, 1000);
+    if (has_exited(owner_pidfd))
+        owner_ended();
 }
 
 static void collect_record(void *context, const char *record, size_t length, char mark)
@@ -298,10 +453,10 @@ static void collect_record(void *context, const char *record, size_t length, cha
         return;
     /* the payload: the record's end, before its '\n' */
     const char *payload = record + length - 1 - assembler->emitting_length;
-    surface(slot, payload, assembler->emitting_length, mark);
+    int error = surface(slot, payload, assembler->emitting_length, mark);
     int stream = FDL_STREAM_OF(slot->stream);
     if (stream == FDL_STREAM_OUT || stream == FDL_STREAM_ERR)
-        remember(slot->pid, payload, assembler->emitting_length);
+        remember(slot->pid, payload, assembler->emitting_length, error);
 }
 
 static void forget(struct writer *w)
@@ -460,10 +615,10 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
-        if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D') */
-            if (data[n - 1] == 'D') {
+        if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D', 'X') */
+            if (data[n - 1] == 'D' || data[n - 1] == 'X') {
                 close(passed_fd);
-                note_dying(pid);
+                note_dying(pid, (char)data[n - 1]);
             } else {
                 take_flush_request(passed_fd);
             }
@@ -757,18 +912,22 @@ int main(int argc, char **argv)
         fdl_assembler_note(assembler, getpid(), text, now_ms());
     }
 
-    /* In the order of `streams`: the owner's pipes first. */
-    struct pollfd channels[CHANNEL_COUNT] = {
+    if (settings.surface)
+        watch_owner();
+    /* In the order of `streams`: the owner's pipes first; then the owner's pidfd, whose end
+     * wakes the helper ("The OOM killer"). */
+    struct pollfd channels[CHANNEL_COUNT + 1] = {
         {.fd = settings.owner > 0 ? PIPE_OUT_FD : -1, .events = POLLIN},
         {.fd = settings.owner > 0 ? PIPE_ERR_FD : -1, .events = POLLIN},
         {.fd = OUT_FD, .events = POLLIN},
-        {.fd = ERR_FD, .events = POLLIN}};
+        {.fd = ERR_FD, .events = POLLIN},
+        {.fd = owner_pidfd, .events = POLLIN}};
     int open_channels = 0;
     for (int i = 0; i < CHANNEL_COUNT; i++)
         open_channels += channels[i].fd >= 0;
     int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
-        int ready = poll(channels, CHANNEL_COUNT, poll_timeout());
+        int ready = poll(channels, CHANNEL_COUNT + 1, poll_timeout());
         if (ready < 0 && errno != EINTR) {
             /* Out of kernel memory for the poll table: no reason to stop reading (writers
              * would fill the channels and wait forever); try again shortly. */
@@ -789,6 +948,10 @@ int main(int argc, char **argv)
         open_channels -= read_ready(channels);
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);
+        if (owner_pidfd >= 0 && channels[CHANNEL_COUNT].revents != 0) {
+            owner_ended();
+            channels[CHANNEL_COUNT].fd = -1;
+        }
         if (dying && !last_words_said && dying_is_gone()) {
             /* All it wrote is in the channels now: read that first. */
             for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0;
@@ -811,6 +974,8 @@ int main(int argc, char **argv)
             read_channel(channels[i].fd, streams[i]);
         fdl_assembler_close_stream(assembler, streams[i], now_ms());
     }
+    if (owner_pidfd >= 0 && !stop_requested)
+        await_owner();
     if (dying && !last_words_said) /* every writer has gone: the dying one too */
         say_last_words();
     answer_flush_requests(fdl_writer_finish(GIVE_UP_AFTER_MS) == 0);

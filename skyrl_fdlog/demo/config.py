@@ -36,9 +36,21 @@ class ModelConfig:
     cache_dir: str = ""
 
 
+# demo.fail_at's values: where the demo breaks on purpose, to watch a failure reach the terminal.
+FAIL_AT_CHOICES = ("", "engine_start")
+
+
+@dataclass
+class WatchConfig:
+    # "engine_start": the engine gets a copy of the model whose weights file is cut short, so
+    # vLLM's EngineCore process fails while loading it and the engine's __init__ raises.
+    fail_at: str = ""
+
+
 @dataclass
 class DemoConfig:
     trainer: DemoTrainerConfig = field(default_factory=DemoTrainerConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
+    demo: WatchConfig = field(default_factory=WatchConfig)

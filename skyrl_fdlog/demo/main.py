@@ -6,12 +6,18 @@ engine. Every actor redirects at init, so vLLM's start-up (EngineCore, model loa
 cache), the workers' logs and torch's C++ warnings go to the infra log; the driver prints
 the configuration, dataset loading, per-step metrics and a progress bar, then where the infra
 log is and how many lines each actor wrote there.
+
+`demo.fail_at=engine_start` breaks the engine's start on purpose: vLLM's EngineCore fails to
+load a model whose weights file is cut short, and the terminal shows what a user sees when an
+actor dies: its error lines and last words (cause included), and where the infra log is.
 """
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,24 +27,41 @@ import ray
 from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
+from skyrl_fdlog import vllm
 from skyrl_fdlog.config import load_config
-from skyrl_fdlog.demo.config import DemoConfig
+from skyrl_fdlog.demo.config import FAIL_AT_CHOICES, DemoConfig
 from skyrl_fdlog.demo.policy import PolicyWorker
 from skyrl_fdlog.demo.summary import lines_per_actor
 from skyrl_fdlog.demo.task import Problem, load_problems, reward
 from skyrl_fdlog.demo.tiny_model import ensure_tiny_model
-from skyrl_fdlog.ray import init_ray
+from skyrl_fdlog.ray import init_ray, redirected
 from skyrl_fdlog.torch import create_worker_group
-from skyrl_fdlog.vllm import VLLMEngineActor
 
 # Ray actor names, which are also the names in the infra log's records.
 ENGINE_NAME = "vllm-engine-0"
 POLICY_NAME_PREFIX = "policy"
 
 
+@ray.remote
+@redirected
+class VLLMEngine(vllm.VLLMEngine):
+    """The engine, under @redirected: when its __init__ raises, its last words (the cause that
+    EngineCore printed among them) reach the terminal at once, before Ray's report of the
+    exception (docs/integration.md, "When an actor fails")."""
+
+
+# After an actor died: how long Ray's log monitor gets to forward its last words (printed by
+# its log helper once the process is gone) before ray.shutdown() stops the forwarding.
+LAST_WORDS_WAIT_S = 5.0
+
+
 def main(overrides: Sequence[str] = ()) -> int:
     """Run the demo with Hydra-style overrides (e.g. `trainer.log_path=/tmp/logs`); 0 on success."""
     cfg = load_config(overrides, schema=DemoConfig)
+    if cfg.demo.fail_at not in FAIL_AT_CHOICES:
+        raise SystemExit(f"demo.fail_at={cfg.demo.fail_at!r} is not one of "
+                         f"{', '.join(repr(choice) for choice in FAIL_AT_CHOICES)}: use "
+                         f"demo.fail_at=engine_start to watch the engine fail at start")
     print("Configuration:")
     print(OmegaConf.to_yaml(cfg), end="", flush=True)
     model_path = cfg.model.path or str(ensure_tiny_model(cfg.model.cache_dir or None))
@@ -51,7 +74,15 @@ def main(overrides: Sequence[str] = ()) -> int:
     started = time.monotonic()
     log_file = init_ray(cfg.trainer.log_path)
     try:
-        rewards = train(cfg, model_path, problems)
+        with tempfile.TemporaryDirectory(prefix="skyrl-fdlog-demo-") as scratch:
+            engine_model = (broken_copy(model_path, Path(scratch))
+                            if cfg.demo.fail_at == "engine_start" else model_path)
+            rewards = train(cfg, model_path, engine_model, problems)
+    except ray.exceptions.RayActorError as error:
+        time.sleep(LAST_WORDS_WAIT_S)
+        print(f"Training stopped: {str(error).splitlines()[0]}", flush=True)
+        print(f"The actor's last lines are above; every line is in {log_file}", flush=True)
+        return 1
     finally:
         ray.shutdown()
     print(f"Finished {cfg.trainer.steps} steps in {time.monotonic() - started:.0f} s", end="")
@@ -60,12 +91,14 @@ def main(overrides: Sequence[str] = ()) -> int:
     return 0
 
 
-def train(cfg: DictConfig, model_path: str, problems: list[Problem]) -> list[float]:
-    """The RL loop; returns the mean reward of each step."""
+def train(cfg: DictConfig, model_path: str, engine_model: str,
+          problems: list[Problem]) -> list[float]:
+    """The RL loop; returns the mean reward of each step.  The engine loads engine_model (the
+    policy's model_path, or a broken copy of it with demo.fail_at=engine_start)."""
     print(f"Starting the vLLM engine and {cfg.trainer.num_policy_workers} policy workers...",
           flush=True)
-    engine = VLLMEngineActor.options(name=ENGINE_NAME, num_cpus=1).remote(
-        model_path, seed=cfg.trainer.seed)
+    engine = VLLMEngine.options(name=ENGINE_NAME, num_cpus=1).remote(
+        engine_model, seed=cfg.trainer.seed)
     workers = create_worker_group(PolicyWorker, cfg.trainer.num_policy_workers, model_path,
                                   cfg.trainer.learning_rate, cfg.trainer.seed,
                                   name_prefix=POLICY_NAME_PREFIX,
@@ -84,6 +117,16 @@ def train(cfg: DictConfig, model_path: str, problems: list[Problem]) -> list[flo
             bar.write(f"step {step + 1}/{cfg.trainer.steps} | {format_metrics(metrics)}")
             bar.update(1)
     return mean_rewards
+
+
+def broken_copy(model_path: str, copy: Path) -> str:
+    """A copy of the model directory in `copy` whose safetensors files are cut short."""
+    for source in Path(model_path).iterdir():
+        if source.suffix == ".safetensors":
+            (copy / source.name).write_bytes(source.read_bytes()[:4096])
+        elif source.is_file():
+            shutil.copyfile(source, copy / source.name)
+    return str(copy)
 
 
 def train_step(cfg: DictConfig, engine: Any, workers: list[Any],

@@ -72,9 +72,11 @@ static struct {
     pthread_cond_t room;          /* to the reading side: a batch was written, or the thread
                                    * exited; waited on with the monotonic clock */
     pthread_t thread;
-    struct batch *ring;           /* capacity batches; head..head+count-1 wait to be written */
+    struct batch **ring;          /* capacity batches; head..head+count-1 wait to be written,
+                                   * the others are free */
     size_t capacity, head, count;
-    struct batch open;            /* being filled by the reading side */
+    struct batch *open;           /* being filled by the reading side */
+    struct batch *note;           /* the "dropped" record being queued */
     long dropped_records, dropped_bytes;
     long cut_records;             /* of the dropped, records a failed write left cut short */
     int last_error;               /* errno of the last failed write, 0 after a success */
@@ -124,6 +126,14 @@ static void format_note(struct batch *batch, const char *text)
                                       strlen(text));
 }
 
+/* A batch to fill with output: it may have been anything before, a note too. */
+static void empty(struct batch *batch)
+{
+    batch->length = 0;
+    batch->records = 0;
+    batch->note = 0;
+}
+
 /* Called with the mutex held: wait for room while the log keeps up. */
 static void wait_for_room_locked(void)
 {
@@ -140,19 +150,21 @@ static void wait_for_room_locked(void)
     }
 }
 
-/* Called with the mutex held. */
-static void push_locked(const struct batch *batch)
+/* Called with the mutex held.  Queues *batch by exchanging it for the free batch at the
+ * ring's tail (no copy): *batch is then that one, or still the same when it was dropped. */
+static void push_locked(struct batch **batch)
 {
     wait_for_room_locked();
     if (w.count == w.capacity) {
-        w.dropped_records += batch->records;
-        w.dropped_bytes += (long)batch->length;
+        w.dropped_records += (*batch)->records;
+        w.dropped_bytes += (long)(*batch)->length;
         w.drop_error = w.last_error != 0 ? w.last_error : ETIMEDOUT;
         return;
     }
-    struct batch *slot = &w.ring[(w.head + w.count) % w.capacity];
-    memcpy(slot, batch, offsetof(struct batch, data) + batch->length);
-    slot->written = 0;
+    struct batch **tail = &w.ring[(w.head + w.count) % w.capacity], *free_batch = *tail;
+    *tail = *batch;
+    (*tail)->written = 0;
+    *batch = free_batch;
     w.count++;
 }
 
@@ -170,16 +182,15 @@ static void queue_drop_note_locked(void)
     char text[768];
     snprintf(text, sizeof text, "dropped %ld records (%ld bytes) while %s %s%s", w.dropped_records,
              w.dropped_bytes, w.settings.path, cause, cut);
-    struct batch marker;
-    format_note(&marker, text);
+    format_note(w.note, text);
     w.dropped_records = w.dropped_bytes = w.cut_records = 0;
     w.drop_error = 0;
-    push_locked(&marker);
+    push_locked(&w.note);
 }
 
 void fdl_writer_flush(void)
 {
-    if (w.open.length == 0)
+    if (w.open->length == 0)
         return;
     pthread_mutex_lock(&w.mutex);
     if (w.dropped_records > 0 && w.count + 2 <= w.capacity)
@@ -187,17 +198,16 @@ void fdl_writer_flush(void)
     push_locked(&w.open);
     pthread_cond_signal(&w.wake);
     pthread_mutex_unlock(&w.mutex);
-    w.open.length = 0;
-    w.open.records = 0;
+    empty(w.open);
 }
 
 void fdl_writer_add(const char *record, size_t length)
 {
-    if (w.open.length + length > FDL_RECORD_MAX)
+    if (w.open->length + length > FDL_RECORD_MAX)
         fdl_writer_flush();
-    memcpy(w.open.data + w.open.length, record, length);
-    w.open.length += length;
-    w.open.records++;
+    memcpy(w.open->data + w.open->length, record, length);
+    w.open->length += length;
+    w.open->records++;
 }
 
 static int lock_log(short type)
@@ -352,7 +362,7 @@ static int write_run(size_t queued)
     struct iovec parts[RUN_BATCHES];
     size_t count = 0, total = 0;
     while (count < RUN_BATCHES && count < queued) {
-        struct batch *batch = &w.ring[(w.head + count) % w.capacity];
+        struct batch *batch = w.ring[(w.head + count) % w.capacity];
         if (count > 0 && total + batch->length > RUN_BYTES)
             break;
         parts[count++] = (struct iovec){.iov_base = batch->data, .iov_len = batch->length};
@@ -368,7 +378,7 @@ static int write_run(size_t queued)
     while (whole < count && left >= parts[whole].iov_len)
         left -= parts[whole++].iov_len;
     if (left > 0)
-        w.ring[(w.head + whole) % w.capacity].written = left;
+        w.ring[(w.head + whole) % w.capacity]->written = left;
     pthread_mutex_lock(&w.mutex);
     pop_locked(whole);
     pthread_mutex_unlock(&w.mutex);
@@ -385,7 +395,7 @@ static int write_some(void)
     for (int n = 0; error == 0 && n < BATCHES_PER_LOCK; n++) {
         pthread_mutex_lock(&w.mutex);
         size_t queued = w.count - unsynced;
-        struct batch *batch = queued > 0 ? &w.ring[(w.head + unsynced) % w.capacity] : NULL;
+        struct batch *batch = queued > 0 ? w.ring[(w.head + unsynced) % w.capacity] : NULL;
         pthread_mutex_unlock(&w.mutex);
         if (batch == NULL)
             break;
@@ -421,7 +431,7 @@ static int write_some(void)
         } else {
             /* Not known to be stored: write them again (a duplicate beats a loss). */
             for (size_t i = 0; i < unsynced; i++)
-                w.ring[(w.head + i) % w.capacity].written = 0;
+                w.ring[(w.head + i) % w.capacity]->written = 0;
         }
         pthread_mutex_unlock(&w.mutex);
     }
@@ -518,9 +528,16 @@ int fdl_writer_start(const struct fdl_writer_settings *settings)
     w.capacity = (size_t)(settings->buffer_bytes / (long)sizeof(struct batch));
     if (w.capacity < 4)
         w.capacity = 4;
-    w.ring = malloc(w.capacity * sizeof(struct batch));
-    if (w.ring == NULL)
+    /* The ring's batches, the open one and the note's: batches change places, never bytes. */
+    struct batch *batches = malloc((w.capacity + 2) * sizeof *batches);
+    w.ring = malloc(w.capacity * sizeof *w.ring);
+    if (batches == NULL || w.ring == NULL)
         return -ENOMEM;
+    for (size_t i = 0; i < w.capacity; i++)
+        w.ring[i] = &batches[i];
+    w.open = &batches[w.capacity];
+    empty(w.open);
+    w.note = &batches[w.capacity + 1];
     struct rlimit limit;
     w.size_limit = getrlimit(RLIMIT_FSIZE, &limit) == 0 ? limit.rlim_cur : RLIM_INFINITY;
     pthread_condattr_t attributes;

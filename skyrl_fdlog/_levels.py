@@ -9,10 +9,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from typing import Any
 from pathlib import Path
-from re import _constants as sre  # the standard library's own parser of the same dialect
-from re import _parser as sre_parse
+from typing import Any
+
+try:  # the standard library's own regex parser, which reads the table's dialect too
+    from re import _constants as sre
+    from re import _parser as sre_parse
+except ImportError:  # Python 3.9 and 3.10 name it so
+    import sre_constants as sre  # type: ignore[no-redef]
+    import sre_parse  # type: ignore[no-redef]
 
 TABLE_PATH = Path(__file__).resolve().with_name("levels.json")
 _TABLE = json.loads(TABLE_PATH.read_text(encoding="utf-8"))

@@ -8,10 +8,11 @@
  * for the whole write, the queued batches go out up to RUN_BYTES at a time in
  * one writev(2) (tests/test_core_large_appends.py finds no torn record in many
  * concurrent such appends on each): for long lines the count of writes, not
- * the bytes, was most of the helper's CPU.  With lock=1 (network filesystems) each run of writes holds a
- * whole-file fcntl lock and ends with fdatasync: the lock makes an NFS
- * client revalidate the file size, the sync pushes the data out before
- * another machine appends (GlusterFS's write-behind loses appends without it).
+ * the bytes, was most of the helper's CPU.  With lock=1 (network filesystems)
+ * each run of writes holds a whole-file fcntl lock and ends with fdatasync:
+ * the lock makes an NFS client revalidate the file size, the sync pushes the
+ * data out before another machine appends (GlusterFS's write-behind loses
+ * appends without it).
  *
  * Writing runs in its own thread so that a log filesystem that hangs or
  * fails (disk full, EIO) never stops the reading side: the actor's writes

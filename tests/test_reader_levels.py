@@ -9,6 +9,8 @@ import runpy
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from skyrl_fdlog import _levels
 from skyrl_fdlog.reader._message import LevelTracker, level_of
@@ -59,6 +61,44 @@ SAMPLES = [
     ("ERRORS: 0", None),
     ("step 1 loss 0.5", None),
     ("", None),
+    # the edges of the helper's gates (levels.c: a line must start like one of a pattern's
+    # shapes, or hold one of its literals, before the regex runs)
+    ("ERROR 11-27 02:47:06", "error"),                     # ([^A-Za-z0-9_]|$) by its $
+    ("ERROR 11-27 02:47:06x", None),
+    ("2026-11-27 02:47:06 WARN", "warning"),
+    ("2026-11-27T02:47:06.5\tFATAL: x", "critical"),
+    ("E1127 02:47:06.12345 x.cc:1] y", None),               # 6 to 9 digits
+    ("E1127 02:47:06.123456] y", "error"),
+    ("[E1127 02:47:06.123456789 x.cc:1] y", "error"),
+    ("[rank12]:W1127 02:47:06.123456 x.cc:1] y", "warning"),
+    ("E112 02:47:06.123456 x.cc:1] y", None),
+    ("W000 S000000001 003.003.003. E000000001", None),       # the benchmarks' lines
+    ("(Worker_1 pid=7) ERROR:root:x", "error"),
+    ("(Worker_1 rank=2 pid=7) INFO 11-27 02:47:06 [x.py:1] y", "info"),
+    ("(Worker_1 pid=7) step 1", None),
+    ("error:root:x", None),                                # the regexes are case-sensitive
+    ("Error:root:x", None),
+    ("Warning: x", None),
+    ("cuda out of memory", None),
+    ("segmentation fault (core dumped)", None),
+    ("fatal Python error: x", None),
+    ("x Segmentation fault", "error"),                     # a literal at the end
+    ("Segmentation faul", None),                           # shorter than the literal
+    ("CUDA error: ", "error"),
+    ("NCCL WARN x", None),                                 # its leading space is part of it
+    ("x NCCL WARN ", "error"),
+    ("***SIGSEGV ", None),
+    ("x *** SIGABRT received", "error"),
+    ("x *** SIG received", None),
+    ("x terminate called after throwing an instance of 'E'", None),  # '^': at the start only
+    ("x Fatal Python error: y", None),
+    ("Fatal Python error: ", "critical"),
+    ("\x1b[31mERROR\x1b[0m:root:x", "error"),               # colours go before the gates
+    ("CUDA \x1b[1mout of\x1b[0m memory", "error"),
+    ("\x1b[1mFatal Python error: x", "critical"),
+    ("E", None),
+    ("(", None),
+    ("[", None),
 ]
 
 
@@ -106,6 +146,47 @@ def test_the_helper_classifies_every_sample_as_the_reader_does():
     assert _c_levels(texts) == [level for _, level in SAMPLES]
     tracker = LevelTracker()
     assert _c_levels(TRACEBACK) == [tracker.level(t, ("n", 1, "err")) for t in TRACEBACK]
+
+
+TRACEBACK_EDGES = [
+    "(Worker pid=3) Traceback (most recent call last):",
+    "(Worker pid=3)   File \"/app/x.py\", line 1, in f",
+    "\tindented by a tab",
+    "\x1b[2m  coloured\x1b[0m",
+    "ValueError: x",
+    "Traceback (most recent call last)",
+    "x Traceback (most recent call last):",
+    "Traceback (most recent call last): ",
+    "",
+    "Traceback (most recent call last):",
+    "",
+]
+
+
+def test_the_helper_follows_tracebacks_as_the_reader_does():
+    tracker = LevelTracker()
+    assert _c_levels(TRACEBACK_EDGES) == [tracker.level(t, ("n", 1, "err")) for t in TRACEBACK_EDGES]
+
+
+# Pieces of the table's formats and literals, some cut short or in another case, so that
+# random lines land on every side of the gates' shapes and literals.
+_PIECES = ["ERROR", "ERROR:", "Error", "WARN", "WARNING", "FATAL", "CRITICAL", "INFO", "DEBUG",
+           "E", "W", "F", "1127", "11-27", "2026-11-27", " 02:47:06", ".123456", ",5", "T", " ",
+           "\t", ":", "[", "]", "(Worker pid=3) ", "(w rank=1 pid=2) ", "[rank0]:", "rank",
+           " NCCL WARN ", "NCCL", "CUDA out of memory", "CUDA error: ", "cuda", "Segmentation",
+           " fault", "Segmentation fault", "*** SIG", "SEGV ", "Aborted (core dumped)",
+           "Bus error (core dumped)", "terminate called after throwing an instance of ",
+           "Fatal Python error: ", "Traceback (most recent call last):", "x", "\x1b[31m",
+           "\x1b[0m", "\x1b[", "\u00e9"]
+
+
+@settings(max_examples=1000, deadline=None)
+@given(st.lists(st.lists(st.sampled_from(_PIECES), max_size=8).map("".join), max_size=6))
+def test_the_helper_agrees_with_the_reader_on_any_line(lines):
+    """The gates may only skip a regex that would not match: on lines made of pieces of the
+    table, C and Python give every line the same level, tracebacks included."""
+    tracker = LevelTracker()
+    assert _c_levels(lines) == [tracker.level(t, ("n", 1, "err")) for t in lines]
 
 
 def test_the_helpers_header_is_generated_from_the_table():

@@ -70,10 +70,19 @@ static void emit_buffer(struct fdl_assembler *assembler, struct fdl_slot *slot, 
     slot->length = 0;
 }
 
+/* A line ends: its payload is the slot's buffer, or while that is empty the line straight
+ * from the chunk read. */
+static void end_line_of(struct fdl_assembler *assembler, struct fdl_slot *slot,
+                        const unsigned char *payload, size_t length, int64_t now_ms)
+{
+    emit(assembler, slot, FDL_MARK_LINE, payload, length, now_ms);
+    slot->length = 0;
+    slot->redraw = 0;
+}
+
 static void end_line(struct fdl_assembler *assembler, struct fdl_slot *slot, int64_t now_ms)
 {
-    emit_buffer(assembler, slot, FDL_MARK_LINE, now_ms);
-    slot->redraw = 0;
+    end_line_of(assembler, slot, slot->buffer, slot->length, now_ms);
 }
 
 static int snapshot_due(const struct fdl_assembler *assembler, const struct fdl_slot *slot,
@@ -211,6 +220,16 @@ void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
             carriage_return(assembler, slot, now_ms);
         }
         const unsigned char *brk = find_line_break(data, (size_t)(end - data));
+        /* While the slot holds nothing, records come straight from the chunk (as append and
+         * end_line would make them): only a line's unfinished end is copied into the slot. */
+        size_t capacity = fdl_payload_max(&assembler->format);
+        for (; slot->length == 0 && (size_t)(brk - data) > capacity; data += capacity)
+            emit(assembler, slot, FDL_MARK_FRAGMENT, data, capacity, now_ms);
+        if (slot->length == 0 && brk < end && *brk == '\n') {
+            end_line_of(assembler, slot, data, (size_t)(brk - data), now_ms);
+            data = brk + 1;
+            continue;
+        }
         append(assembler, slot, data, (size_t)(brk - data), now_ms);
         if (brk == end)
             break;

@@ -49,6 +49,9 @@ ffibuilder.set_source(
     '#include "fdlog.h"',
     sources=[str(CSRC / name) for name in EXTENSION_SOURCES],
     include_dirs=INCLUDE_DIRS,
+    # build_ext recompiles only when a source or one of these is newer than the extension:
+    # the headers too, the generated levels.h included.
+    depends=[str(header) for header in sorted(CSRC.rglob("*.h"))],
     extra_compile_args=COMPILE_ARGS,
     py_limited_api=True,
 )

@@ -41,8 +41,7 @@ class BuildExtAndHelper(build_ext):
         )
         in_source = self.inplace or getattr(self, "editable_mode", False)
         package_dir = "skyrl_fdlog" if in_source else os.path.join(self.build_lib, "skyrl_fdlog")
-        self.compiler.link_executable(objects, HELPER_NAME, output_dir=package_dir,
-                                      libraries=["pthread"])
+        self.compiler.link_executable(objects, HELPER_NAME, output_dir=package_dir, libraries=["pthread"])
 
 
 class AbiThreeWheel(bdist_wheel):

@@ -14,8 +14,7 @@ import cffi
 # the top, is the extension's public interface; shared/internal.h is what both binaries share.
 CSRC = Path("csrc")
 SHARED_SOURCES = ["shared/open_log.c", "shared/assemble.c", "shared/record.c", "shared/levels.c"]
-EXTENSION_SOURCES = [*SHARED_SOURCES, "extension/capture.c", "extension/helper_start.c",
-                     "extension/crash.c"]
+EXTENSION_SOURCES = [*SHARED_SOURCES, "extension/capture.c", "extension/helper_start.c", "extension/crash.c"]
 HELPER_SOURCES = [*SHARED_SOURCES, "helper/helper.c", "helper/log_writer.c"]
 INCLUDE_DIRS = [str(CSRC), str(CSRC / "shared")]
 COMPILE_ARGS = ["-std=gnu11", "-O2", "-fvisibility=hidden"]

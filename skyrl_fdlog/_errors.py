@@ -24,8 +24,7 @@ class FdlogError(OSError):
         return self.strerror or super().__str__()
 
 
-def ensure(rc: int, what: str, path: str | None = None, *, advice: str = "",
-           cause: str | None = None) -> int:
+def ensure(rc: int, what: str, path: str | None = None, *, advice: str = "", cause: str | None = None) -> int:
     """rc, when a C core call succeeded (rc >= 0); else raise FdlogError "WHAT PATH: CAUSE;
     ADVICE", CAUSE being the -errno's text unless given."""
     if rc >= 0:
@@ -63,8 +62,10 @@ def open_refusal(path: str, errno: int, result: Any) -> tuple[str, str]:
     elif refusal in (lib.FDL_FOREIGN_DIRECTORY, lib.FDL_FOREIGN_FILE):
         kind = "directory" if refusal == lib.FDL_FOREIGN_DIRECTORY else "file"
         which = f"the {kind} {culprit}" if named else "it"
-        cause = (f"{which} is owned by {_owner(result.owner_uid)} inside a sticky world-writable "
-                 f"directory, where another user could have planted it")
+        cause = (
+            f"{which} is owned by {_owner(result.owner_uid)} inside a sticky world-writable "
+            f"directory, where another user could have planted it"
+        )
         advice = CHOOSE_ANOTHER
     elif refusal == lib.FDL_HARD_LINK:
         cause = f"{culprit if named else 'it'} has other hard links, so it may be someone else's file"

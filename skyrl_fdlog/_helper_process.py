@@ -64,11 +64,14 @@ def helper_executable() -> str:
     return HELPER.value()
 
 
-def make_settings(redirection: Redirection, idle_flush: float, snapshot_interval: float,
-                  buffer_bytes: int, max_bytes: int) -> None:
+def make_settings(
+    redirection: Redirection, idle_flush: float, snapshot_interval: float, buffer_bytes: int, max_bytes: int
+) -> None:
     """The helper's settings (struct fdl_helper_settings) onto redirection._settings."""
-    strings = tuple(ffi.new("char[]", os.fsencode(text)) for text in
-                    (helper_executable(), str(redirection.path), redirection.name, redirection.node))
+    strings = tuple(
+        ffi.new("char[]", os.fsencode(text))
+        for text in (helper_executable(), str(redirection.path), redirection.name, redirection.node)
+    )
     settings = ffi.new("struct fdl_helper_settings *")
     settings.helper_path, settings.path, settings.name, settings.node = strings
     settings.raw = redirection.fmt == "raw"
@@ -90,9 +93,13 @@ def keep_helper_stderr(redirection: Redirection) -> None:
         return
     path = f"{redirection.path}.helper-{os.getpid()}.stderr"
     rc = _open_appending(path)
-    ensure(rc, "cannot keep the log helper's stderr in", path,
-           cause="it is a symbolic link" if rc == -errno.ELOOP else None,
-           advice=f"remove it, or unset {DEBUG.variable}")
+    ensure(
+        rc,
+        "cannot keep the log helper's stderr in",
+        path,
+        cause="it is a symbolic link" if rc == -errno.ELOOP else None,
+        advice=f"remove it, or unset {DEBUG.variable}",
+    )
     redirection._debug_fd = redirection._settings.stderr_fd = rc
     note(redirection, f"{DEBUG.variable}=1: the log helper's stderr goes to {path}")
 
@@ -100,8 +107,9 @@ def keep_helper_stderr(redirection: Redirection) -> None:
 def _open_appending(path: str) -> int:
     """The fd, or -errno."""
     try:
-        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
-                       | os.O_NOCTTY, 0o600)
+        return os.open(
+            path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY, 0o600
+        )
     except OSError as error:
         return -(error.errno or errno.EIO)
 
@@ -120,12 +128,26 @@ def start_helper(redirection: Redirection, surface_fd: int, restarted_after: int
     out_read, err_read = redirection._channel_reads
     pipes = redirection._python_pipes
     pipe_out_read, pipe_err_read = pipes.reads if pipes is not None else (-1, -1)
-    rc = lib.fdl_helper_start(settings, redirection._log_fd, out_read, err_read, pipe_out_read,
-                              pipe_err_read, status_fd, helper_pid, reason, len(reason))
-    ensure(rc, "cannot start the log helper", os.fsdecode(ffi.string(settings.helper_path)),
-           cause=ffi.string(reason).decode(errors="replace") or None,
-           advice=f"reinstall skyrl_fdlog, or point {HELPER.variable} at a working "
-                  f"skyrl-fdlog-helper; {DEBUG.variable}=1 keeps its stderr next to the log")
+    rc = lib.fdl_helper_start(
+        settings,
+        redirection._log_fd,
+        out_read,
+        err_read,
+        pipe_out_read,
+        pipe_err_read,
+        status_fd,
+        helper_pid,
+        reason,
+        len(reason),
+    )
+    ensure(
+        rc,
+        "cannot start the log helper",
+        os.fsdecode(ffi.string(settings.helper_path)),
+        cause=ffi.string(reason).decode(errors="replace") or None,
+        advice=f"reinstall skyrl_fdlog, or point {HELPER.variable} at a working "
+        f"skyrl-fdlog-helper; {DEBUG.variable}=1 keeps its stderr next to the log",
+    )
     redirection._status_fd = status_fd[0]
     redirection.helper_pid = helper_pid[0]
     redirection._started_at = time.monotonic()
@@ -149,17 +171,26 @@ def watch(redirection: Redirection, original_stderr: Callable[[Redirection], int
             wait = _restart_wait(young)
             redirection._restarts += 1
             _follow_log_path(redirection)
-            when = "at once" if wait == 0 else (
-                f"after waiting {wait:g} s (the last {young} helpers each lived under "
-                f"{YOUNG_SECONDS:g} s; the wait doubles up to {BACKOFF_CAP:g} s)")
-            note(redirection, f"log helper {redirection.helper_pid} ended after {lived:.1f} s: "
-                               f"{_why_it_ended(redirection, words)}; restart "
-                               f"{redirection._restarts} of this redirection, {when}")
+            when = (
+                "at once"
+                if wait == 0
+                else (
+                    f"after waiting {wait:g} s (the last {young} helpers each lived under "
+                    f"{YOUNG_SECONDS:g} s; the wait doubles up to {BACKOFF_CAP:g} s)"
+                )
+            )
+            note(
+                redirection,
+                f"log helper {redirection.helper_pid} ended after {lived:.1f} s: "
+                f"{_why_it_ended(redirection, words)}; restart "
+                f"{redirection._restarts} of this redirection, {when}",
+            )
             time.sleep(wait)
             try:
                 with fd_lock:
-                    start_helper(redirection, original_stderr(redirection),
-                                 restarted_after=redirection.helper_pid)
+                    start_helper(
+                        redirection, original_stderr(redirection), restarted_after=redirection.helper_pid
+                    )
             except FdlogError as error:
                 _fall_back_to_direct_writes(redirection, error.strerror or str(error))
                 return
@@ -188,8 +219,7 @@ def _read_last_words(status_fd: int) -> list[str]:
         if not chunk:
             break
         said += chunk
-    return [line for line in said.decode(errors="replace").splitlines()
-            if not line.startswith("READY ")]
+    return [line for line in said.decode(errors="replace").splitlines() if not line.startswith("READY ")]
 
 
 def _why_it_ended(redirection: Redirection, words: list[str]) -> str:
@@ -205,8 +235,10 @@ def _why_it_ended(redirection: Redirection, words: list[str]) -> str:
     except OSError:
         size = -1
     if limit != resource.RLIM_INFINITY and size >= limit:
-        why += (f"; the log ({size} bytes) has reached the file size limit (ulimit -f) of "
-                f"{limit} bytes that the helper inherits from this process")
+        why += (
+            f"; the log ({size} bytes) has reached the file size limit (ulimit -f) of "
+            f"{limit} bytes that the helper inherits from this process"
+        )
     return why
 
 
@@ -237,16 +269,20 @@ def _follow_log_path(redirection: Redirection) -> None:
 def note(redirection: Redirection, text: str) -> None:
     """An 'fdlog' record from this process, written while no helper runs.  When the log
     refuses it (full, at the file size limit) it goes to the original stderr instead."""
-    rc = lib.fdl_write_note(redirection._log_fd, redirection._settings, os.getpid(),
-                            text.encode(errors="replace"))
+    rc = lib.fdl_write_note(
+        redirection._log_fd, redirection._settings, os.getpid(), text.encode(errors="replace")
+    )
     if rc == 0:
         return
     with redirection._lock:  # restore() changes the saved fds only after taking it
         saved = redirection._saved_fds
         stderr = 2 if redirection._restored or saved is None else saved[1]
         try:
-            write_all(stderr, f"skyrl_fdlog: {text} (this note could not be written to "
-                               f"{redirection.path}: {os.strerror(-rc)})\n".encode(errors="replace"))
+            write_all(
+                stderr,
+                f"skyrl_fdlog: {text} (this note could not be written to "
+                f"{redirection.path}: {os.strerror(-rc)})\n".encode(errors="replace"),
+            )
         except OSError:
             pass  # no stderr either: nowhere left to say it
 
@@ -265,9 +301,12 @@ def _fall_back_to_direct_writes(redirection: Redirection, reason: str) -> None:
                     redirection._python_pipes.send_to(redirection._log_fd)
                 follow_fds_1_and_2()
             _drain_pipes_into_log(redirection)
-        note(redirection, f"no log helper could be started ({reason}); pid {os.getpid()} "
-                           f"now writes to this file directly, without records, and copies "
-                           f"what its children still write into the channels here line by line")
+        note(
+            redirection,
+            f"no log helper could be started ({reason}); pid {os.getpid()} "
+            f"now writes to this file directly, without records, and copies "
+            f"what its children still write into the channels here line by line",
+        )
     _copy_channels_until_eof(redirection)
 
 
@@ -304,6 +343,7 @@ def _copy_channels_until_eof(redirection: Redirection) -> None:
         except OSError as error:
             lost_bytes[0] += len(data)
             lost_why[0] = error.strerror or str(error)
+
     try:
         while sockets:
             ready = poller.poll(FALLBACK_IDLE_SECONDS * 1000)
@@ -316,8 +356,14 @@ def _copy_channels_until_eof(redirection: Redirection) -> None:
                     poller.unregister(fd)
                     sockets.pop(fd).detach()
                     continue
-                pid = next((struct.unpack("3i", item)[0] for level, kind, item in ancillary
-                            if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS), 0)
+                pid = next(
+                    (
+                        struct.unpack("3i", item)[0]
+                        for level, kind, item in ancillary
+                        if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS
+                    ),
+                    0,
+                )
                 text = pending.pop((fd, pid), b"") + data
                 cut = text.rfind(b"\n") + 1
                 if len(text) - cut > 65536:  # no newline in sight: write as it stands
@@ -330,14 +376,17 @@ def _copy_channels_until_eof(redirection: Redirection) -> None:
         for channel in sockets.values():
             channel.detach()  # the fds are the redirection's; the watchdog closes them
     if lost_bytes[0]:
-        note(redirection, f"dropped {lost_bytes[0]} bytes that children wrote while no log helper "
-                           f"ran: the log could not take them ({lost_why[0]})")
+        note(
+            redirection,
+            f"dropped {lost_bytes[0]} bytes that children wrote while no log helper "
+            f"ran: the log could not take them ({lost_why[0]})",
+        )
 
 
 def write_all(fd: int, data: bytes) -> None:
     view = memoryview(data)
     while view:
-        view = view[os.write(fd, view):]
+        view = view[os.write(fd, view) :]
 
 
 def close_quietly(*fds: int) -> None:

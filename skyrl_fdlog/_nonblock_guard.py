@@ -30,7 +30,7 @@ CHECK_SECONDS = 0.01
 
 
 class NonblockGuard:
-    def __init__(self, write_fds: tuple[int, int]) -> None:
+    def __init__(self, write_fds: tuple[int, ...]) -> None:
         self._fds = write_fds
         self._stop = threading.Event()
         self.cleared = 0
@@ -64,7 +64,7 @@ class NonblockGuard:
 _guards: list[NonblockGuard] = []
 
 
-def start(write_fds: tuple[int, int]) -> NonblockGuard:
+def start(write_fds: tuple[int, ...]) -> NonblockGuard:
     """Guard the channels whose writing ends are write_fds (out, err); they must stay open
     until stop() returns."""
     guard = NonblockGuard(write_fds)

@@ -43,16 +43,18 @@ def open_log(path: str | os.PathLike[str], *, exclusive: bool = False, mode: int
 
     text = os.fspath(path)
     result = ffi.new("struct fdl_open_result *")
-    fd: int = lib.fdl_open_log(os.fsencode(text), lib.FDL_OPEN_EXCLUSIVE if exclusive else 0,
-                               file_mode, result)
+    fd: int = lib.fdl_open_log(
+        os.fsencode(text), lib.FDL_OPEN_EXCLUSIVE if exclusive else 0, file_mode, result
+    )
     if fd < 0:
         cause, advice = open_refusal(text, -fd, result)
         ensure(fd, "cannot open the infra log", text, cause=cause, advice=advice)
     return fd
 
 
-def infra_log_path(log_path: str | os.PathLike[str] = DEFAULT_LOG_PATH, *, prefix: str = "infra",
-                   mode: int | None = None) -> Path:
+def infra_log_path(
+    log_path: str | os.PathLike[str] = DEFAULT_LOG_PATH, *, prefix: str = "infra", mode: int | None = None
+) -> Path:
     """Create log_path and a new, empty PREFIX-YYMMDD_HHMMSS.log in it; return its path.
 
     An existing file is never reused: a second run within the same second gets
@@ -61,8 +63,10 @@ def infra_log_path(log_path: str | os.PathLike[str] = DEFAULT_LOG_PATH, *, prefi
     open_log.
     """
     if not prefix or not all(c.isascii() and (c.isalnum() or c in "._-") for c in prefix):
-        raise ValueError(f"prefix must be letters, digits, '.', '_' or '-' (it becomes part of a "
-                         f"file name), got {prefix!r}")
+        raise ValueError(
+            f"prefix must be letters, digits, '.', '_' or '-' (it becomes part of a "
+            f"file name), got {prefix!r}"
+        )
     directory = Path(os.path.abspath(os.fspath(log_path)))
     stamp = time.strftime("%y%m%d_%H%M%S")
     attempt = 1

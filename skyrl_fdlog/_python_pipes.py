@@ -109,8 +109,13 @@ class PipedStream(io.TextIOWrapper):
 
     # binary: PipeFile, or a BufferedWriter over it (typeshed names their common type privately)
     def __init__(self, binary: Any, original: io.TextIOWrapper, inherited_fd: int) -> None:
-        super().__init__(binary, encoding=original.encoding, errors=original.errors,
-                         line_buffering=True, write_through=original.write_through)
+        super().__init__(
+            binary,
+            encoding=original.encoding,
+            errors=original.errors,
+            line_buffering=True,
+            write_through=original.write_through,
+        )
         self.inherited_fd = inherited_fd
 
     def fileno(self) -> int:
@@ -166,8 +171,11 @@ class PythonPipes:
         try:
             for _, target in STREAMS:
                 read_fd, write_fd = ffi.new("int *"), ffi.new("int *")
-                ensure(lib.fdl_pipe_open(read_fd, write_fd), "cannot create a pipe for Python's output",
-                       advice=f"raise the open-file limit (ulimit -n) or set {ENABLE_VARIABLE}=0")
+                ensure(
+                    lib.fdl_pipe_open(read_fd, write_fd),
+                    "cannot create a pipe for Python's output",
+                    advice=f"raise the open-file limit (ulimit -n) or set {ENABLE_VARIABLE}=0",
+                )
                 reads.append(read_fd[0])
                 pipes.numbers[target] = [write_fd[0]]
         except BaseException:

@@ -55,9 +55,11 @@ STREAMS = {"out": 1, "err": 2, "fdlog": 3}
 HOOK_PARAMETERS = ("data", "print_file", "ignore_prefix")
 
 # A forwarded line of Ray's own processes that says something failed stays on the terminal.
-FAILURE = re.compile(r"\b(died|dead|killed|kill|crash(ed)?|OOM|out of memory|memory pressure|"
-                     r"[Ee]rror|ERROR|[Ff]ail(ed|ure)?|FATAL|[Ff]atal|Traceback|Check failed|"
-                     r"Segmentation fault|SIG[A-Z]+|core dumped|[Ee]xception)\b")
+FAILURE = re.compile(
+    r"\b(died|dead|killed|kill|crash(ed)?|OOM|out of memory|memory pressure|"
+    r"[Ee]rror|ERROR|[Ff]ail(ed|ure)?|FATAL|[Ff]atal|Traceback|Check failed|"
+    r"Segmentation fault|SIG[A-Z]+|core dumped|[Ee]xception)\b"
+)
 # Ray's C++ lines carry their severity: "[2026-12-02 04:44:01,123 E 4321 4321] ...".
 SEVERE_CXX_LINE = re.compile(r"^\[\S+ \S+ [EF] \d+ \d+\]")
 # The raylet's error channel carries failures, and one notice that is not one.
@@ -120,12 +122,19 @@ def format_line(name: str, node: str, stream: str, text: str) -> list[bytes]:
     text become spaces, as a record holds one line."""
     payload = text.rstrip("\r\n").replace("\n", " ").encode(errors="replace")
     out = ffi.new("unsigned char[]", 2 * len(payload) + 4096)  # always enough, fdlog.h says
-    size = lib.fdl_format_line(name.encode(errors="replace"), node.encode(errors="replace"),
-                               os.getpid(), STREAMS[stream], time.time_ns() // 1_000_000, payload,
-                               len(payload), out, len(out))
+    size = lib.fdl_format_line(
+        name.encode(errors="replace"),
+        node.encode(errors="replace"),
+        os.getpid(),
+        STREAMS[stream],
+        time.time_ns() // 1_000_000,
+        payload,
+        len(payload),
+        out,
+        len(out),
+    )
     if size < 0:  # cannot happen with the text and room given: a bug, said plainly
-        raise OSError(-size, f"fdl_format_line refused a line of {len(payload)} bytes: "
-                             f"{os.strerror(-size)}")
+        raise OSError(-size, f"fdl_format_line refused a line of {len(payload)} bytes: {os.strerror(-size)}")
     return [record + b"\n" for record in ffi.buffer(out, size)[:].split(b"\n")[:-1]]
 
 
@@ -197,10 +206,14 @@ def capture(log_file: Path, hold: bool = False) -> None:
     if missing:
         import ray
 
-        writer.write_line(DRIVER_NAME, _node(), "fdlog",
-                          f"Ray {ray.__version__} has no {missing}: the lines Ray forwards from "
-                          f"its own processes (raylet, gcs_server, autoscaler) go on reaching the "
-                          f"terminal as before")
+        writer.write_line(
+            DRIVER_NAME,
+            _node(),
+            "fdlog",
+            f"Ray {ray.__version__} has no {missing}: the lines Ray forwards from "
+            f"its own processes (raylet, gcs_server, autoscaler) go on reaching the "
+            f"terminal as before",
+        )
 
 
 def commit() -> None:
@@ -271,15 +284,18 @@ def _print_worker_logs(data: dict, print_file: Any, ignore_prefix: bool = False)
                     if line in failures:
                         terminal.append(line)
                     else:
-                        capture_now.writer.write_line(PROCESS_NAMES.get(origin, origin),
-                                                      data.get("ip") or _node(),
-                                                      "err" if data.get("is_err") else "out",
-                                                      COLOUR.sub("", line))
+                        capture_now.writer.write_line(
+                            PROCESS_NAMES.get(origin, origin),
+                            data.get("ip") or _node(),
+                            "err" if data.get("is_err") else "out",
+                            COLOUR.sub("", line),
+                        )
                 except OSError:  # the log refuses it (full disk...): the terminal, then
                     terminal.append(line)
             if not terminal:
                 return
             data = {**data, "lines": terminal}
+    assert _original_print_worker_logs is not None  # set before this replacement is installed
     _original_print_worker_logs(data, print_file, ignore_prefix)
 
 

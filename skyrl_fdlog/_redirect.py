@@ -197,11 +197,20 @@ def _close_again(fds: tuple) -> None:
             pass
 
 
-def redirect(path: str | os.PathLike[str] | None = None, *, name: str | None = None,
-             node: str | None = None, fmt: str | None = None, lock: str | None = None,
-             idle_flush: float | None = None, snapshot_interval: float | None = None,
-             buffer_bytes: int | None = None, mode: int | None = None,
-             max_bytes: int | None = None, surface: str | None = None) -> Redirection | None:
+def redirect(
+    path: str | os.PathLike[str] | None = None,
+    *,
+    name: str | None = None,
+    node: str | None = None,
+    fmt: str | None = None,
+    lock: str | None = None,
+    idle_flush: float | None = None,
+    snapshot_interval: float | None = None,
+    buffer_bytes: int | None = None,
+    mode: int | None = None,
+    max_bytes: int | None = None,
+    surface: str | None = None,
+) -> Redirection | None:
     """Send everything this process and its children write to fds 1 and 2 into `path`.
 
     path defaults to $SKYRL_LOG_FILE; with neither set, or with
@@ -230,11 +239,16 @@ def redirect(path: str | os.PathLike[str] | None = None, *, name: str | None = N
     (nothing redirected) when the log cannot be opened safely or the helper cannot start, and
     ValueError naming an argument or SKYRL_FDLOG_* variable whose value is not allowed.
     """
-    settings = _Settings(fmt=FMT.value(fmt), lock=LOCK.value(lock),
-                         idle_flush=IDLE_FLUSH.value(idle_flush),
-                         snapshot_interval=SNAPSHOT_INTERVAL.value(snapshot_interval),
-                         buffer_bytes=BUFFER_BYTES.value(buffer_bytes), mode=MODE.value(mode),
-                         max_bytes=MAX_BYTES.value(max_bytes), surface=SURFACE.value(surface))
+    settings = _Settings(
+        fmt=FMT.value(fmt),
+        lock=LOCK.value(lock),
+        idle_flush=IDLE_FLUSH.value(idle_flush),
+        snapshot_interval=SNAPSHOT_INTERVAL.value(snapshot_interval),
+        buffer_bytes=BUFFER_BYTES.value(buffer_bytes),
+        mode=MODE.value(mode),
+        max_bytes=MAX_BYTES.value(max_bytes),
+        surface=SURFACE.value(surface),
+    )
     if dump_to_stdout():
         return None
     if path is None:
@@ -247,9 +261,15 @@ def redirect(path: str | os.PathLike[str] | None = None, *, name: str | None = N
         previous = _active
         if previous is not None and previous.path == target and _still_on_fds(previous):
             return previous
-        redirection = Redirection(path=target, name=name or _default_name(),
-                                  node=node or default_node(), fmt=settings.fmt, locked=False,
-                                  helper_pid=0, _surface=settings.surface)
+        redirection = Redirection(
+            path=target,
+            name=name or _default_name(),
+            node=node or default_node(),
+            fmt=settings.fmt,
+            locked=False,
+            helper_pid=0,
+            _surface=settings.surface,
+        )
         # A path switch keeps the originals of the first capture; restore() puts them back.
         was_closed = previous._was_closed if previous is not None else _fill_closed_standard_fds()
         _setting_up = redirection  # a fork from now on closes what it holds in the child
@@ -294,17 +314,26 @@ def _connect(redirection: Redirection, settings: _Settings) -> None:
         redirection._log_fd = open_log(redirection.path, mode=settings.mode)
         log_fd = redirection._log_fd
         redirection.locked = settings.lock == "always" or (
-            settings.lock == "auto" and lib.fdl_needs_lock(log_fd) == 1)
-        make_settings(redirection, settings.idle_flush, settings.snapshot_interval,
-                      settings.buffer_bytes, settings.max_bytes)
+            settings.lock == "auto" and lib.fdl_needs_lock(log_fd) == 1
+        )
+        make_settings(
+            redirection,
+            settings.idle_flush,
+            settings.snapshot_interval,
+            settings.buffer_bytes,
+            settings.max_bytes,
+        )
         if os.getpid() == 1:
             redirection._direct = True
             return
         keep_helper_stderr(redirection)
         for _ in ("out", "err"):
             read_fd, write_fd = ffi.new("int *"), ffi.new("int *")
-            ensure(lib.fdl_channel_open(read_fd, write_fd), "cannot create a capture channel",
-                   advice="raise the open-file limit (ulimit -n)")
+            ensure(
+                lib.fdl_channel_open(read_fd, write_fd),
+                "cannot create a capture channel",
+                advice="raise the open-file limit (ulimit -n)",
+            )
             redirection._channel_reads += (read_fd[0],)
             redirection._channel_writes += (write_fd[0],)
         redirection._python_pipes = PythonPipes.open_if_useful()
@@ -332,8 +361,13 @@ def _abandon(redirection: Redirection) -> None:
     with fd_lock:
         if redirection._python_pipes is not None:
             redirection._python_pipes.abandon()
-        close_quietly(redirection._log_fd, redirection._status_fd, redirection._debug_fd,
-                      *redirection._channel_reads, *redirection._channel_writes)
+        close_quietly(
+            redirection._log_fd,
+            redirection._status_fd,
+            redirection._debug_fd,
+            *redirection._channel_reads,
+            *redirection._channel_writes,
+        )
         redirection._log_fd = redirection._status_fd = redirection._debug_fd = -1
         redirection._channel_reads = redirection._channel_writes = ()
 
@@ -349,8 +383,9 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
     rc = lib.fdl_capture(out_fd, err_fd, saved)
     with fd_lock:
         if rc == 0 and redirection._channel_writes:
-            redirection._own_writes = tuple(fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3)
-                                            for fd in redirection._channel_writes)
+            redirection._own_writes = tuple(
+                fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in redirection._channel_writes
+            )
         close_quietly(*redirection._channel_writes)
         redirection._channel_writes = ()
         ensure(rc, "cannot put the capture channels on fds 1 and 2")
@@ -371,14 +406,18 @@ def _capture(redirection: Redirection, previous: Redirection | None) -> None:
             redirection._python_pipes.install()  # ... which the new pipes take over
         follow_fds_1_and_2()
     if redirection._direct:
-        note(redirection, "this process is PID 1 of its pid namespace: a log helper would be "
-                           "killed together with it, so fds 1 and 2 of it and its children "
-                           "append straight to this file, as a plain >> redirection does: no "
-                           "records, lines of different processes kept apart only per "
-                           "write(2), no reopening after logrotate (docs/reliability.md)")
+        note(
+            redirection,
+            "this process is PID 1 of its pid namespace: a log helper would be "
+            "killed together with it, so fds 1 and 2 of it and its children "
+            "append straight to this file, as a plain >> redirection does: no "
+            "records, lines of different processes kept apart only per "
+            "write(2), no reopening after logrotate (docs/reliability.md)",
+        )
         return
-    redirection._watchdog = threading.Thread(target=watch, args=(redirection, _original_stderr),
-                                             name="skyrl-fdlog-watchdog", daemon=True)
+    redirection._watchdog = threading.Thread(
+        target=watch, args=(redirection, _original_stderr), name="skyrl-fdlog-watchdog", daemon=True
+    )
     redirection._watchdog.start()
 
 
@@ -512,9 +551,15 @@ def _forget(redirection: Redirection) -> None:
             pipes.close_reads()
         else:
             pipes.abandon()
-    close_quietly(redirection._log_fd, redirection._status_fd, redirection._debug_fd,
-                  *redirection._channel_reads, *redirection._channel_writes,
-                  *redirection._own_writes, *(redirection._saved_fds or ()))
+    close_quietly(
+        redirection._log_fd,
+        redirection._status_fd,
+        redirection._debug_fd,
+        *redirection._channel_reads,
+        *redirection._channel_writes,
+        *redirection._own_writes,
+        *(redirection._saved_fds or ()),
+    )
 
 
 def _before_fork() -> None:
@@ -546,5 +591,6 @@ def active() -> Redirection | None:
     return _active
 
 
-os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent,
-                    after_in_child=_after_fork_in_child)
+os.register_at_fork(
+    before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork_in_child
+)

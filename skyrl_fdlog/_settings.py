@@ -60,8 +60,7 @@ class Setting(Generic[T]):
         else:
             if self.valid(value):
                 return value
-        raise ValueError(f"{self.variable} must be {self.written}, got {text!r}; unset it for "
-                         f"{self.unset}")
+        raise ValueError(f"{self.variable} must be {self.written}, got {text!r}; unset it for {self.unset}")
 
 
 def check_choice(argument: str, value: str, choices: tuple[str, ...]) -> None:
@@ -75,9 +74,16 @@ def _one_of(choices: tuple[str, ...], show: Callable[[str], str] = str) -> str:
 
 
 def _choice(argument: str | None, variable: str | None, choices: tuple[str, ...]) -> Setting[str]:
-    return Setting(argument, variable, choices[0], lambda value: value in choices, str,
-                   must_be=_one_of(choices, repr), written=_one_of(choices),
-                   unset=f"the default ({choices[0]})")
+    return Setting(
+        argument,
+        variable,
+        choices[0],
+        lambda value: value in choices,
+        str,
+        must_be=_one_of(choices, repr),
+        written=_one_of(choices),
+        unset=f"the default ({choices[0]})",
+    )
 
 
 def _switch(variable: str, default: bool, meaning: str) -> Setting[bool]:
@@ -85,9 +91,17 @@ def _switch(variable: str, default: bool, meaning: str) -> Setting[bool]:
         if text.lower() in _TRUE_WORDS + _FALSE_WORDS:
             return text.lower() in _TRUE_WORDS
         raise ValueError(text)
-    return Setting(None, variable, default, lambda value: isinstance(value, bool), parse,
-                   must_be="True or False", written="1 or 0 (true/false, yes/no, on/off)",
-                   unset=f"the default ({int(default)}: {meaning})")
+
+    return Setting(
+        None,
+        variable,
+        default,
+        lambda value: isinstance(value, bool),
+        parse,
+        must_be="True or False",
+        written="1 or 0 (true/false, yes/no, on/off)",
+        unset=f"the default ({int(default)}: {meaning})",
+    )
 
 
 def _whole(value: Any, low: int, high: float = float("inf")) -> bool:
@@ -101,7 +115,7 @@ def _seconds(value: Any) -> bool:
 def _size(text: str) -> int:
     """Bytes, or with a K, M, G or T suffix: 20G."""
     number = text.rstrip("KMGTkmgt")
-    unit = text[len(number):].upper()
+    unit = text[len(number) :].upper()
     if not number.isdigit() or unit not in _SIZE_UNITS:
         raise ValueError(text)
     return int(number) * _SIZE_UNITS[unit]
@@ -120,37 +134,74 @@ LOCK = _choice("lock", None, ("auto", "always", "never"))
 SURFACE_CHOICES = ("error", "off")
 SURFACE = _choice("surface", "SKYRL_FDLOG_SURFACE", SURFACE_CHOICES)
 IDLE_FLUSH: Setting[float] = Setting(
-    "idle_flush", None, 1.0, _seconds, float, must_be="a number of seconds, 0 or more",
-    written="", unset="")
+    "idle_flush", None, 1.0, _seconds, float, must_be="a number of seconds, 0 or more", written="", unset=""
+)
 SNAPSHOT_INTERVAL: Setting[float] = Setting(
-    "snapshot_interval", None, 5.0, _seconds, float, must_be="a number of seconds, 0 or more",
-    written="", unset="")
+    "snapshot_interval",
+    None,
+    5.0,
+    _seconds,
+    float,
+    must_be="a number of seconds, 0 or more",
+    written="",
+    unset="",
+)
 BUFFER_BYTES: Setting[int] = Setting(
-    "buffer_bytes", None, 4 << 20, lambda value: _whole(value, 1), int,
-    must_be="a positive number of bytes", written="", unset="")
+    "buffer_bytes",
+    None,
+    4 << 20,
+    lambda value: _whole(value, 1),
+    int,
+    must_be="a positive number of bytes",
+    written="",
+    unset="",
+)
 # New log files get this mode and new directories the same plus search permission where it
 # grants read (0640 -> 0750), both masked by the umask.  0640 keeps other users out; nodes
 # that write one shared filesystem under different uids need group or world write, e.g. 0664.
 MODE: Setting[int] = Setting(
-    "mode", "SKYRL_FDLOG_MODE", 0o640, _mode, lambda text: int(text, 8),
+    "mode",
+    "SKYRL_FDLOG_MODE",
+    0o640,
+    _mode,
+    lambda text: int(text, 8),
     must_be="a file mode from 0o600 to 0o777 that lets the owner read and write (0o640, 0o664, ...)",
-    written="an octal file mode from 0600 to 0777 that lets the owner read and write, such as 0640 "
-            "or 0664", unset="the default (0640)",
-    show=lambda value: oct(value) if isinstance(value, int) else repr(value))
+    written="an octal file mode from 0600 to 0777 that lets the owner read and write, such as 0640 or 0664",
+    unset="the default (0640)",
+    show=lambda value: oct(value) if isinstance(value, int) else repr(value),
+)
 # 0: no cap.
 MAX_BYTES: Setting[int] = Setting(
-    "max_bytes", "SKYRL_FDLOG_MAX_BYTES", 0, lambda value: _whole(value, 1), _size,
+    "max_bytes",
+    "SKYRL_FDLOG_MAX_BYTES",
+    0,
+    lambda value: _whole(value, 1),
+    _size,
     must_be="a positive number of bytes, or None for no cap (or SKYRL_FDLOG_MAX_BYTES)",
-    written="a number of bytes, optionally with a K, M, G or T suffix (20G)", unset="no cap")
+    written="a number of bytes, optionally with a K, M, G or T suffix (20G)",
+    unset="no cap",
+)
 # After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
 GATHER_US: Setting[int] = Setting(
-    None, "SKYRL_FDLOG_GATHER_US", 300, lambda value: _whole(value, 0, 1_000_000), int,
-    must_be="", written="a whole number of microseconds from 0 to 1000000",
-    unset="the default (300)")
+    None,
+    "SKYRL_FDLOG_GATHER_US",
+    300,
+    lambda value: _whole(value, 0, 1_000_000),
+    int,
+    must_be="",
+    written="a whole number of microseconds from 0 to 1000000",
+    unset="the default (300)",
+)
 HELPER: Setting[str] = Setting(
-    None, "SKYRL_FDLOG_HELPER", str(Path(__file__).with_name("skyrl-fdlog-helper")),
-    lambda value: isinstance(value, str), str, must_be="", written="the path of a "
-    "skyrl-fdlog-helper program", unset="the one installed with skyrl_fdlog")
+    None,
+    "SKYRL_FDLOG_HELPER",
+    str(Path(__file__).with_name("skyrl-fdlog-helper")),
+    lambda value: isinstance(value, str),
+    str,
+    must_be="",
+    written="the path of a skyrl-fdlog-helper program",
+    unset="the one installed with skyrl_fdlog",
+)
 PYTHON_PIPES = _switch("SKYRL_FDLOG_PYTHON_PIPES", True, "Python output through pipes")
 # The helper's stderr, else /dev/null, kept in LOG.helper-PID.stderr for diagnosis.
 DEBUG = _switch("SKYRL_FDLOG_DEBUG", False, "the helper's stderr goes to /dev/null")

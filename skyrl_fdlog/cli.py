@@ -78,69 +78,101 @@ def _parser() -> argparse.ArgumentParser:
 
     selection = argparse.ArgumentParser(add_help=False)
     group = selection.add_argument_group("selection (repeat an option for alternatives)")
-    group.add_argument("--actor", action="append", default=[], metavar="NAME",
-                       help="actor name or shell pattern such as 'VLLM*'")
+    group.add_argument(
+        "--actor",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="actor name or shell pattern such as 'VLLM*'",
+    )
     group.add_argument("--pid", action="append", type=int, default=[])
-    group.add_argument("--node", action="append", default=[], metavar="NAME",
-                       help="node name or shell pattern")
-    group.add_argument("--stream", action="append", default=[],
-                       choices=("out", "err", "fdlog"))
-    group.add_argument("--since", metavar="TIME",
-                       help="ISO 8601 time (UTC unless it has a zone) or a duration ago "
-                            "(30s, 10m, 2h, 1d); inclusive")
+    group.add_argument(
+        "--node", action="append", default=[], metavar="NAME", help="node name or shell pattern"
+    )
+    group.add_argument("--stream", action="append", default=[], choices=("out", "err", "fdlog"))
+    group.add_argument(
+        "--since",
+        metavar="TIME",
+        help="ISO 8601 time (UTC unless it has a zone) or a duration ago (30s, 10m, 2h, 1d); inclusive",
+    )
     group.add_argument("--until", metavar="TIME", help="like --since")
     group.add_argument("--grep", metavar="REGEX", help="Python regex searched in the payload")
-    group.add_argument("--level", choices=LEVELS, metavar="LEVEL",
-                       help="only lines of this level or graver: " + ", ".join(LEVELS)
-                       + " (a Python traceback counts as one error)")
+    group.add_argument(
+        "--level",
+        choices=LEVELS,
+        metavar="LEVEL",
+        help="only lines of this level or graver: "
+        + ", ".join(LEVELS)
+        + " (a Python traceback counts as one error)",
+    )
 
     display = argparse.ArgumentParser(add_help=False)
     group = display.add_argument_group("display")
-    group.add_argument("--no-prefix", action="store_true",
-                       help="print payloads only, one line per original line")
-    group.add_argument("--json", action="store_true",
-                       help="print one JSON object per line (schema: docs/reader.md)")
-    group.add_argument("--raw-bytes", action="store_true",
-                       help="print payload bytes as written, escape sequences and vLLM's "
-                            "(Name pid=N) included")
-    group.add_argument("--color", choices=("auto", "always", "never"), default="auto",
-                       help="colour per actor, and the colours of payloads; auto: on a "
-                            "terminal, unless NO_COLOR is set")
-    group.add_argument("--dedup", action="store_true",
-                       help="collapse a line that several writers repeat, as Ray does")
-    group.add_argument("--dedup-window", type=_seconds, default=DEFAULT_WINDOW_S,
-                       metavar="SECONDS",
-                       help="how long repeats are held (default 5; by the log's time for cat "
-                            "and tail, by the reader's clock for tail -f)")
+    group.add_argument(
+        "--no-prefix", action="store_true", help="print payloads only, one line per original line"
+    )
+    group.add_argument(
+        "--json", action="store_true", help="print one JSON object per line (schema: docs/reader.md)"
+    )
+    group.add_argument(
+        "--raw-bytes",
+        action="store_true",
+        help="print payload bytes as written, escape sequences and vLLM's (Name pid=N) included",
+    )
+    group.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour per actor, and the colours of payloads; auto: on a terminal, unless NO_COLOR is set",
+    )
+    group.add_argument(
+        "--dedup", action="store_true", help="collapse a line that several writers repeat, as Ray does"
+    )
+    group.add_argument(
+        "--dedup-window",
+        type=_seconds,
+        default=DEFAULT_WINDOW_S,
+        metavar="SECONDS",
+        help="how long repeats are held (default 5; by the log's time for cat "
+        "and tail, by the reader's clock for tail -f)",
+    )
 
-    cat = commands.add_parser("cat", parents=[selection, display],
-                              help="print logs, merged by time when several are given")
+    cat = commands.add_parser(
+        "cat", parents=[selection, display], help="print logs, merged by time when several are given"
+    )
     cat.add_argument("files", nargs="+", metavar="FILE", help="a log file, or - for stdin")
     cat.set_defaults(run=_cat)
 
-    tail = commands.add_parser("tail", parents=[selection, display],
-                               help="print the end of a log and follow it")
+    tail = commands.add_parser(
+        "tail", parents=[selection, display], help="print the end of a log and follow it"
+    )
     tail.add_argument("-f", "--follow", action="store_true", help="keep printing new lines")
-    tail.add_argument("-n", "--lines", type=int, default=10, metavar="N",
-                      help="how many lines to print first (default 10)")
-    tail.add_argument("target", metavar="FILE|DIR",
-                      help="a log file, a log directory (its newest infra-*.log), or a pipe "
-                           "(- for stdin): read to its end, even with -f")
+    tail.add_argument(
+        "-n", "--lines", type=int, default=10, metavar="N", help="how many lines to print first (default 10)"
+    )
+    tail.add_argument(
+        "target",
+        metavar="FILE|DIR",
+        help="a log file, a log directory (its newest infra-*.log), or a pipe "
+        "(- for stdin): read to its end, even with -f",
+    )
     tail.set_defaults(run=_tail)
 
-    stats = commands.add_parser("stats",
-                                help="counts per writer; status 1 if any record is malformed")
+    stats = commands.add_parser("stats", help="counts per writer; status 1 if any record is malformed")
     stats.add_argument("files", nargs="+", metavar="FILE")
     stats.add_argument("--json", action="store_true", help="print JSON instead of a table")
     stats.set_defaults(run=_stats)
 
-    lnav = commands.add_parser("lnav-format",
-                               help="print the path of the lnav format file, for: "
-                                    "lnav -i \"$(skyrl-fdlog lnav-format)\"")
+    lnav = commands.add_parser(
+        "lnav-format",
+        help='print the path of the lnav format file, for: lnav -i "$(skyrl-fdlog lnav-format)"',
+    )
     lnav.set_defaults(run=_lnav_format)
 
-    commands.add_parser("demo", help="run the demo with every later argument "
-                                     "(Hydra-style overrides such as trainer.log_path=/x)")
+    commands.add_parser(
+        "demo",
+        help="run the demo with every later argument (Hydra-style overrides such as trainer.log_path=/x)",
+    )
     return parser
 
 
@@ -151,7 +183,8 @@ def _seconds(text: str) -> float:
         seconds = -1.0
     if not 0 <= seconds <= MAX_WINDOW_S:  # also false for nan and inf
         raise argparse.ArgumentTypeError(
-            f"invalid value {text!r}: expected seconds from 0 to {MAX_WINDOW_S:.0f}")
+            f"invalid value {text!r}: expected seconds from 0 to {MAX_WINDOW_S:.0f}"
+        )
     return seconds
 
 
@@ -186,7 +219,8 @@ def _tail(options: argparse.Namespace) -> int:
         # read it to its end, as GNU tail does; -f ends there too.
         with _open_input(name) as stream:
             last = collections.deque(
-                _select(iter_records(stream), record_test, filters, LineJoiner(), True), count)
+                _select(iter_records(stream), record_test, filters, LineJoiner(), True), count
+            )
         output.show(last)
         output.close()
         _tell_unmatched(record_test, output)
@@ -204,14 +238,12 @@ def _tail(options: argparse.Namespace) -> int:
     joiner = LineJoiner()
     offset = 0
     if path is not None:
-        lines, joiner, offset, whole = _last_lines(
-            path, count, record_test, filters, options.follow)
+        lines, joiner, offset, whole = _last_lines(path, count, record_test, filters, options.follow)
         output.show(lines)
         if whole or not options.follow:  # every writer of the file was seen
             _tell_unmatched(record_test, output)
     if options.follow:
-        follower = Follower(path, offset, directory=directory, known=files,
-                            on_notice=output.notice)
+        follower = Follower(path, offset, directory=directory, known=files, on_notice=output.notice)
         _follow(follower, record_test, filters, joiner, output)
     output.close()
     return 0
@@ -225,8 +257,9 @@ def _mode(name: str) -> int:
         raise UsageError(f"cannot read {name!r}: {exc.strerror or exc}") from None
 
 
-def _follow(follower: Follower, record_test: RecordTest | None, filters: Filters,
-            joiner: LineJoiner, output: _Output) -> None:
+def _follow(
+    follower: Follower, record_test: RecordTest | None, filters: Filters, joiner: LineJoiner, output: _Output
+) -> None:
     """Show what the follower reads until interrupted; idle polls release waiting lines."""
     line_test = filters.line_test()
     lines: Iterable[Record]
@@ -256,7 +289,7 @@ def _stats(options: argparse.Namespace) -> int:
     else:
         print(stats.render(), end="")
         if stats.records and stats.unparsable == stats.records:
-            print("no record has the prefixed format: is this a fmt=\"raw\" log?")
+            print('no record has the prefixed format: is this a fmt="raw" log?')
     if stats.malformed:
         print(f"{PROG}: {stats.malformed} malformed records", file=sys.stderr)
         return 1
@@ -310,8 +343,10 @@ class _Output:
         self._printer: BufferedPrinter
         if options.json:
             if options.no_prefix:
-                raise UsageError("--json and --no-prefix cannot be combined: a JSON object "
-                                 "holds the payload as 'message'; give one of them")
+                raise UsageError(
+                    "--json and --no-prefix cannot be combined: a JSON object "
+                    "holds the payload as 'message'; give one of them"
+                )
             # A log shipper reading tail -f --json gets every object as soon as it is read.
             self._printer = JsonPrinter(out, raw_bytes=options.raw_bytes, flush_each=live)
         else:
@@ -325,7 +360,8 @@ class _Output:
         # that is off must not hold repeats back or release them at once.
         self._dedup = (
             Deduplicator(options.dedup_window, clock=_monotonic_ms if live else None)
-            if options.dedup else None
+            if options.dedup
+            else None
         )
         # While idle, nothing is written that could fail on a closed pipe; polling stdout
         # notices that its reader went away (POLLERR on a pipe, POLLHUP on a socket).
@@ -375,8 +411,7 @@ def _open_input(name: str) -> Iterator[BinaryIO]:
         yield sys.stdin.buffer
         return
     if os.path.isdir(name):
-        raise UsageError(
-            f"{name!r} is a directory; give its log files, or use: {PROG} tail {name!r}")
+        raise UsageError(f"{name!r} is a directory; give its log files, or use: {PROG} tail {name!r}")
     try:
         stream = open(name, "rb", buffering=0)
     except OSError as exc:
@@ -414,8 +449,9 @@ def _last_lines(
         size = os.fstat(stream.fileno()).st_size
         end = last_newline_end(stream, size) if follow else size
         found, joiner, whole = read_back(
-            stream, end, count,
-            lambda records, joiner: _select(records, record_test, filters, joiner, not follow))
+            stream,
+            end,
+            count,
+            lambda records, joiner: _select(records, record_test, filters, joiner, not follow),
+        )
     return found, joiner, end, whole
-
-

@@ -29,13 +29,21 @@ from typing import Any, TypeVar
 
 import ray
 
-from skyrl_fdlog import (DEFAULT_LOG_PATH, LOG_FILE_VARIABLE, Redirection, active,
-                         dump_to_stdout, infra_log_path, redirect)
-from skyrl_fdlog import _last_words, _ray_logs
+from skyrl_fdlog import (
+    DEFAULT_LOG_PATH,
+    LOG_FILE_VARIABLE,
+    Redirection,
+    _last_words,
+    _ray_logs,
+    active,
+    dump_to_stdout,
+    infra_log_path,
+    redirect,
+)
 from skyrl_fdlog._paths import DUMP_VARIABLE
 from skyrl_fdlog._redirect import SURFACE_CHOICES, SURFACE_VARIABLE, _check_choice
 
-ActorClass = TypeVar("ActorClass", bound=type)
+Actor = TypeVar("Actor")  # the class that @redirected decorates
 # The name under which a Ray actor started by a redirected actor redirects (see
 # setup_worker), set in that actor's runtime_env.
 STARTED_ACTOR_VARIABLE = "SKYRL_FDLOG_STARTED_BY"
@@ -44,8 +52,9 @@ STARTED_ACTOR_VARIABLE = "SKYRL_FDLOG_STARTED_BY"
 WORKER_SETUP_HOOK = "skyrl_fdlog.ray.setup_worker"
 
 
-def init_ray(log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, surface: str | None = None,
-             **ray_init_kwargs: Any) -> Path | None:
+def init_ray(
+    log_path: str | os.PathLike = DEFAULT_LOG_PATH, *, surface: str | None = None, **ray_init_kwargs: Any
+) -> Path | None:
     """Start or join Ray so that redirected actors write into a new infra log under log_path.
 
     Returns the infra log's path, or None in dump mode (SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1/true/yes
@@ -131,8 +140,10 @@ def capture_ray_logs() -> Path | None:
     environment. Returns it, or None (nothing captured) in dump mode or without a file.
     """
     if not ray.is_initialized():
-        raise RuntimeError("capture_ray_logs() needs a connected Ray: call it right after "
-                           "ray.init(...), or use init_ray(), which calls it itself")
+        raise RuntimeError(
+            "capture_ray_logs() needs a connected Ray: call it right after "
+            "ray.init(...), or use init_ray(), which calls it itself"
+        )
     log_file = _log_file_in_force()
     if log_file is None and os.environ.get(LOG_FILE_VARIABLE) and not dump_to_stdout():
         log_file = Path(os.environ[LOG_FILE_VARIABLE])
@@ -179,11 +190,16 @@ def _second_call(ignore_reinit_error: bool) -> Path | None:
     log_file = _log_file_in_force()
     if ignore_reinit_error:
         return log_file
-    where = (f"its actors write to {log_file}" if log_file is not None else
-             "its actors write to no infra log (dump mode, or Ray started without init_ray)")
-    raise RuntimeError(f"init_ray() called while Ray is already initialised in this process; "
-                       f"{where}. One run has one infra log: call ray.shutdown() first to start "
-                       f"a new run, or pass ignore_reinit_error=True to get the file in force")
+    where = (
+        f"its actors write to {log_file}"
+        if log_file is not None
+        else "its actors write to no infra log (dump mode, or Ray started without init_ray)"
+    )
+    raise RuntimeError(
+        f"init_ray() called while Ray is already initialised in this process; "
+        f"{where}. One run has one infra log: call ray.shutdown() first to start "
+        f"a new run, or pass ignore_reinit_error=True to get the file in force"
+    )
 
 
 def _first_missing_directory(log_path: str | os.PathLike) -> Path | None:
@@ -258,22 +274,27 @@ def setup_worker() -> None:
     original = ray.actor.ActorClass._remote
 
     @functools.wraps(original)
-    def _remote(self, args=None, kwargs=None, **actor_options):
+    def _remote(
+        self: ray.actor.ActorClass, args: Any = None, kwargs: Any = None, **actor_options: Any
+    ) -> Any:
         starter = active()
         actor_class = getattr(getattr(self, "__ray_metadata__", None), "modified_class", None)
         runtime_env = dict(actor_options.get("runtime_env") or {})
         env_vars = dict(runtime_env.get("env_vars") or {})
-        if (starter is not None and STARTED_ACTOR_VARIABLE not in env_vars
-                and not getattr(actor_class, "__skyrl_fdlog_redirected__", False)):
+        if (
+            starter is not None
+            and STARTED_ACTOR_VARIABLE not in env_vars
+            and not getattr(actor_class, "__skyrl_fdlog_redirected__", False)
+        ):
             env_vars[STARTED_ACTOR_VARIABLE] = f"{starter.name}-w{next(_started_count)}"
             runtime_env["env_vars"] = env_vars
             actor_options["runtime_env"] = ray.runtime_env.RuntimeEnv(**runtime_env)
         return original(self, args, kwargs, **actor_options)
 
-    ray.actor.ActorClass._remote = _remote
+    ray.actor.ActorClass._remote = _remote  # type: ignore[method-assign]  # on purpose
 
 
-def redirected(cls: ActorClass) -> ActorClass:
+def redirected(cls: type[Actor]) -> type[Actor]:
     """Class decorator: the actor redirects its output before its own __init__ runs.
 
     Put it under @ray.remote. The class name used in records is the decorated class's. Works
@@ -282,7 +303,7 @@ def redirected(cls: ActorClass) -> ActorClass:
     """
     original_init = cls.__init__
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
+    def __init__(self: Actor, *args: Any, **kwargs: Any) -> None:
         # An exception out of __init__ ends the actor in order: leave the mark that brings
         # its last words to the terminal (_last_words.py).
         with _last_words.guarded_init():
@@ -296,6 +317,6 @@ def redirected(cls: ActorClass) -> ActorClass:
         # __wrapped__ leads to, which a built-in cannot take, so the wrapper keeps its own
         # (*args, **kwargs) signature and the built-in checks the arguments when called.
         __init__.__qualname__ = f"{cls.__qualname__}.__init__"
-    cls.__init__ = __init__
-    cls.__skyrl_fdlog_redirected__ = True  # actors starting it leave its naming to it
+    cls.__init__ = __init__  # type: ignore[method-assign,assignment]  # the decorator's purpose
+    cls.__skyrl_fdlog_redirected__ = True  # type: ignore[attr-defined]  # actors starting it leave its naming to it
     return cls

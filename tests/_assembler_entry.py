@@ -40,17 +40,26 @@ def build(directory: Path) -> AssemblerEntry:
     csrc = ROOT / "csrc"
     library = directory / "libfdl_assembler_entry.so"
     compiler = shlex.split(os.environ.get("CC") or "cc")
-    command = [*compiler, "-std=gnu11", "-O2", "-shared", "-fPIC",
-               *(f"-I{ROOT / include}" for include in build_script["INCLUDE_DIRS"]),
-               str(ENTRY), *(str(csrc / name) for name in build_script["SHARED_SOURCES"]),
-               "-o", str(library)]
+    command = [
+        *compiler,
+        "-std=gnu11",
+        "-O2",
+        "-shared",
+        "-fPIC",
+        *(f"-I{ROOT / include}" for include in build_script["INCLUDE_DIRS"]),
+        str(ENTRY),
+        *(str(csrc / name) for name in build_script["SHARED_SOURCES"]),
+        "-o",
+        str(library),
+    ]
     result = subprocess.run(command, capture_output=True, text=True)
     if result.returncode != 0:
-        raise RuntimeError(f"cannot build the assembler's test entry point with CC={shlex.join(compiler)}"
-                           f" (exit {result.returncode}): {result.stderr.strip()}\n"
-                           f"Set CC to a C compiler for {platform.machine()}; the command was "
-                           f"{shlex.join(command)}")
+        raise RuntimeError(
+            f"cannot build the assembler's test entry point with CC={shlex.join(compiler)}"
+            f" (exit {result.returncode}): {result.stderr.strip()}\n"
+            f"Set CC to a C compiler for {platform.machine()}; the command was "
+            f"{shlex.join(command)}"
+        )
     ffi = cffi.FFI()
-    ffi.cdef("\n".join(line for line in HEADER.read_text().splitlines()
-                       if not line.lstrip().startswith("#")))
+    ffi.cdef("\n".join(line for line in HEADER.read_text().splitlines() if not line.lstrip().startswith("#")))
     return AssemblerEntry(ffi, ffi.dlopen(str(library)))

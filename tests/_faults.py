@@ -21,6 +21,7 @@ from stress_check import LINE
 TESTS = Path(__file__).resolve().parent
 LONG = os.environ.get("SKYRL_FDLOG_LONG") == "1"
 
+
 def vm_rss_kib(pid: int) -> int:
     """Resident memory of a process in KiB, from /proc/PID/status."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -28,16 +29,17 @@ def vm_rss_kib(pid: int) -> int:
             return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
 
+
 def wait_gone(pids, timeout: float) -> float:
     """Wait until none of `pids` runs; return the seconds it took (fail after timeout)."""
     start = time.monotonic()
     pids = list(pids)
     while any(pid_alive(pid) for pid in pids):
         if time.monotonic() - start > timeout:
-            raise AssertionError(f"still running after {timeout}s: "
-                                 f"{[pid for pid in pids if pid_alive(pid)]}")
+            raise AssertionError(f"still running after {timeout}s: {[pid for pid in pids if pid_alive(pid)]}")
         time.sleep(0.05)
     return time.monotonic() - start
+
 
 def helpers_of(log: Path) -> list[int]:
     """Pids of skyrl-fdlog-helper processes writing `log` (their argv names the path)."""
@@ -54,17 +56,20 @@ def helpers_of(log: Path) -> list[int]:
             found.append(int(entry.name))
     return found
 
+
 @contextmanager
 def tmpfs(mount_point: Path, size: str = "1m"):
     """A tmpfs of `size` mounted at mount_point for the duration (root only)."""
     mount_point.mkdir(parents=True, exist_ok=True)
-    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs",
-                    str(mount_point)], check=True)
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(mount_point)], check=True
+    )
     try:
         yield mount_point
     finally:
         if subprocess.run(["umount", str(mount_point)], capture_output=True).returncode != 0:
             subprocess.run(["umount", "-l", str(mount_point)], capture_output=True)
+
 
 def fill(path: Path) -> int:
     """Write zeros to `path` until the filesystem is full; return the bytes written."""
@@ -89,6 +94,7 @@ def fill(path: Path) -> int:
         os.close(fd)
     return written
 
+
 def damage(data: bytes, writers: int, count: int) -> dict:
     """What became of writer_program.py's lines in `data` (a prefixed log).
 
@@ -110,11 +116,16 @@ def damage(data: bytes, writers: int, count: int) -> dict:
             seen[(role, int(index), method, int(seq))] += 1
     expected = writers * 2 * 3 * count
     intact = sum(1 for key in seen if key[1] < writers and key[3] < count)
-    return {"expected": expected, "intact": intact, "lost": expected - intact, "torn": torn,
-            "duplicated": sum(n - 1 for n in seen.values() if n > 1)}
+    return {
+        "expected": expected,
+        "intact": intact,
+        "lost": expected - intact,
+        "torn": torn,
+        "duplicated": sum(n - 1 for n in seen.values() if n > 1),
+    }
 
-def run_fs_writers(logs: list[Path], count: int, lock: str, tmp: Path,
-                   timeout: float = 600) -> dict:
+
+def run_fs_writers(logs: list[Path], count: int, lock: str, tmp: Path, timeout: float = 600) -> dict:
     """Start one writer_program actor (plus its child) per entry of `logs`, all at once, with
     redirect(lock=lock); wait for the writers and then for every helper to finish writing.
 
@@ -122,19 +133,32 @@ def run_fs_writers(logs: list[Path], count: int, lock: str, tmp: Path,
     exit (the time until every line is in the file)."""
     report = tmp / f"helpers-{lock}.txt"
     report.unlink(missing_ok=True)
-    env = {**os.environ, "FDLOG_TEST_LOCK": lock, "FDLOG_TEST_HELPERS": str(report),
-           "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "FDLOG_TEST_LOCK": lock, "FDLOG_TEST_HELPERS": str(report), "PYTHONUNBUFFERED": "1"}
     start = time.monotonic()
-    writers = [subprocess.Popen([sys.executable, str(TESTS / "_fs_writer.py"), str(log),
-                                 str(index), str(count), str(1000 + index)], env=env)
-               for index, log in enumerate(logs)]
+    writers = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                str(TESTS / "_fs_writer.py"),
+                str(log),
+                str(index),
+                str(count),
+                str(1000 + index),
+            ],
+            env=env,
+        )
+        for index, log in enumerate(logs)
+    ]
     for writer in writers:
         assert writer.wait(timeout=timeout) == 0, f"writer exited with {writer.returncode}"
     helpers = [tuple(map(int, line.split())) for line in report.read_text().splitlines()]
     assert len(helpers) == len(logs), helpers
     wait_gone([pid for pid, _ in helpers], timeout=timeout)
-    return {"seconds": time.monotonic() - start, "helpers": [pid for pid, _ in helpers],
-            "locked": [bool(locked) for _, locked in helpers]}
+    return {
+        "seconds": time.monotonic() - start,
+        "helpers": [pid for pid, _ in helpers],
+        "locked": [bool(locked) for _, locked in helpers],
+    }
 
 
 # Actors: child processes that redirect, write, time their writes and report through files.
@@ -196,8 +220,9 @@ def start_actor(code: str, tmp_path: Path) -> subprocess.Popen:
     out = open(tmp_path / "actor.stdout", "wb")
     err = open(tmp_path / "actor.stderr", "wb")
     env = {**os.environ, "FDLOG_TEST_ERRORS": str(tmp_path / "actor.errors")}
-    return subprocess.Popen([sys.executable, "-c", PRELUDE + textwrap.dedent(code)],
-                            stdout=out, stderr=err, env=env)
+    return subprocess.Popen(
+        [sys.executable, "-c", PRELUDE + textwrap.dedent(code)], stdout=out, stderr=err, env=env
+    )
 
 
 def actor_errors(tmp_path: Path) -> str:
@@ -221,24 +246,28 @@ def wait_report(path: Path, actor: subprocess.Popen, timeout: float, what: str) 
     deadline = time.monotonic() + timeout
     while not path.exists():
         if actor.poll() is not None:
-            raise AssertionError(f"actor exited {actor.returncode} before {what}: "
-                                 f"{actor_errors(path.parent)}")
+            raise AssertionError(
+                f"actor exited {actor.returncode} before {what}: {actor_errors(path.parent)}"
+            )
         if time.monotonic() > deadline:
             progress = path.with_suffix(".progress")
             done = progress.read_text().strip() if progress.exists() else "?"
-            raise AssertionError(f"actor blocked: {what} not done after {timeout}s "
-                                 f"(last progress mark: line {done})")
+            raise AssertionError(
+                f"actor blocked: {what} not done after {timeout}s (last progress mark: line {done})"
+            )
         time.sleep(0.02)
     return json.loads(path.read_text())
 
 
-def actor_around_a_fault(tmp_path: Path, log: Path, first: int, later: str,
-                         redirect_args: str = "", setup: str = "") -> subprocess.Popen:
+def actor_around_a_fault(
+    tmp_path: Path, log: Path, first: int, later: str, redirect_args: str = "", setup: str = ""
+) -> subprocess.Popen:
     """Start an actor that runs `setup`, redirects to `log`, prints "a 0".."a first-1", then
     waits for the test's fault (mark it done with fault_done) and runs `later` before
     restore().  Returns once the first lines are in the log."""
     ready, fault = tmp_path / "ready", tmp_path / "fault"
-    actor = start_actor(f"""
+    actor = start_actor(
+        f"""
         {setup}
         skyrl_fdlog.redirect({str(log)!r}{redirect_args})
         lines("a", {first})
@@ -247,7 +276,9 @@ def actor_around_a_fault(tmp_path: Path, log: Path, first: int, later: str,
         wait_file({str(fault)!r})
         {later}
         skyrl_fdlog.restore()
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     wait_report(ready, actor, 30, "the first lines")
     return actor
 
@@ -271,8 +302,11 @@ def numbered(records, prefix: bytes, width: int = 0) -> list[int]:
 def cut_short(records, prefix: bytes, width: int) -> list[bytes]:
     """'out' lines that start like "PREFIX N" but are not intact: records cut by the fault."""
     intact = re.compile(re.escape(prefix) + rb" \d+ x{%d}" % width)
-    return [r.payload for r in records if r.stream == "out" and r.payload.startswith(prefix)
-            and not intact.fullmatch(r.payload)]
+    return [
+        r.payload
+        for r in records
+        if r.stream == "out" and r.payload.startswith(prefix) and not intact.fullmatch(r.payload)
+    ]
 
 
 def unique_log(directory: Path, tmp_path: Path) -> Path:
@@ -282,5 +316,10 @@ def unique_log(directory: Path, tmp_path: Path) -> Path:
 
 def dropped_counts(records) -> list[int]:
     """The counts of every `dropped` record skyrl_fdlog wrote."""
-    return [int(m.group(1)) for r in records if r.stream == "fdlog"
-            for m in [re.search(rb"dropped (\d+)", r.payload)] if m]
+    return [
+        int(m.group(1))
+        for r in records
+        if r.stream == "fdlog"
+        for m in [re.search(rb"dropped (\d+)", r.payload)]
+        if m
+    ]

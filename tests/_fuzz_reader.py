@@ -57,13 +57,11 @@ if os.environ.get("FDLOG_FUZZ_PLANT_BUG") == "1":
     reader.RecordParser.parse = _broken_parse
 
 PREFIX = b"2026-11-27T02:47:06.123Z node-1 Actor.x:1[4242] out"
-UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069"
-                    "\ud800-\udfff]")
+UNSAFE = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]")
 
 
 def spelled_prefix(record) -> bytes:
-    return (f"{record.ts} {record.node} {record.name}[{record.pid}] {record.stream}{record.mark} "
-            .encode())
+    return f"{record.ts} {record.node} {record.name}[{record.pid}] {record.stream}{record.mark} ".encode()
 
 
 def check_records(data: bytes, chunk: int) -> None:
@@ -82,8 +80,7 @@ def check_records(data: bytes, chunk: int) -> None:
         head = line[: len(line) - len(record.payload)]
         # pid may have been written with leading zeros; everything else is spelled exactly.
         pid_digits = re.search(rb"\[(\d+)\] ", head).group(1)
-        assert head == spelled_prefix(record).replace(f"[{record.pid}]".encode(),
-                                                      b"[" + pid_digits + b"]")
+        assert head == spelled_prefix(record).replace(f"[{record.pid}]".encode(), b"[" + pid_digits + b"]")
     again = list(reader.iter_records(io.BytesIO(data), chunk_bytes=1 << 20))
     assert again == records
 
@@ -93,8 +90,12 @@ def check_impersonation(payload: bytes) -> None:
     for mark in b":+~":
         line = PREFIX + bytes([mark]) + b" " + payload
         record = reader.RecordParser().parse(line)
-        assert (record.node, record.name, record.pid, record.stream) == \
-            ("node-1", "Actor.x:1", 4242, "out"), record
+        assert (record.node, record.name, record.pid, record.stream) == (
+            "node-1",
+            "Actor.x:1",
+            4242,
+            "out",
+        ), record
         assert record.mark == chr(mark) and record.payload == payload and record.malformed is None
 
 

@@ -43,11 +43,11 @@ class GlusterBed:
 
     def run(self, command: str) -> dict:
         """Run the bed script (up/down/status); return its KEY=VALUE output."""
-        result = subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True,
-                                timeout=300)
+        result = subprocess.run(["bash", str(SCRIPT), command], capture_output=True, text=True, timeout=300)
         if result.returncode != 0:
-            raise AssertionError(f"glusterfs_bed.sh {command} failed ({result.returncode}):\n"
-                                 f"{result.stdout}\n{result.stderr}")
+            raise AssertionError(
+                f"glusterfs_bed.sh {command} failed ({result.returncode}):\n{result.stdout}\n{result.stderr}"
+            )
         self.env = parse_env(result.stdout) or self.env
         return self.env
 
@@ -93,16 +93,17 @@ def acquire() -> GlusterBed:
     if _state["bed"] is None:
         already = subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, text=True)
         started = time.monotonic()
-        result = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True,
-                                timeout=600)
+        result = subprocess.run(["bash", str(SCRIPT), "up"], capture_output=True, text=True, timeout=600)
         if result.returncode == CANNOT_RUN:
             message = f"GLUSTERFS TEST BED CANNOT RUN ON THIS MACHINE: {result.stderr.strip()}"
             if os.environ.get("SKYRL_FDLOG_REQUIRE_GLUSTER") == "1":
                 pytest.fail(message)
             pytest.skip(message)
         if result.returncode != 0:
-            pytest.fail(f"glusterfs_bed.sh up failed ({result.returncode}) although FUSE is "
-                        f"available:\n{result.stdout}\n{result.stderr}")
+            pytest.fail(
+                f"glusterfs_bed.sh up failed ({result.returncode}) although FUSE is "
+                f"available:\n{result.stdout}\n{result.stderr}"
+            )
         bed = GlusterBed(parse_env(result.stdout))
         bed.env["UP_SECONDS"] = f"{time.monotonic() - started:.1f}"
         _state.update(bed=bed, started_here=already.returncode != 0)
@@ -112,8 +113,7 @@ def acquire() -> GlusterBed:
 
 def release() -> None:
     _state["users"] -= 1
-    if _state["users"] == 0 and _state["started_here"] and \
-            os.environ.get("SKYRL_FDLOG_KEEP_GLUSTER") != "1":
+    if _state["users"] == 0 and _state["started_here"] and os.environ.get("SKYRL_FDLOG_KEEP_GLUSTER") != "1":
         subprocess.run(["bash", str(SCRIPT), "down"], capture_output=True, timeout=300)
         _state.update(bed=None, started_here=False)
 

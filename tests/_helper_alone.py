@@ -28,9 +28,16 @@ def channel() -> tuple[socket.socket, socket.socket]:
 
 
 class HelperAlone:
-    def __init__(self, log: Path, wrapper: list[str] = (), settings: dict | None = None,
-                 env: dict | None = None, preexec=None, log_fd: int | None = None,
-                 launcher_exits: bool = True):
+    def __init__(
+        self,
+        log: Path,
+        wrapper: list[str] = (),
+        settings: dict | None = None,
+        env: dict | None = None,
+        preexec=None,
+        log_fd: int | None = None,
+        launcher_exits: bool = True,
+    ):
         """Start the helper on a fresh pair of channels, writing `log` (opened here unless
         log_fd is given); returns once it said READY.  launcher_exits=False: the wrapper stays
         (it is the init of a pid namespace the helper runs in); the caller ends it."""
@@ -42,10 +49,22 @@ class HelperAlone:
         status_read, status_write = os.pipe()
         handed = [log_fd, out_read.fileno(), err_read.fileno(), status_write]
         # The helper requires every setting (csrc/shared/settings.h).
-        all_settings = {"name": "alone", "node": "n", "path": str(log), "raw": 0, "lock": 0,
-                        "idle_ms": 200, "snapshot_ms": 5000, "gather_us": 0,
-                        "buffer_bytes": 4 << 20, "max_bytes": 0, "restarted_after": 0,
-                        "owner": 0, "surface": 0, **(settings or {})}
+        all_settings = {
+            "name": "alone",
+            "node": "n",
+            "path": str(log),
+            "raw": 0,
+            "lock": 0,
+            "idle_ms": 200,
+            "snapshot_ms": 5000,
+            "gather_us": 0,
+            "buffer_bytes": 4 << 20,
+            "max_bytes": 0,
+            "restarted_after": 0,
+            "owner": 0,
+            "surface": 0,
+            **(settings or {}),
+        }
 
         def place_fds():
             # Copies out of the way first, so that the dup2 onto 3..6 cannot overwrite a source.
@@ -56,10 +75,15 @@ class HelperAlone:
                 preexec()
 
         argv = [*wrapper, str(HELPER), *(f"{key}={value}" for key, value in all_settings.items())]
-        self.launcher = subprocess.Popen(argv, preexec_fn=place_fds, close_fds=False,
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.DEVNULL,
-                                         env={**os.environ, **(env or {})})
+        self.launcher = subprocess.Popen(
+            argv,
+            preexec_fn=place_fds,
+            close_fds=False,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+        )
         for fd in (out_read.fileno(), err_read.fileno(), status_write):
             os.close(fd)
         out_read.detach()

@@ -21,18 +21,22 @@ from _assembler_entry import build as build_assembler_entry  # noqa: E402
 from test_reader_helpers import follow  # noqa: E402, F401 (a fixture of the CLI tests)
 
 
-def run_python(code: str, *, env: dict | None = None, timeout: float = 120,
-               check: bool = True) -> subprocess.CompletedProcess:
+def run_python(
+    code: str, *, env: dict | None = None, timeout: float = 120, check: bool = True
+) -> subprocess.CompletedProcess:
     """Run `code` in a fresh interpreter with stdout and stderr captured.  Python's default
     buffering unless `env` asks otherwise: a developer's PYTHONUNBUFFERED=1 must not hide the
     buffered path."""
     full_env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
     full_env |= env or {}
-    result = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], env=full_env,
-                            capture_output=True, timeout=timeout)
+    result = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], env=full_env, capture_output=True, timeout=timeout
+    )
     if check and result.returncode != 0:
-        raise AssertionError(f"child failed ({result.returncode}):\nstdout: {result.stdout[-3000:]!r}"
-                             f"\nstderr: {result.stderr[-3000:]!r}")
+        raise AssertionError(
+            f"child failed ({result.returncode}):\nstdout: {result.stdout[-3000:]!r}"
+            f"\nstderr: {result.stderr[-3000:]!r}"
+        )
     return result
 
 
@@ -59,7 +63,8 @@ def pid_alive(pid: int) -> bool:
 def refusal(path: Path, call: str = "redirect") -> str:
     """Call skyrl_fdlog.<call>(path) in a child; return the FdlogError message, checking that
     it is an OSError and that fd 1 was left as it was."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import os, skyrl_fdlog
         before = os.fstat(1)
         try:
@@ -71,7 +76,9 @@ def refusal(path: Path, call: str = "redirect") -> str:
             print(error)
         else:
             raise SystemExit("no refusal")
-    """, timeout=30)
+    """,
+        timeout=30,
+    )
     return result.stdout.decode()
 
 

@@ -37,13 +37,16 @@ class Speaker:
         print(f"{self.tag} python stdout", flush=True)
         os.write(2, f"{self.tag} raw stderr\n".encode())
         subprocess.run(["sh", "-c", f"echo '{self.tag} subprocess stdout'"], check=True)
-        return {"pid": os.getpid(), "node_ip": ray.util.get_node_ip_address(),
-                "node_id": ray.get_runtime_context().get_node_id(),
-                "log_file": os.environ.get("SKYRL_LOG_FILE"),
-                "dump_variable": os.environ.get("SKYRL_DUMP_INFRA_LOG_TO_STDOUT"),
-                # Ray's worker wraps sys.stdout (Unbuffered); the stream inside is what counts
-                "stdout_kind": type(getattr(sys.stdout, "stream", sys.stdout)).__name__,
-                "caller_variable": os.environ.get("FDLOG_TEST_VARIABLE")}
+        return {
+            "pid": os.getpid(),
+            "node_ip": ray.util.get_node_ip_address(),
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "log_file": os.environ.get("SKYRL_LOG_FILE"),
+            "dump_variable": os.environ.get("SKYRL_DUMP_INFRA_LOG_TO_STDOUT"),
+            # Ray's worker wraps sys.stdout (Unbuffered); the stream inside is what counts
+            "stdout_kind": type(getattr(sys.stdout, "stream", sys.stdout)).__name__,
+            "caller_variable": os.environ.get("FDLOG_TEST_VARIABLE"),
+        }
 
 
 @ray.remote(num_cpus=0)
@@ -80,20 +83,38 @@ def main() -> int:
     parser.add_argument("--address", required=True)
     parser.add_argument("--log-path", required=True)
     parser.add_argument("--start-at", type=float, help="sleep until this time.time() first")
-    parser.add_argument("--actor", action="append", default=[],
-                        help="TAG or TAG@RESOURCE: a named Echo actor, pinned to the node "
-                             "holding custom resource RESOURCE")
+    parser.add_argument(
+        "--actor",
+        action="append",
+        default=[],
+        help="TAG or TAG@RESOURCE: a named Echo actor, pinned to the node holding custom resource RESOURCE",
+    )
     parser.add_argument("--unnamed-actor", help="TAG of an Echo actor started without a name")
-    parser.add_argument("--plain-actor", action="append", default=[],
-                        help="TAG or TAG@RESOURCE: a named PlainEcho actor, pinned likewise")
-    parser.add_argument("--env-var", action="append", default=[],
-                        help="NAME=VALUE for the env_vars of the runtime_env given to init_ray")
-    parser.add_argument("--remove-log-dir", action="store_true",
-                        help="delete log_path after init_ray, as on a node that lacks it")
+    parser.add_argument(
+        "--plain-actor",
+        action="append",
+        default=[],
+        help="TAG or TAG@RESOURCE: a named PlainEcho actor, pinned likewise",
+    )
+    parser.add_argument(
+        "--env-var",
+        action="append",
+        default=[],
+        help="NAME=VALUE for the env_vars of the runtime_env given to init_ray",
+    )
+    parser.add_argument(
+        "--remove-log-dir",
+        action="store_true",
+        help="delete log_path after init_ray, as on a node that lacks it",
+    )
     parser.add_argument("--gloo-workers", type=int, default=0)
-    parser.add_argument("--linger", type=float, default=0.0,
-                        help="seconds to wait before ray.shutdown(): Ray forwards unredirected "
-                             "actor output to the driver asynchronously")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=0.0,
+        help="seconds to wait before ray.shutdown(): Ray forwards unredirected "
+        "actor output to the driver asynchronously",
+    )
     args = parser.parse_args()
 
     if args.start_at:
@@ -121,8 +142,12 @@ def main() -> int:
     print(PROGRESS_LINE, flush=True)
     time.sleep(args.linger)
     ray.shutdown()
-    result = {"log_file": str(log_file) if log_file else None, "reports": reports,
-              "reduced": reduced, "driver_log_file": os.environ.get("SKYRL_LOG_FILE")}
+    result = {
+        "log_file": str(log_file) if log_file else None,
+        "reports": reports,
+        "reduced": reduced,
+        "driver_log_file": os.environ.get("SKYRL_LOG_FILE"),
+    }
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

@@ -57,8 +57,9 @@ class TorchRank:
         import torch.distributed as dist
 
         self.rank = rank
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
-                                world_size=world_size)
+        dist.init_process_group(
+            "gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world_size
+        )
 
     def all_reduce(self) -> dict:
         import torch
@@ -68,8 +69,11 @@ class TorchRank:
         dist.all_reduce(value)
         print(f"torch rank {self.rank}: all_reduce gave {value.item()}", flush=True)
         os.write(2, f"torch rank {self.rank} raw stderr\n".encode())
-        return {"pid": os.getpid(), "reduced": value.item(),
-                "started_by": os.environ.get("SKYRL_FDLOG_STARTED_BY")}
+        return {
+            "pid": os.getpid(),
+            "reduced": value.item(),
+            "started_by": os.environ.get("SKYRL_FDLOG_STARTED_BY"),
+        }
 
 
 @ray.remote(num_cpus=0)
@@ -94,17 +98,25 @@ def main() -> int:
     parser.add_argument("--log-path", required=True)
     parser.add_argument("--actors", type=int, default=24)
     parser.add_argument("--pin", help="custom resource of the node to start all actors on")
-    parser.add_argument("--own-init", action="store_true",
-                        help="ray.init() with SKYRL_LOG_FILE from the environment and "
-                             "WORKER_SETUP_HOOK, then capture_ray_logs(), as a driver that "
-                             "starts Ray itself")
+    parser.add_argument(
+        "--own-init",
+        action="store_true",
+        help="ray.init() with SKYRL_LOG_FILE from the environment and "
+        "WORKER_SETUP_HOOK, then capture_ray_logs(), as a driver that "
+        "starts Ray itself",
+    )
     parser.add_argument("--plain-task", action="store_true")
     parser.add_argument("--unhandled-error", action="store_true")
-    parser.add_argument("--dying-task", action="store_true",
-                        help="a task whose worker exits: the raylet reports the death")
+    parser.add_argument(
+        "--dying-task", action="store_true", help="a task whose worker exits: the raylet reports the death"
+    )
     parser.add_argument("--torch-workers", type=int, default=0)
-    parser.add_argument("--linger", type=float, default=3.0,
-                        help="seconds before ray.shutdown(): Ray forwards lines asynchronously")
+    parser.add_argument(
+        "--linger",
+        type=float,
+        default=3.0,
+        help="seconds before ray.shutdown(): Ray forwards lines asynchronously",
+    )
     args = parser.parse_args()
 
     init_args = {"address": args.address} if args.address else {"num_cpus": 2}
@@ -112,17 +124,18 @@ def main() -> int:
         from skyrl_fdlog.ray import WORKER_SETUP_HOOK, capture_ray_logs
 
         # As init_ray does: the dump switch pinned off (a node of the tests' cluster has it on).
-        env_vars = {"SKYRL_LOG_FILE": os.environ["SKYRL_LOG_FILE"],
-                    "SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "0"}
-        ray.init(runtime_env={"env_vars": env_vars, "worker_process_setup_hook": WORKER_SETUP_HOOK},
-                 **init_args)
+        env_vars = {"SKYRL_LOG_FILE": os.environ["SKYRL_LOG_FILE"], "SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "0"}
+        ray.init(
+            runtime_env={"env_vars": env_vars, "worker_process_setup_hook": WORKER_SETUP_HOOK}, **init_args
+        )
         log_file = capture_ray_logs()
     else:
         log_file = init_ray(args.log_path, **init_args)
 
     resources = {args.pin: 0.001} if args.pin else {}
-    actors = [Quiet.options(name=f"quiet-{index}", resources=resources).remote()
-              for index in range(args.actors)]
+    actors = [
+        Quiet.options(name=f"quiet-{index}", resources=resources).remote() for index in range(args.actors)
+    ]
     pids = ray.get([actor.ready.remote() for actor in actors])
     if args.plain_task:
         ray.get(plain_task.remote())
@@ -149,8 +162,12 @@ def main() -> int:
     print(PROGRESS_LINE, flush=True)
     time.sleep(args.linger)
     ray.shutdown()
-    result = {"log_file": str(log_file) if log_file else None, "actor_pids": pids,
-              "torch": torch_reports, "ray_version": ray.__version__}
+    result = {
+        "log_file": str(log_file) if log_file else None,
+        "actor_pids": pids,
+        "torch": torch_reports,
+        "ray_version": ray.__version__,
+    }
     print("RESULT " + json.dumps(result), flush=True)
     return 0
 

@@ -11,7 +11,9 @@ from dataclasses import dataclass
 
 RECORD = re.compile(
     rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) ([A-Za-z0-9._-]{1,64}) ([A-Za-z0-9._:-]{1,64})"
-    rb"\[(\d+)\] (out|err|fdlog)([:+~]) (.*)$", re.S)
+    rb"\[(\d+)\] (out|err|fdlog)([:+~]) (.*)$",
+    re.S,
+)
 
 
 @dataclass
@@ -37,8 +39,9 @@ def parse(data: bytes) -> tuple[list[Record], list[bytes]]:
             bad.append(line)
             continue
         t, node, name, pid, stream, mark, payload = match.groups()
-        records.append(Record(t, node.decode(), name.decode(), int(pid), stream.decode(),
-                              mark.decode(), payload))
+        records.append(
+            Record(t, node.decode(), name.decode(), int(pid), stream.decode(), mark.decode(), payload)
+        )
     return records, bad
 
 

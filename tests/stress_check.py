@@ -30,9 +30,11 @@ def check_lines(lines: list[bytes], writers: int, count: int) -> list[str]:
             for method in (b"print", b"write", b"printf"):
                 got = seqs.get((role, index, method), [])
                 if got != list(range(count)):
-                    problems.append(f"{role.decode()}{index} {method.decode()}: expected 0..{count - 1} "
-                                    f"once in order, got {len(got)} lines"
-                                    f"{' out of order or duplicated' if len(got) == count else ''}")
+                    problems.append(
+                        f"{role.decode()}{index} {method.decode()}: expected 0..{count - 1} "
+                        f"once in order, got {len(got)} lines"
+                        f"{' out of order or duplicated' if len(got) == count else ''}"
+                    )
     return problems
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
+import datetime as dt
 import hashlib
 import json
 import os
@@ -11,8 +11,6 @@ import re
 import subprocess
 import sys
 import time
-
-import datetime as dt
 
 import pytest
 from hypothesis import given, settings
@@ -33,16 +31,26 @@ def cluster_log(tmp_path):
     """A small shared log: two nodes, three actors, both streams, a drop marker, and a
     line split over three records with another writer's record in between."""
     path = tmp_path / "infra-1.log"
-    path.write_bytes(b"".join([
-        record(b"step 1 loss 0.5", time_ms=T0, name="Trainer", pid=10),
-        record(b"engine ", time_ms=T0 + 100, name="VLLMEngine", pid=20, mark="+"),
-        record(b"warn: slow", time_ms=T0 + 150, name="Trainer", pid=10, stream="err"),
-        record(b"loaded ", time_ms=T0 + 200, name="VLLMEngine", pid=20, mark="+"),
-        record(b"model", time_ms=T0 + 300, name="VLLMEngine", pid=20),
-        record(b"engine 2 ready", time_ms=T0 + 1000, node="node-2", name="VLLMEngine:1", pid=30),
-        record(b"dropped 3 lines", time_ms=T0 + 2000, node="node-2", name="Trainer", pid=40,
-               stream="fdlog"),
-    ]))
+    path.write_bytes(
+        b"".join(
+            [
+                record(b"step 1 loss 0.5", time_ms=T0, name="Trainer", pid=10),
+                record(b"engine ", time_ms=T0 + 100, name="VLLMEngine", pid=20, mark="+"),
+                record(b"warn: slow", time_ms=T0 + 150, name="Trainer", pid=10, stream="err"),
+                record(b"loaded ", time_ms=T0 + 200, name="VLLMEngine", pid=20, mark="+"),
+                record(b"model", time_ms=T0 + 300, name="VLLMEngine", pid=20),
+                record(b"engine 2 ready", time_ms=T0 + 1000, node="node-2", name="VLLMEngine:1", pid=30),
+                record(
+                    b"dropped 3 lines",
+                    time_ms=T0 + 2000,
+                    node="node-2",
+                    name="Trainer",
+                    pid=40,
+                    stream="fdlog",
+                ),
+            ]
+        )
+    )
     return path
 
 
@@ -81,28 +89,33 @@ def test_cat_reads_standard_input_given_as_dash(cluster_log):
     assert out_lines(result) == [b"engine loaded model"]
 
 
-@pytest.mark.parametrize("args, expected", [
-    (["--actor", "Trainer"], [b"step 1 loss 0.5", b"warn: slow", b"dropped 3 lines"]),
-    (["--actor", "VLLM*"], [b"engine loaded model", b"engine 2 ready"]),
-    (["--actor", "VLLMEngine"], [b"engine loaded model"]),
-    (["--actor", "VLLMEngine", "--actor", "VLLMEngine:1"],
-     [b"engine loaded model", b"engine 2 ready"]),
-    (["--pid", "20"], [b"engine loaded model"]),
-    (["--pid", "10", "--pid", "30"], [b"step 1 loss 0.5", b"warn: slow", b"engine 2 ready"]),
-    (["--node", "node-2"], [b"engine 2 ready", b"dropped 3 lines"]),
-    (["--stream", "err"], [b"warn: slow"]),
-    (["--stream", "fdlog"], [b"dropped 3 lines"]),
-    (["--stream", "out", "--node", "node-1"], [b"step 1 loss 0.5", b"engine loaded model"]),
-    (["--since", "2026-11-27T02:47:06.100Z"], [b"warn: slow", b"engine loaded model",
-                                               b"engine 2 ready", b"dropped 3 lines"]),
-    (["--until", "2026-11-27T02:47:07Z"], [b"step 1 loss 0.5", b"warn: slow",
-                                           b"engine loaded model", b"engine 2 ready"]),
-    (["--since", "2026-11-27 02:47:06.5", "--until", "2026-11-27T03:47:07.5+01:00"],
-     [b"engine 2 ready"]),
-    (["--grep", r"loaded\s+model"], [b"engine loaded model"]),
-    (["--grep", "(?i)STEP|dropped"], [b"step 1 loss 0.5", b"dropped 3 lines"]),
-    (["--grep", "zzz"], []),
-])
+@pytest.mark.parametrize(
+    "args, expected",
+    [
+        (["--actor", "Trainer"], [b"step 1 loss 0.5", b"warn: slow", b"dropped 3 lines"]),
+        (["--actor", "VLLM*"], [b"engine loaded model", b"engine 2 ready"]),
+        (["--actor", "VLLMEngine"], [b"engine loaded model"]),
+        (["--actor", "VLLMEngine", "--actor", "VLLMEngine:1"], [b"engine loaded model", b"engine 2 ready"]),
+        (["--pid", "20"], [b"engine loaded model"]),
+        (["--pid", "10", "--pid", "30"], [b"step 1 loss 0.5", b"warn: slow", b"engine 2 ready"]),
+        (["--node", "node-2"], [b"engine 2 ready", b"dropped 3 lines"]),
+        (["--stream", "err"], [b"warn: slow"]),
+        (["--stream", "fdlog"], [b"dropped 3 lines"]),
+        (["--stream", "out", "--node", "node-1"], [b"step 1 loss 0.5", b"engine loaded model"]),
+        (
+            ["--since", "2026-11-27T02:47:06.100Z"],
+            [b"warn: slow", b"engine loaded model", b"engine 2 ready", b"dropped 3 lines"],
+        ),
+        (
+            ["--until", "2026-11-27T02:47:07Z"],
+            [b"step 1 loss 0.5", b"warn: slow", b"engine loaded model", b"engine 2 ready"],
+        ),
+        (["--since", "2026-11-27 02:47:06.5", "--until", "2026-11-27T03:47:07.5+01:00"], [b"engine 2 ready"]),
+        (["--grep", r"loaded\s+model"], [b"engine loaded model"]),
+        (["--grep", "(?i)STEP|dropped"], [b"step 1 loss 0.5", b"dropped 3 lines"]),
+        (["--grep", "zzz"], []),
+    ],
+)
 def test_each_filter_selects_exactly_its_lines(cluster_log, args, expected):
     """Each filter (actor name or pattern, pid, node, stream, inclusive ISO time bounds in
     UTC or with a zone, regex over the rejoined payload) and their combinations select
@@ -114,13 +127,17 @@ def test_relative_times_count_back_from_now(tmp_path):
     """--since 10m and --until 1h are durations before the present."""
     now = int(time.time() * 1000)
     log = tmp_path / "a.log"
-    log.write_bytes(record(b"two hours ago", time_ms=now - 7_200_000)
-                    + record(b"half an hour ago", time_ms=now - 1_800_000)
-                    + record(b"a minute ago", time_ms=now - 60_000))
+    log.write_bytes(
+        record(b"two hours ago", time_ms=now - 7_200_000)
+        + record(b"half an hour ago", time_ms=now - 1_800_000)
+        + record(b"a minute ago", time_ms=now - 60_000)
+    )
     assert out_lines(cli("cat", "--no-prefix", "--since", "10m", log)) == [b"a minute ago"]
     assert out_lines(cli("cat", "--no-prefix", "--until", "1h", log)) == [b"two hours ago"]
     assert out_lines(cli("cat", "--no-prefix", "--since", "1d", "--until", "0.25h", log)) == [
-        b"two hours ago", b"half an hour ago"]
+        b"two hours ago",
+        b"half an hour ago",
+    ]
 
 
 def test_unparsable_lines_show_as_they_are_unless_a_writer_is_asked_for(tmp_path):
@@ -195,8 +212,10 @@ def test_iso_times_read_as_python_3_11_reads_them_on_every_python(text, offset_m
 
 
 ISO_LIKE = st.one_of(
-    st.from_regex(r"\A\d{4}-?(\d\d-?\d\d|W\d\d-?\d?)(.\d\d(:?\d\d(:?\d\d([.,]\d{0,8})?)?)?"
-                  r"(Z|[+-]\d\d(:?\d\d(:?\d\d([.,]\d{0,3})?)?)?)?)?\Z"),
+    st.from_regex(
+        r"\A\d{4}-?(\d\d-?\d\d|W\d\d-?\d?)(.\d\d(:?\d\d(:?\d\d([.,]\d{0,8})?)?)?"
+        r"(Z|[+-]\d\d(:?\d\d(:?\d\d([.,]\d{0,3})?)?)?)?)?\Z"
+    ),
     st.text(alphabet="0123456789-:TWZ+.,x ", max_size=32),
 )
 
@@ -217,22 +236,24 @@ def test_the_iso_parser_for_older_pythons_never_reads_a_time_otherwise_than_3_11
     assert (ours, ours.utcoffset()) == (theirs, theirs.utcoffset())
 
 
-@pytest.mark.parametrize("args, named", [
-    (["cat", "/nonexistent/infra.log"], "/nonexistent/infra.log"),
-    (["cat", "--grep", "(unclosed", "{log}"], "(unclosed"),
-    (["cat", "--since", "yesterday", "{log}"], "yesterday"),
-    (["cat", "--until", "2026-13-01", "{log}"], "2026-13-01"),
-    (["cat", "{dir}"], "{dir}"),
-    (["tail", "/nonexistent/dir/x.log"], "/nonexistent/dir/x.log"),
-    (["tail", "{dir}"], "{dir}"),
-    (["tail", "-n", "-3", "{log}"], "-3"),
-    (["stats", "/nonexistent/infra.log"], "/nonexistent/infra.log"),
-    (["cat", "--pid", "abc", "{log}"], "abc"),
-    (["cat", "--stream", "stdout", "{log}"], "stdout"),
-    (["cat", "--dedup", "--dedup-window", "-1", "{log}"], "-1"),
-])
-def test_usage_errors_name_the_value_and_exit_2_without_traceback(tmp_path, cluster_log, args,
-                                                                  named):
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["cat", "/nonexistent/infra.log"], "/nonexistent/infra.log"),
+        (["cat", "--grep", "(unclosed", "{log}"], "(unclosed"),
+        (["cat", "--since", "yesterday", "{log}"], "yesterday"),
+        (["cat", "--until", "2026-13-01", "{log}"], "2026-13-01"),
+        (["cat", "{dir}"], "{dir}"),
+        (["tail", "/nonexistent/dir/x.log"], "/nonexistent/dir/x.log"),
+        (["tail", "{dir}"], "{dir}"),
+        (["tail", "-n", "-3", "{log}"], "-3"),
+        (["stats", "/nonexistent/infra.log"], "/nonexistent/infra.log"),
+        (["cat", "--pid", "abc", "{log}"], "abc"),
+        (["cat", "--stream", "stdout", "{log}"], "stdout"),
+        (["cat", "--dedup", "--dedup-window", "-1", "{log}"], "-1"),
+    ],
+)
+def test_usage_errors_name_the_value_and_exit_2_without_traceback(tmp_path, cluster_log, args, named):
     """A missing file, bad regex, bad time, a directory where a file is needed, an empty log
     directory or a bad option value: one message naming the value, status 2, no traceback."""
     empty = tmp_path / "empty-dir"
@@ -250,8 +271,10 @@ ESCAPE_CASES = [
     (b"tab\tkept", "tab\tkept"),
     (b"bad \xff\xfe utf8 \xc3(", r"bad \xff\xfe utf8 \xc3("),
     (b"nul \x00 del \x7f", r"nul \x00 del \x7f"),
-    ("c1 \u009b31m bidi \u202eevil\u202c sep \u2028".encode(),
-     r"c1 \u009b31m bidi \u202eevil\u202c sep \u2028"),
+    (
+        "c1 \u009b31m bidi \u202eevil\u202c sep \u2028".encode(),
+        r"c1 \u009b31m bidi \u202eevil\u202c sep \u2028",
+    ),
     ("unicode caf\u00e9 \u2713 \U0001f600".encode(), "unicode caf\u00e9 \u2713 \U0001f600"),
 ]
 
@@ -283,15 +306,21 @@ def test_a_payload_imitating_a_prefix_cannot_pass_for_another_writer(tmp_path):
     log = tmp_path / "a.log"
     log.write_bytes(record(forged, name="Mallory", pid=66))
     (line,) = out_lines(cli("cat", log))
-    assert line == (b"2026-11-27T02:47:06.000Z node-1 Mallory[66] out: "
-                    b"\\x0d2026-11-27T02:47:06.000Z node-1 Admin[1] out: all good")
+    assert line == (
+        b"2026-11-27T02:47:06.000Z node-1 Mallory[66] out: "
+        b"\\x0d2026-11-27T02:47:06.000Z node-1 Admin[1] out: all good"
+    )
 
 
 def run_on_pty(*args: object, env: dict[str, str]) -> bytes:
     """Run the CLI with its stdout on a pseudo-terminal; return what it printed."""
     leader, follower = pty.openpty()
-    child = subprocess.Popen([sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
-                             stdout=follower, stderr=subprocess.PIPE, env=env)
+    child = subprocess.Popen(
+        [sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
     os.close(follower)
     output = b""
     while True:
@@ -317,8 +346,10 @@ def test_colour_only_on_a_terminal_and_never_with_no_color(cluster_log):
     assert coloured not in run_on_pty("cat", "--color", "never", cluster_log, env=cli_env())
     assert b"\x1b" not in cli("cat", cluster_log).stdout
     forced = cli("cat", "--color", "always", cluster_log, env=cli_env(NO_COLOR="1")).stdout
-    shown = [re.fullmatch(rb"\S+ \S+ (\x1b\[\d+m)(\S+)\[\d+\]\x1b\[0m \S+ .*", line)
-             for line in forced.splitlines()]
+    shown = [
+        re.fullmatch(rb"\S+ \S+ (\x1b\[\d+m)(\S+)\[\d+\]\x1b\[0m \S+ .*", line)
+        for line in forced.splitlines()
+    ]
     assert all(shown), forced  # the colour wraps name and pid, nothing else
     colours = {m.group(2): m.group(1) for m in shown}
     assert len(colours) == len({(m.group(2), m.group(1)) for m in shown})  # one per actor
@@ -334,14 +365,17 @@ def test_dedup_collapses_repeats_across_writers_after_the_window(tmp_path):
     """--dedup prints the first sighting at once; repeats of the same line (numbers and hex
     ids aside) from other writers within 5 s are held and summarised as the latest repeat
     with [repeated Nx across cluster] when the window closes; the file is unchanged."""
-    log = dedup_log(tmp_path / "a.log", [
-        (0, 1, b"loaded shard 1 from 0x7f3a in 2.5s"),
-        (10, 2, b"loaded shard 2 from 0x8b21 in 2.7s"),
-        (20, 3, b"something else"),
-        (30, 3, b"loaded shard 3 from 0x99ff in 3.1s"),
-        (40, 4, b"loaded shard 4 from 0xaa00 in 2.2s"),
-        (6000, 5, b"later line"),
-    ])
+    log = dedup_log(
+        tmp_path / "a.log",
+        [
+            (0, 1, b"loaded shard 1 from 0x7f3a in 2.5s"),
+            (10, 2, b"loaded shard 2 from 0x8b21 in 2.7s"),
+            (20, 3, b"something else"),
+            (30, 3, b"loaded shard 3 from 0x99ff in 3.1s"),
+            (40, 4, b"loaded shard 4 from 0xaa00 in 2.2s"),
+            (6000, 5, b"later line"),
+        ],
+    )
     before = hashlib.sha256(log.read_bytes()).hexdigest()
     assert out_lines(cli("cat", "--no-prefix", "--dedup", log)) == [
         b"loaded shard 1 from 0x7f3a in 2.5s",
@@ -361,19 +395,37 @@ def test_dedup_summary_keeps_the_prefix_of_the_latest_repeat(tmp_path):
     ]
 
 
-@pytest.mark.parametrize("lines, expected, why", [
-    ([(0, 1, b"tick 1"), (10, 1, b"tick 2"), (20, 1, b"tick 3")],
-     [b"tick 1", b"tick 2", b"tick 3"], "repeats from one writer alone all print"),
-    ([(0, 1, b"0.51 0.49"), (1, 2, b"0.52 0.48"), (2, 3, b"0.53 0.47")],
-     [b"0.51 0.49", b"0.52 0.48", b"0.53 0.47"], "lines made only of numbers never collapse"),
-    ([(0, 1, b"ready"), (10, 2, b"ready")],
-     [b"ready", b"ready"], "a single held repeat prints as itself"),
-    ([(0, 1, b"ready"), (5000, 2, b"ready"), (5001, 3, b"ready")],
-     [b"ready", b"ready", b"ready"], "a repeat after the window is a new first sighting"),
-    ([(0, 1, b"ready now"), (10, 2, b"ready later"), (20, 3, b"steady now")],
-     [b"ready now", b"ready later", b"steady now"], "words other than numbers must match"),
-    ([(0, 1, b""), (10, 2, b""), (20, 3, b"")], [b"", b"", b""], "empty lines never collapse"),
-])
+@pytest.mark.parametrize(
+    "lines, expected, why",
+    [
+        (
+            [(0, 1, b"tick 1"), (10, 1, b"tick 2"), (20, 1, b"tick 3")],
+            [b"tick 1", b"tick 2", b"tick 3"],
+            "repeats from one writer alone all print",
+        ),
+        (
+            [(0, 1, b"0.51 0.49"), (1, 2, b"0.52 0.48"), (2, 3, b"0.53 0.47")],
+            [b"0.51 0.49", b"0.52 0.48", b"0.53 0.47"],
+            "lines made only of numbers never collapse",
+        ),
+        (
+            [(0, 1, b"ready"), (10, 2, b"ready")],
+            [b"ready", b"ready"],
+            "a single held repeat prints as itself",
+        ),
+        (
+            [(0, 1, b"ready"), (5000, 2, b"ready"), (5001, 3, b"ready")],
+            [b"ready", b"ready", b"ready"],
+            "a repeat after the window is a new first sighting",
+        ),
+        (
+            [(0, 1, b"ready now"), (10, 2, b"ready later"), (20, 3, b"steady now")],
+            [b"ready now", b"ready later", b"steady now"],
+            "words other than numbers must match",
+        ),
+        ([(0, 1, b""), (10, 2, b""), (20, 3, b"")], [b"", b"", b""], "empty lines never collapse"),
+    ],
+)
 def test_dedup_rules(tmp_path, lines, expected, why):
     """Ray's rules, one case each (see why): same-writer repeats, number-only lines, single
     repeats, the window, word matching and empty lines."""
@@ -383,24 +435,38 @@ def test_dedup_rules(tmp_path, lines, expected, why):
 
 def test_dedup_window_option_sets_the_window(tmp_path):
     """--dedup-window 1 closes windows after one second of log time instead of five."""
-    log = dedup_log(tmp_path / "a.log", [(0, 1, b"ready"), (500, 2, b"ready"), (600, 3, b"ready"),
-                                         (1500, 4, b"ready"), (3000, 5, b"other")])
+    log = dedup_log(
+        tmp_path / "a.log",
+        [(0, 1, b"ready"), (500, 2, b"ready"), (600, 3, b"ready"), (1500, 4, b"ready"), (3000, 5, b"other")],
+    )
     assert out_lines(cli("cat", "--no-prefix", "--dedup", "--dedup-window", "1", log)) == [
-        b"ready", b"ready [repeated 2x across cluster]", b"ready", b"other"]
+        b"ready",
+        b"ready [repeated 2x across cluster]",
+        b"ready",
+        b"other",
+    ]
     assert out_lines(cli("cat", "--no-prefix", "--dedup", log)) == [
-        b"ready", b"other", b"ready [repeated 3x across cluster]"]
+        b"ready",
+        b"other",
+        b"ready [repeated 3x across cluster]",
+    ]
 
 
 def test_stats_counts_per_writer_and_exits_0_on_a_clean_log(tmp_path):
     """stats reports, per actor, pid and node: logical lines, payload bytes, first and last
     time, partial lines, continuation records and drop markers; status 0."""
     log = tmp_path / "a.log"
-    log.write_bytes(b"".join([
-        *line_records(b"x" * 5000, time_ms=T0, pid=1),  # 2 records, 1 continuation
-        record(b"y", time_ms=T0 + 5, pid=1),
-        record(b"dangling", time_ms=T0 + 9, pid=1, mark="+"),
-        record(b"dropped 4 records", time_ms=T0 + 7, pid=1, stream="fdlog"),
-        record(b"z", time_ms=T0 + 3, node="n2", name="Other", pid=2)]))
+    log.write_bytes(
+        b"".join(
+            [
+                *line_records(b"x" * 5000, time_ms=T0, pid=1),  # 2 records, 1 continuation
+                record(b"y", time_ms=T0 + 5, pid=1),
+                record(b"dangling", time_ms=T0 + 9, pid=1, mark="+"),
+                record(b"dropped 4 records", time_ms=T0 + 7, pid=1, stream="fdlog"),
+                record(b"z", time_ms=T0 + 3, node="n2", name="Other", pid=2),
+            ]
+        )
+    )
     result = cli("stats", "--json", log)
     assert result.returncode == 0, result.stderr
     report = json.loads(result.stdout)
@@ -408,8 +474,13 @@ def test_stats_counts_per_writer_and_exits_0_on_a_clean_log(tmp_path):
     actor = writers[("Actor", 1, "node-1")]
     counted = ("lines", "bytes", "partial", "continuations", "drops", "malformed")
     assert {k: actor[k] for k in counted} == {
-        "lines": 4, "bytes": 5000 + 1 + 8 + 17, "partial": 1, "continuations": 2, "drops": 1,
-        "malformed": 0}
+        "lines": 4,
+        "bytes": 5000 + 1 + 8 + 17,
+        "partial": 1,
+        "continuations": 2,
+        "drops": 1,
+        "malformed": 0,
+    }
     assert (actor["first"], actor["last"]) == (ts_text(T0), ts_text(T0 + 9))
     assert writers[("Other", 2, "n2")]["lines"] == 1
     assert (report["records"], report["malformed"]) == (6, 0)
@@ -447,11 +518,15 @@ def test_tail_prints_the_last_lines_even_far_back(tmp_path):
     filler = [record(b"filler %d" % i + b"." * 200, pid=8) for i in range(3000)]  # ~700 kB
     log.write_bytes(b"".join(early + filler))
     assert out_lines(cli("tail", "-n", "2", "--no-prefix", log)) == [
-        b"filler 2998" + b"." * 200, b"filler 2999" + b"." * 200]
+        b"filler 2998" + b"." * 200,
+        b"filler 2999" + b"." * 200,
+    ]
     assert out_lines(cli("tail", "-n", "3", "--no-prefix", "--actor", "Rare", log)) == [
-        b"rare 2", b"rare 3", b"rare 4"]
-    assert out_lines(cli("tail", "--no-prefix", "--actor", "Rare", log)) == [
-        b"rare %d" % i for i in range(5)]
+        b"rare 2",
+        b"rare 3",
+        b"rare 4",
+    ]
+    assert out_lines(cli("tail", "--no-prefix", "--actor", "Rare", log)) == [b"rare %d" % i for i in range(5)]
 
 
 def append(path, data: bytes) -> None:
@@ -475,7 +550,11 @@ def test_follow_prints_appended_lines_and_holds_a_record_until_its_newline(tmp_p
     time.sleep(0.6)
     append(log, record(b"frag two"))
     assert reader.lines_until(lambda got: len(got) == 4) == [
-        b"old 2", b"new 1", b"written in two pieces", b"frag one frag two"]
+        b"old 2",
+        b"new 1",
+        b"written in two pieces",
+        b"frag one frag two",
+    ]
 
 
 def test_follow_shows_a_line_left_unfinished_as_partial(tmp_path, follow):
@@ -537,7 +616,9 @@ def test_follow_with_dedup_summarises_when_the_log_goes_quiet(tmp_path, follow):
     now = int(time.time() * 1000)
     append(log, b"".join(record(b"ready", time_ms=now, pid=p) for p in (1, 2, 3)))
     assert reader.lines_until(lambda got: len(got) == 2, timeout=10) == [
-        b"ready", b"ready [repeated 2x across cluster]"]
+        b"ready",
+        b"ready [repeated 2x across cluster]",
+    ]
 
 
 def test_output_closed_early_ends_quietly(tmp_path):
@@ -545,8 +626,12 @@ def test_output_closed_early_ends_quietly(tmp_path):
     no traceback."""
     log = tmp_path / "a.log"
     log.write_bytes(b"".join(record(b"line %d" % i) for i in range(200_000)))
-    child = subprocess.Popen([sys.executable, "-m", "skyrl_fdlog", "cat", log],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    child = subprocess.Popen(
+        [sys.executable, "-m", "skyrl_fdlog", "cat", log],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
     assert child.stdout.readline().endswith(b"line 0\n")
     child.stdout.close()
     assert child.wait(timeout=30) == 141
@@ -592,8 +677,9 @@ def test_cat_of_long_lines_runs_in_constant_memory(tmp_path):
         "print(status, int(hwm) // 1024, file=sys.stderr)\n"
     )
     with open(printed, "wb") as stdout:
-        child = subprocess.run([sys.executable, "-c", script], stdout=stdout,
-                               stderr=subprocess.PIPE, env=cli_env(), timeout=120)
+        child = subprocess.run(
+            [sys.executable, "-c", script], stdout=stdout, stderr=subprocess.PIPE, env=cli_env(), timeout=120
+        )
     status, rss_mib = map(int, child.stderr.split())
     assert status == 0
     assert printed.read_bytes() == (line + b"\n") * 100

@@ -34,8 +34,12 @@ def test_redirect_sends_fds_1_and_2_of_process_and_children_to_the_log(log_file)
     records, bad = parse(log_file.read_bytes())
     assert bad == []
     got = {(r.stream, r.payload) for r in records}
-    assert got == {("out", b"to stdout"), ("err", b"to stderr"), ("out", b"from child"),
-                   ("err", b"child err")}
+    assert got == {
+        ("out", b"to stdout"),
+        ("err", b"to stderr"),
+        ("out", b"from child"),
+        ("err", b"child err"),
+    }
     assert {r.name for r in records} == {"Engine"}
     assert len({r.pid for r in records}) == 2
 
@@ -44,19 +48,25 @@ def test_log_file_variable_and_no_configuration(tmp_path):
     """With no path, SKYRL_LOG_FILE is used; with neither, redirect() returns None and leaves
     stdout alone."""
     target = tmp_path / "from-env.log"
-    run_python("""
+    run_python(
+        """
         import skyrl_fdlog
         assert skyrl_fdlog.redirect() is not None
         print("via env")
         skyrl_fdlog.restore()
-    """, env={"SKYRL_LOG_FILE": str(target)})
+    """,
+        env={"SKYRL_LOG_FILE": str(target)},
+    )
     assert log_lines(target) == [b"via env"]
     env = {k: v for k, v in os.environ.items() if k != "SKYRL_LOG_FILE"}
-    result = run_python("""
+    result = run_python(
+        """
         import skyrl_fdlog
         assert skyrl_fdlog.redirect() is None
         print("still on stdout")
-    """, env={**env, "SKYRL_LOG_FILE": ""})
+    """,
+        env={**env, "SKYRL_LOG_FILE": ""},
+    )
     assert result.stdout == b"still on stdout\n"
 
 
@@ -65,11 +75,14 @@ def test_dump_mode_redirects_nothing_and_writes_no_file(tmp_path, value):
     """SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1/true/yes: redirect() returns None, output stays on
     stdout, no file or directory is created."""
     target = tmp_path / "dir" / "never.log"
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import skyrl_fdlog
         assert skyrl_fdlog.redirect({str(target)!r}) is None
         print("on stdout")
-    """, env={"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": value})
+    """,
+        env={"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": value},
+    )
     assert result.stdout == b"on stdout\n"
     assert not target.parent.exists()
 
@@ -111,7 +124,8 @@ def test_created_modes(tmp_path):
 def test_chosen_modes_by_argument_and_variable_and_bad_ones_refused(tmp_path):
     """A shared filesystem written under several uids needs group write: mode= or
     SKYRL_FDLOG_MODE chooses the file's mode, directories get it plus search permission."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import os, stat, skyrl_fdlog
         os.umask(0o002)
         r = skyrl_fdlog.redirect({str(tmp_path / "arg" / "infra.log")!r}, mode=0o664)
@@ -122,7 +136,9 @@ def test_chosen_modes_by_argument_and_variable_and_bad_ones_refused(tmp_path):
                 skyrl_fdlog.redirect({str(tmp_path / "bad.log")!r}, mode=bad)
             except ValueError as error:
                 print(error)
-    """, env={"SKYRL_FDLOG_MODE": "0644"})
+    """,
+        env={"SKYRL_FDLOG_MODE": "0644"},
+    )
     assert stat.S_IMODE((tmp_path / "arg" / "infra.log").stat().st_mode) == 0o664
     assert stat.S_IMODE((tmp_path / "arg").stat().st_mode) == 0o775
     (made,) = (tmp_path / "env").iterdir()
@@ -131,13 +147,16 @@ def test_chosen_modes_by_argument_and_variable_and_bad_ones_refused(tmp_path):
     refusals = result.stdout.decode().splitlines()
     assert [line.split("got ")[-1] for line in refusals] == ["0o1777", "0o444", "'0664'"]
     assert not (tmp_path / "bad.log").exists()
-    bad_variable = run_python(f"""
+    bad_variable = run_python(
+        f"""
         import skyrl_fdlog
         try:
             skyrl_fdlog.redirect({str(tmp_path / "bad.log")!r})
         except ValueError as error:
             print(error)
-    """, env={"SKYRL_FDLOG_MODE": "rw-r--r--"})
+    """,
+        env={"SKYRL_FDLOG_MODE": "rw-r--r--"},
+    )
     assert "SKYRL_FDLOG_MODE" in bad_variable.stdout.decode()
     assert "'rw-r--r--'" in bad_variable.stdout.decode()
 
@@ -331,8 +350,10 @@ def test_long_lines_nul_and_invalid_utf8_round_trip(log_file):
     """)
     data = log_file.read_bytes()
     assert max(len(line) + 1 for line in data.split(b"\n")) <= 4096
-    expected = [bytes((i * 7 + size) % 256 for i in range(size)).replace(b"\n", b"\0")
-                .replace(b"\r", b"\xff") for size in (0, 3839, 3840, 3841, 7680, 100_000, 1 << 20)]
+    expected = [
+        bytes((i * 7 + size) % 256 for i in range(size)).replace(b"\n", b"\0").replace(b"\r", b"\xff")
+        for size in (0, 3839, 3840, 3841, 7680, 100_000, 1 << 20)
+    ]
     assert log_lines(log_file) == expected
 
 
@@ -408,13 +429,16 @@ def test_full_buffer_in_front_of_a_healthy_log_waits_instead_of_dropping(log_fil
 def test_bad_gather_setting_is_named(log_file):
     """A malformed SKYRL_FDLOG_GATHER_US is refused naming the variable and its value, and
     nothing is redirected."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import skyrl_fdlog
         try:
             skyrl_fdlog.redirect({str(log_file)!r})
         except ValueError as error:
             print(error)
         print("still here")
-    """, env={"SKYRL_FDLOG_GATHER_US": "fast"})
+    """,
+        env={"SKYRL_FDLOG_GATHER_US": "fast"},
+    )
     assert b"SKYRL_FDLOG_GATHER_US must be a whole number" in result.stdout
     assert b"'fast'" in result.stdout and result.stdout.endswith(b"still here\n")

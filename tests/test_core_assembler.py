@@ -12,8 +12,15 @@ from records import lines_by_writer, parse
 PAYLOAD_MAX = 3840
 
 
-def assemble(entry: AssemblerEntry, chunks: list[tuple[int, int, bytes]], *, raw: bool = False,
-             snapshot_ms: int = 5000, times: list[int] | None = None, close: bool = True) -> bytes:
+def assemble(
+    entry: AssemblerEntry,
+    chunks: list[tuple[int, int, bytes]],
+    *,
+    raw: bool = False,
+    snapshot_ms: int = 5000,
+    times: list[int] | None = None,
+    close: bool = True,
+) -> bytes:
     """Feed (pid, stream, bytes) chunks as the helper would; return the records written."""
     ffi, lib = entry
     data = b"".join(chunk for _, _, chunk in chunks)
@@ -24,11 +31,22 @@ def assemble(entry: AssemblerEntry, chunks: list[tuple[int, int, bytes]], *, raw
     times = times or [1_700_000_000_000] * len(chunks)
     capacity = 2 * len(data) + 300 * (len(data) // 100 + len(chunks) + 4)
     out = ffi.new("unsigned char[]", capacity)
-    size = lib.fdl_test_assemble(b"Actor", b"node", raw, snapshot_ms, ffi.from_buffer(data),
-                                 ffi.new("long[]", offsets), ffi.new("long[]", [len(c) for _, _, c in chunks]),
-                                 ffi.new("int[]", [p for p, _, _ in chunks]),
-                                 ffi.new("int[]", [s for _, s, _ in chunks]),
-                                 ffi.new("long long[]", times), len(chunks), close, out, capacity)
+    size = lib.fdl_test_assemble(
+        b"Actor",
+        b"node",
+        raw,
+        snapshot_ms,
+        ffi.from_buffer(data),
+        ffi.new("long[]", offsets),
+        ffi.new("long[]", [len(c) for _, _, c in chunks]),
+        ffi.new("int[]", [p for p, _, _ in chunks]),
+        ffi.new("int[]", [s for _, s, _ in chunks]),
+        ffi.new("long long[]", times),
+        len(chunks),
+        close,
+        out,
+        capacity,
+    )
     assert size >= 0
     return ffi.buffer(out, size)[:]
 
@@ -39,8 +57,8 @@ def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
 
 
 streams = st.binary(max_size=20000) | st.lists(
-    st.sampled_from([b"a", b"\n", b"\r", b"\r\n", b"\0", b"\xff\xfe", b"x" * 5000, b"\x1b[2K"]),
-    max_size=60).map(b"".join)
+    st.sampled_from([b"a", b"\n", b"\r", b"\r\n", b"\0", b"\xff\xfe", b"x" * 5000, b"\x1b[2K"]), max_size=60
+).map(b"".join)
 
 
 @settings(max_examples=300, deadline=None)
@@ -55,8 +73,12 @@ def test_any_chunking_gives_the_same_records(assembler_entry, data, cuts):
 
 
 @settings(max_examples=200, deadline=None)
-@given(a=streams, b=streams, cuts=st.lists(st.integers(min_value=0), max_size=20),
-       order=st.lists(st.booleans(), max_size=60))
+@given(
+    a=streams,
+    b=streams,
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+    order=st.lists(st.booleans(), max_size=60),
+)
 def test_interleaved_writers_are_assembled_separately(assembler_entry, a, b, cuts, order):
     """Chunks of two writers in any interleaving give each writer the lines it would get alone."""
     pieces_a, pieces_b = split_at(a, cuts), split_at(b, cuts[::-1])
@@ -71,9 +93,12 @@ def test_interleaved_writers_are_assembled_separately(assembler_entry, a, b, cut
 
 
 @settings(max_examples=200, deadline=None)
-@given(lines=st.lists(st.binary(max_size=9000).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
-                      max_size=8),
-       tail=st.binary(max_size=9000).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")))
+@given(
+    lines=st.lists(
+        st.binary(max_size=9000).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")), max_size=8
+    ),
+    tail=st.binary(max_size=9000).map(lambda b: b.replace(b"\n", b"").replace(b"\r", b"")),
+)
 def test_lines_rejoin_exactly_and_records_fit_pipe_buf(assembler_entry, lines, tail):
     """Without carriage returns, rejoined records give back every line byte for byte, a
     trailing partial line is marked partial, and no record exceeds PIPE_BUF."""
@@ -100,8 +125,12 @@ def test_redraws_are_rate_limited_by_time(assembler_entry):
     chunks = [(3, 2, f"\r{i}%".encode()) for i in range(121)] + [(3, 2, b"\n")]
     times = [1_000_000 + 100 * i for i in range(122)]
     records, _ = parse(assemble(assembler_entry, chunks, times=times))
-    assert [(r.mark, r.payload) for r in records] == [("~", b"0%"), ("~", b"50%"), ("~", b"100%"),
-                                                      (":", b"120%")]
+    assert [(r.mark, r.payload) for r in records] == [
+        ("~", b"0%"),
+        ("~", b"50%"),
+        ("~", b"100%"),
+        (":", b"120%"),
+    ]
 
 
 def test_fragment_then_redraw_closes_the_chain(assembler_entry):
@@ -132,8 +161,12 @@ one_channel = st.lists(st.sampled_from([b"\n", b"x", b"p", b"x" * 5000]), max_si
 
 
 @settings(max_examples=200, deadline=None)
-@given(pipe=one_channel, socket=one_channel, cuts=st.lists(st.integers(min_value=0), max_size=20),
-       order=st.lists(st.booleans(), max_size=60))
+@given(
+    pipe=one_channel,
+    socket=one_channel,
+    cuts=st.lists(st.integers(min_value=0), max_size=20),
+    order=st.lists(st.booleans(), max_size=60),
+)
 @example(pipe=b"x" * 5000, socket=b"p\n", cuts=[], order=[False, True])
 def test_two_channels_of_one_writer_never_mix(assembler_entry, pipe, socket, cuts, order):
     """The actor's pipe (stream 1 + 16) and its socket (stream 1) are two channels of one pid and
@@ -161,7 +194,6 @@ def test_a_channel_cutting_into_the_other_ends_its_open_chain(assembler_entry):
     arrives: the chain is ended by an empty line end first, so no reader joins them."""
     chunks = [(7, 17, b"x" * 5000), (7, 1, b"hello\n"), (7, 17, b"\n")]
     records, _ = parse(assemble(assembler_entry, chunks))
-    assert [(r.mark, len(r.payload)) for r in records] == [("+", 3840), (":", 0), (":", 5),
-                                                           (":", 1160)]
+    assert [(r.mark, len(r.payload)) for r in records] == [("+", 3840), (":", 0), (":", 5), (":", 1160)]
     lines = [text for text, _ in lines_by_writer(records)[(7, "out")]]
     assert lines == [b"x" * 3840, b"hello", b"x" * 1160]

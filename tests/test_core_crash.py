@@ -23,17 +23,22 @@ def payloads(path: Path) -> list[bytes]:
 def test_lines_before_a_crash_land_and_an_orphan_keeps_writing(log_file, death):
     """The actor writes 2,000 lines, starts a child that outlives it, and dies (SIGSEGV, abort or
     SIGKILL): every line written before is in the log, and the orphan's later lines land too."""
-    kill = {"segfault": "import ctypes; ctypes.string_at(0)",
-            "abort": "os.abort()",
-            "sigkill": "os.kill(os.getpid(), 9)"}[death]
-    result = run_python(f"""
+    kill = {
+        "segfault": "import ctypes; ctypes.string_at(0)",
+        "abort": "os.abort()",
+        "sigkill": "os.kill(os.getpid(), 9)",
+    }[death]
+    result = run_python(
+        f"""
         import os, subprocess, skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r})
         for i in range(2000):
             print("before crash", i)
         subprocess.Popen(["sh", "-c", "sleep 0.5; echo orphan after crash"])
         {kill}
-    """, check=False)
+    """,
+        check=False,
+    )
     assert result.returncode != 0
     wait_for(lambda: b"orphan after crash" in log_file.read_bytes())
     got = payloads(log_file)
@@ -99,13 +104,15 @@ def test_actor_sigkilled_while_child_keeps_writing(log_file, tmp_path):
     order, and the helper exits once the child is done."""
     go = tmp_path / "go"
     child = tmp_path / "child.py"
-    child.write_text(textwrap.dedent(f"""
+    child.write_text(
+        textwrap.dedent(f"""
         import os, time
         while not os.path.exists({str(go)!r}):
             time.sleep(0.01)
         for i in range(3000):
             print("child line", i, flush=True)
-    """))
+    """)
+    )
     script = textwrap.dedent(f"""
         import os, subprocess, sys, time, skyrl_fdlog
         r = skyrl_fdlog.redirect({str(log_file)!r})

@@ -9,7 +9,8 @@ from records import parse
 def test_after_flush_every_writer_is_in_the_file(log_file):
     """The actor's print and os.write, a child that is still running, C stdio and an unfinished
     line: 200 rounds, each read back right after flush() returns."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import ctypes, os, subprocess, sys, skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r}, name="Engine")
         libc = ctypes.CDLL(None)
@@ -36,7 +37,9 @@ def test_after_flush_every_writer_is_in_the_file(log_file):
         child.stdin.close(); child.wait()
         skyrl_fdlog.restore()
         os.write(1, repr(missing).encode())
-    """, timeout=300)
+    """,
+        timeout=300,
+    )
     assert result.stdout == b"[]"
     records, bad = parse(log_file.read_bytes())
     assert bad == []

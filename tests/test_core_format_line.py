@@ -49,7 +49,10 @@ def test_driver_records_are_the_helpers(tmp_path):
     by_python = written_by(tmp_path / "python.log", "python", name, node)
     assert by_python == written_by(tmp_path / "helper.log", "helper", name, node)
     assert [(mark, len(payload)) for *_, mark, payload in by_python[2:5]] == [
-        (":", 3840), ("+", 3840), ("+", 3840)]
+        (":", 3840),
+        ("+", 3840),
+        ("+", 3840),
+    ]
 
 
 def test_the_formatter_refuses_a_newline_and_a_short_buffer():

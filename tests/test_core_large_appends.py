@@ -27,7 +27,7 @@ from test_core_stress import run_writers
 # statfs f_type, as log_writer.c tests it
 FILESYSTEMS = {"ext4": 0xEF53, "tmpfs": 0x01021994}
 PROCESSES = 8
-RUNS = 200          # per process: 1,600 concurrent appends of up to 64 KiB each
+RUNS = 200  # per process: 1,600 concurrent appends of up to 64 KiB each
 RUN_BYTES = 64 * 1024
 RECORD = re.compile(rb"^(\d+) (\d+) (\d+) ([A-Z]*)$")
 
@@ -63,6 +63,7 @@ print(seq)
 
 def filesystem_type(path: Path) -> int:
     """statfs(2)'s f_type of the filesystem holding path."""
+
     class StatFs(ctypes.Structure):
         _fields_ = [("f_type", ctypes.c_long), ("rest", ctypes.c_byte * 120)]
 
@@ -95,16 +96,24 @@ def test_concurrent_appends_of_64_kib_runs_stay_whole(directory: Path) -> None:
     order."""
     log = directory / "appends.log"
     log.touch()
-    procs = [subprocess.Popen([sys.executable, "-c", APPENDER, str(log), str(i), str(RUNS),
-                               str(RUN_BYTES)], stdout=subprocess.PIPE) for i in range(PROCESSES)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", APPENDER, str(log), str(i), str(RUNS), str(RUN_BYTES)],
+            stdout=subprocess.PIPE,
+        )
+        for i in range(PROCESSES)
+    ]
     written = [int(proc.communicate(timeout=300)[0]) for proc in procs]
     assert all(proc.returncode == 0 for proc in procs)
     seqs: list[list[int]] = [[] for _ in range(PROCESSES)]
     torn = []
     for line in log.read_bytes().split(b"\n")[:-1]:
         match = RECORD.match(line)
-        if match is None or len(match.group(4)) != int(match.group(3)) or \
-                match.group(4) != bytes([65 + int(match.group(2)) % 26]) * int(match.group(3)):
+        if (
+            match is None
+            or len(match.group(4)) != int(match.group(3))
+            or match.group(4) != bytes([65 + int(match.group(2)) % 26]) * int(match.group(3))
+        ):
             torn.append(line[:80])
             continue
         seqs[int(match.group(1))].append(int(match.group(2)))

@@ -23,10 +23,13 @@ subprocess.run([sys.executable, "-c", "print('NCCL communicator for rank 3 was a
 """
 
 
-@pytest.mark.parametrize("death, signal_name", [
-    ("os.abort()", "Aborted"),
-    ("ctypes.string_at(0)", "Segmentation fault"),
-])
+@pytest.mark.parametrize(
+    "death, signal_name",
+    [
+        ("os.abort()", "Aborted"),
+        ("ctypes.string_at(0)", "Segmentation fault"),
+    ],
+)
 def test_a_fatal_signal_prints_the_last_lines_of_all_processes_once(tmp_path, death, signal_name):
     log = tmp_path / "infra.log"
     result = run_python(CAUSE.format(log=str(log), death=death), check=False)
@@ -37,7 +40,7 @@ def test_a_fatal_signal_prints_the_last_lines_of_all_processes_once(tmp_path, de
     start = words[0]
     assert lines[start].startswith("skyrl_fdlog: Engine: process ")
     assert lines[start].endswith(f"(every line is in {log}):")
-    last = lines[start + 1:]
+    last = lines[start + 1 :]
     assert all(line.startswith("Engine[") for line in last), last
     texts = [line.split("] ", 1)[1] for line in last]
     assert "NCCL communicator for rank 3 was aborted" in texts  # the child's line
@@ -47,8 +50,9 @@ def test_a_fatal_signal_prints_the_last_lines_of_all_processes_once(tmp_path, de
     assert f"Fatal Python error: {signal_name}".encode() in log.read_bytes()
 
 
-@pytest.mark.parametrize("end", ["skyrl_fdlog.restore()", "sys.exit(0)", "os._exit(0)",
-                                 "os.kill(os.getpid(), 9)"])
+@pytest.mark.parametrize(
+    "end", ["skyrl_fdlog.restore()", "sys.exit(0)", "os._exit(0)", "os.kill(os.getpid(), 9)"]
+)
 def test_an_orderly_end_or_a_kill_prints_no_last_words(tmp_path, end):
     """restore(), exit and a SIGKILL (Ray's kill, the OOM killer: the process cannot tell
     them apart, and Ray's ray.kill is an orderly end) print nothing."""
@@ -60,8 +64,9 @@ def test_an_orderly_end_or_a_kill_prints_no_last_words(tmp_path, end):
 
 def test_surface_off_prints_no_last_words(tmp_path):
     log = tmp_path / "infra.log"
-    result = run_python(CAUSE.format(log=str(log), death="os.abort()"), check=False,
-                        env={"SKYRL_FDLOG_SURFACE": "off"})
+    result = run_python(
+        CAUSE.format(log=str(log), death="os.abort()"), check=False, env={"SKYRL_FDLOG_SURFACE": "off"}
+    )
     assert result.returncode < 0 and result.stderr == b""
 
 
@@ -93,8 +98,9 @@ def small_memory_cgroup():
     except OSError as error:
         if group.exists():
             group.rmdir()
-        pytest.skip(f"cannot make a memory cgroup under {parent} ({error}): needs root and "
-                    f"the memory controller")
+        pytest.skip(
+            f"cannot make a memory cgroup under {parent} ({error}): needs root and the memory controller"
+        )
     yield group
     wait_for(lambda: not (group / "cgroup.procs").read_text().strip(), timeout=30)
     group.rmdir()
@@ -120,15 +126,16 @@ def test_a_kernel_oom_kill_prints_the_last_lines(tmp_path, small_memory_cgroup):
     """Issue 13, item 2: SIGKILL by the kernel's OOM killer leaves the process no time to say
     anything; the helper sees the OOM kill counter of its memory cgroup rise."""
     log = tmp_path / "infra.log"
-    result = run_python(OOM.format(procs=str(small_memory_cgroup / "cgroup.procs"), log=str(log)),
-                        check=False)
+    result = run_python(
+        OOM.format(procs=str(small_memory_cgroup / "cgroup.procs"), log=str(log)), check=False
+    )
     assert result.returncode == -9, result
     lines = result.stderr.decode().splitlines()
     words = [i for i, line in enumerate(lines) if "OOM killer" in line]
     assert len(words) == 1, lines
     assert lines[words[0]].startswith("skyrl_fdlog: Engine: process ")
     assert lines[words[0]].endswith(f"(every line is in {log}):")
-    texts = [line.split("] ", 1)[1] for line in lines[words[0] + 1:]]
+    texts = [line.split("] ", 1)[1] for line in lines[words[0] + 1 :]]
     assert "loading 70B weights onto the host" in texts and "step 29 loss 0.5" in texts
     print("\n".join(lines))  # the closing note quotes what the user sees (pytest -s)
 
@@ -138,17 +145,20 @@ def test_the_last_error_line_of_each_process_leads_when_the_window_misses_it(tmp
     first, marked as that process's last error line; a line inside the window is not
     repeated."""
     log = tmp_path / "infra.log"
-    death = ("subprocess.run([sys.executable, '-c', \"import sys; print('ERROR 12-02 07:53:52 "
-             "SafetensorError: Error while deserializing header', file=sys.stderr)\"])\n"
-             "for i in range(30):\n    print(f'  File \"x.py\", line {i}', flush=True)\n"
-             "print('ERROR 12-02 07:53:53 engine core failed', flush=True)\nos.abort()")
+    death = (
+        "subprocess.run([sys.executable, '-c', \"import sys; print('ERROR 12-02 07:53:52 "
+        "SafetensorError: Error while deserializing header', file=sys.stderr)\"])\n"
+        "for i in range(30):\n    print(f'  File \"x.py\", line {i}', flush=True)\n"
+        "print('ERROR 12-02 07:53:53 engine core failed', flush=True)\nos.abort()"
+    )
     result = run_python(CAUSE.format(log=str(log), death=death), check=False)
     lines = result.stderr.decode().splitlines()
     start = next(i for i, line in enumerate(lines) if "died of a fatal signal" in line)
     assert "led by the last error line of each process that they miss" in lines[start]
     assert lines[start + 1].startswith("Engine[")
-    assert lines[start + 1].endswith("] (its last error line) ERROR 12-02 07:53:52 "
-                                     "SafetensorError: Error while deserializing header")
+    assert lines[start + 1].endswith(
+        "] (its last error line) ERROR 12-02 07:53:52 SafetensorError: Error while deserializing header"
+    )
     # the parent's last error line is in the window: not repeated before it
     assert not any("(its last error line) ERROR 12-02 07:53:53" in line for line in lines)
     assert any(line.endswith("] ERROR 12-02 07:53:53 engine core failed") for line in lines[start:])

@@ -12,7 +12,6 @@ from conftest import run_python, wait_for
 from records import lines_by_writer, parse
 from skyrl_fdlog._redirect import helper_executable
 
-
 # Prints half a line, sets `seen` to whether it reached the log before the rest follows.
 PRINT_A_PARTIAL_LINE = """print("partial", end="")
         time.sleep(0.6)
@@ -45,30 +44,36 @@ def test_python_output_goes_through_the_pipes_under_the_actors_pid(log_file):
     """)
     assert result.stdout.decode().strip() == "('PipedStream', 1, 2, True) True"
     pid = next(iter(lines_of(log_file)))[0]
-    assert lines_of(log_file) == {(pid, "out"): [f"to out {pid}".encode()],
-                                  (pid, "err"): [b"to err"]}
+    assert lines_of(log_file) == {(pid, "out"): [f"to out {pid}".encode()], (pid, "err"): [b"to err"]}
 
 
 @pytest.mark.parametrize("value, replaced", [("0", False), ("no", False), ("1", True)])
 def test_the_variable_turns_the_pipes_off(log_file, value, replaced):
     """SKYRL_FDLOG_PYTHON_PIPES=0 leaves sys.stdout as it is (one channel, exact order)."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import sys, skyrl_fdlog
         r = skyrl_fdlog.redirect({str(log_file)!r})
         kind = type(sys.stdout).__name__
         print("a line")
         skyrl_fdlog.restore()
         print(kind)
-    """, env={"SKYRL_FDLOG_PYTHON_PIPES": value})
+    """,
+        env={"SKYRL_FDLOG_PYTHON_PIPES": value},
+    )
     assert result.stdout.decode().strip() == ("PipedStream" if replaced else "TextIOWrapper")
     assert [lines for lines in lines_of(log_file).values()] == [[b"a line"]]
 
 
 def test_a_bad_value_of_the_variable_is_named(log_file):
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r})
-    """, env={"SKYRL_FDLOG_PYTHON_PIPES": "maybe"}, check=False)
+    """,
+        env={"SKYRL_FDLOG_PYTHON_PIPES": "maybe"},
+        check=False,
+    )
     assert result.returncode != 0
     assert b"SKYRL_FDLOG_PYTHON_PIPES must be 1 or 0" in result.stderr
     assert b"'maybe'" in result.stderr
@@ -123,7 +128,7 @@ def test_forks_and_children_write_under_their_own_pid(log_file):
     """A forked child's inherited sys.stdout, multiprocessing's fork, and a subprocess given
     stdout=sys.stdout or sys.stdout.buffer all write through the socket: each line carries the
     writer's pid."""
-    result = run_python(f"""
+    run_python(f"""
         import multiprocessing, os, subprocess, sys, skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r})
         print("actor", os.getpid())
@@ -205,7 +210,10 @@ def test_stream_objects_follow_a_switch_to_another_path(tmp_path):
     """)
     assert result.stdout.decode().startswith("True"), result.stdout
     assert result.stderr.decode() == "to the terminal\n"
-    texts = lambda path: [line for lines in lines_of(path).values() for line in lines]
+
+    def texts(path: Path) -> list[bytes]:
+        return [line for lines in lines_of(path).values() for line in lines]
+
     assert texts(first) == [b"into a"]
     assert texts(second) == [b"into b"]
 
@@ -242,7 +250,8 @@ def test_with_no_helper_left_what_was_queued_is_written_directly(tmp_path):
     helper.write_bytes(Path(helper_executable()).read_bytes())
     helper.chmod(0o755)
     log = tmp_path / "infra.log"
-    run_python(f"""
+    run_python(
+        f"""
         import os, signal, time, skyrl_fdlog
         r = skyrl_fdlog.redirect({str(log)!r})
         os.kill(r.helper_pid, signal.SIGSTOP)
@@ -257,23 +266,32 @@ def test_with_no_helper_left_what_was_queued_is_written_directly(tmp_path):
         print("python line after")
         os.write(1, b"fd line after\\n")
         skyrl_fdlog.restore()
-    """, env={"SKYRL_FDLOG_HELPER": str(helper)})
+    """,
+        env={"SKYRL_FDLOG_HELPER": str(helper)},
+    )
     text = log.read_bytes()
-    for line in (b"python line while stopped\n", b"fd line while stopped\n",
-                 b"python line after\n", b"fd line after\n"):
+    for line in (
+        b"python line while stopped\n",
+        b"fd line while stopped\n",
+        b"python line after\n",
+        b"fd line after\n",
+    ):
         assert line in text, (line, text)
     assert b"no log helper could be started" in text
 
 
 def test_unbuffered_python_stays_unbuffered(log_file):
     """With PYTHONUNBUFFERED=1 a partial print reaches the helper at once (idle flush)."""
-    run_python(f"""
+    run_python(
+        f"""
         import sys, time, skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r}, idle_flush=0.1)
         {PRINT_A_PARTIAL_LINE.format(log=str(log_file))}
         skyrl_fdlog.restore()
         assert seen, "the unbuffered partial line did not reach the helper"
-    """, env={"PYTHONUNBUFFERED": "1"})
+    """,
+        env={"PYTHONUNBUFFERED": "1"},
+    )
     assert [lines for lines in lines_of(log_file).values()] == [[b"partial rest"]]
 
 
@@ -305,13 +323,16 @@ def test_python_and_c_output_of_one_actor_stay_whole_when_they_race(log_file):
 
 def test_a_crash_loses_no_python_line(log_file):
     """Lines printed before os.abort() are in the log: the pipe is the kernel's, not ours."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import os, skyrl_fdlog
         skyrl_fdlog.redirect({str(log_file)!r})
         for i in range(1000):
             print("line", i)
         os.abort()
-    """, check=False)
+    """,
+        check=False,
+    )
     assert result.returncode != 0
     wait_for(lambda: b"line 999\n" in log_file.read_bytes())
     (lines,) = lines_of(log_file).values()

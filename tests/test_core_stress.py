@@ -21,8 +21,12 @@ LINES = 400  # per method per process: 12 actors + 12 children x 3 methods x 400
 
 def run_writers(log: Path, *extra: str, writers: int = WRITERS, count: int = LINES) -> bytes:
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    procs = [subprocess.Popen([sys.executable, WRITER, str(log), str(i), str(count), str(1000 * i),
-                               *extra], env=env) for i in range(writers)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, WRITER, str(log), str(i), str(count), str(1000 * i), *extra], env=env
+        )
+        for i in range(writers)
+    ]
     for proc in procs:
         assert proc.wait(timeout=300) == 0
     return log.read_bytes()
@@ -78,8 +82,7 @@ def test_checker_catches_deliberate_corruption(stress_log):
         "lost": whole[:10] + whole[11:],
         "duplicated": whole[:10] + [whole[10]] + whole[10:],
         "reordered": swapped,
-        "flipped": whole[:10] + [whole[10][:-3] + bytes([whole[10][-3] ^ 1]) + whole[10][-2:]]
-        + whole[11:],
+        "flipped": whole[:10] + [whole[10][:-3] + bytes([whole[10][-3] ^ 1]) + whole[10][-2:]] + whole[11:],
     }
     for kind, damaged_lines in damaged.items():
         assert check_log(b"\n".join(damaged_lines), WRITERS, LINES), f"{kind} went unnoticed"

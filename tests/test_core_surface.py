@@ -10,13 +10,16 @@ from conftest import run_python
 
 
 def _run(log, body: str, env: dict | None = None, surface_argument: str = ""):
-    return run_python(f"""
+    return run_python(
+        f"""
 import os, subprocess, sys, traceback
 import skyrl_fdlog
 r = skyrl_fdlog.redirect({str(log)!r}, name="Engine"{surface_argument})
 {body}
 skyrl_fdlog.restore()
-""", env=env)
+""",
+        env=env,
+    )
 
 
 CAUSE = """
@@ -50,8 +53,10 @@ def test_error_lines_reach_the_original_stderr_attributed_and_nothing_else(tmp_p
     texts = [text for _, text in body]
     # Order holds per channel only: the child's line came on fd 2, the NCCL line on fd 1, and
     # Python's own output through a pipe of its own, so neither pair is ordered.
-    fd_level = ["EngineCore: CUDA out of memory. Tried to allocate 2 GiB",
-                "node-1:1:2 [0] NCCL WARN Cuda failure 'out of memory'"]
+    fd_level = [
+        "EngineCore: CUDA out of memory. Tried to allocate 2 GiB",
+        "node-1:1:2 [0] NCCL WARN Cuda failure 'out of memory'",
+    ]
     assert sorted(text for text in texts if text in fd_level) == sorted(fd_level)
     python = [text for text in texts if text not in fd_level]
     assert python[0] == "Traceback (most recent call last):"
@@ -79,15 +84,20 @@ def test_surface_off_leaves_the_terminal_clean(tmp_path, how):
 
 def test_a_flood_of_errors_prints_a_count_not_a_flood(tmp_path):
     log = tmp_path / "infra.log"
-    result = _run(log, """
+    result = _run(
+        log,
+        """
 for i in range(5000):
     os.write(2, f"ERROR:root:failure {i}\\n".encode())
-""")
+""",
+    )
     assert result.returncode == 0, result.stderr
     shown = result.stderr.decode().splitlines()
     assert len(shown) == 1 + 40 + 1, shown[:3]
-    assert shown[-1] == (f"skyrl_fdlog: Engine: 4960 more error lines not shown here (at most 40 "
-                         f"per 10 s); every line is in {log}")
+    assert shown[-1] == (
+        f"skyrl_fdlog: Engine: 4960 more error lines not shown here (at most 40 "
+        f"per 10 s); every line is in {log}"
+    )
     assert log.read_bytes().count(b"ERROR:root:failure") == 5000
 
 

@@ -24,8 +24,16 @@ pytestmark = [pytest.mark.timeout(300), pytest.mark.ray, pytest.mark.vllm, pytes
 STEPS = 3
 DEMO = Path(sys.executable).with_name("skyrl-fdlog")
 # Lines that only vLLM, its subprocesses and the workers print: never on the terminal.
-INFRA_MARKERS = ("EngineCore", "Initializing a V1 LLM engine", "Loading safetensors",
-                 "KV cache", "Warning:", "Triton", "policy rank", "engine weights updated")
+INFRA_MARKERS = (
+    "EngineCore",
+    "Initializing a V1 LLM engine",
+    "Loading safetensors",
+    "KV cache",
+    "Warning:",
+    "Triton",
+    "policy rank",
+    "engine weights updated",
+)
 # A C++ warning from torch's c10 logging, e.g. "[W1127 03:04:13.734017973 utils.cpp:68] ...".
 CPP_WARNING = re.compile(rb"^\[W\d{4} [\d:.]+ \w+\.cpp:\d+\]")
 ENGINE_CORE_PREFIX = re.compile(rb"^\(EngineCore pid=(\d+)\)")
@@ -43,17 +51,24 @@ def model_cache(tmp_path_factory) -> Path:
     return cache
 
 
-def run_demo(model_cache: Path, log_path: Path, *overrides: str,
-             env: dict | None = None, returncode: int = 0) -> subprocess.CompletedProcess:
-    clean_env = {key: value for key, value in os.environ.items()
-                 if key not in ("SKYRL_LOG_FILE", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT", "RAY_ADDRESS")}
+def run_demo(
+    model_cache: Path, log_path: Path, *overrides: str, env: dict | None = None, returncode: int = 0
+) -> subprocess.CompletedProcess:
+    clean_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SKYRL_LOG_FILE", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT", "RAY_ADDRESS")
+    }
     result = subprocess.run(
-        [str(DEMO), "demo", f"trainer.log_path={log_path}", f"model.cache_dir={model_cache}",
-         *overrides],
-        env={**clean_env, **(env or {})}, capture_output=True, text=True, timeout=280)
-    assert result.returncode == returncode, (f"demo exited {result.returncode}:\n"
-                                             f"stdout: {result.stdout[-3000:]}\n"
-                                             f"stderr: {result.stderr[-3000:]}")
+        [str(DEMO), "demo", f"trainer.log_path={log_path}", f"model.cache_dir={model_cache}", *overrides],
+        env={**clean_env, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=280,
+    )
+    assert result.returncode == returncode, (
+        f"demo exited {result.returncode}:\nstdout: {result.stdout[-3000:]}\nstderr: {result.stderr[-3000:]}"
+    )
     return result
 
 
@@ -70,9 +85,15 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
     log_path = tmp_path / "logs"
     result = run_demo(model_cache, log_path, f"trainer.steps={STEPS}")
     out = result.stdout
-    for expected in ("Configuration:", f"log_path: {log_path}", "Loading dataset:",
-                     f"step 1/{STEPS} | reward", f"step {STEPS}/{STEPS} | reward",
-                     "training: 100%|", f"Finished {STEPS} steps"):
+    for expected in (
+        "Configuration:",
+        f"log_path: {log_path}",
+        "Loading dataset:",
+        f"step 1/{STEPS} | reward",
+        f"step {STEPS}/{STEPS} | reward",
+        "training: 100%|",
+        f"Finished {STEPS} steps",
+    ):
         assert expected in out
     terminal = result.stdout + result.stderr
     for marker in INFRA_MARKERS:
@@ -99,8 +120,12 @@ def test_demo_terminal_shows_progress_and_infra_log_holds_engine_and_workers(mod
     assert engine_core, "no EngineCore lines in the infra log"
     assert all(record.pid == core_pid for record, core_pid in engine_core)
     engine_payloads = b"\n".join(record.payload for record in engine)
-    for expected in (b"Initializing a V1 LLM engine", b"Loading safetensors checkpoint shards",
-                     b"KV cache", b"engine weights updated"):
+    for expected in (
+        b"Initializing a V1 LLM engine",
+        b"Loading safetensors checkpoint shards",
+        b"KV cache",
+        b"engine weights updated",
+    ):
         assert expected in engine_payloads
     assert engine_payloads.count(b"engine weights updated") == STEPS
     assert any(CPP_WARNING.match(record.payload) for record in engine), "no C++ warning"
@@ -122,14 +147,16 @@ def test_demo_fail_at_engine_start_shows_the_cause_and_the_log_path(model_cache,
     print(terminal)  # the closing note quotes what the user sees (pytest -s)
     (log_file,) = log_path.iterdir()
     lines = terminal.splitlines()
-    words = [i for i, line in enumerate(lines)
-             if "skyrl_fdlog: vllm-engine-0: process " in line and "__init__ raised" in line]
+    words = [
+        i
+        for i, line in enumerate(lines)
+        if "skyrl_fdlog: vllm-engine-0: process " in line and "__init__ raised" in line
+    ]
     assert len(words) == 1 and lines[words[0]].endswith(f"(every line is in {log_file}):")
     cause = "SafetensorError: Error while deserializing header"
-    assert any("vllm-engine-0[" in line and cause in line for line in lines[words[0] + 1:])
+    assert any("vllm-engine-0[" in line and cause in line for line in lines[words[0] + 1 :])
     assert f"The actor's last lines are above; every line is in {log_file}" in result.stdout
-    assert "Training stopped: The actor died because of an error raised in its creation task" \
-        in result.stdout
+    assert "Training stopped: The actor died because of an error raised in its creation task" in result.stdout
     assert "step 1/" not in result.stdout
     records, not_records = parse(log_file.read_bytes())
     assert not_records == [] and any(cause.encode() in record.payload for record in records)
@@ -140,8 +167,7 @@ def test_demo_dump_mode_shows_everything_on_stdout_and_writes_no_file(model_cach
     the engine's output (EngineCore included) reaches the terminal through Ray, next to the
     training progress."""
     log_path = tmp_path / "logs"
-    result = run_demo(model_cache, log_path, "trainer.steps=1",
-                      env={"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1"})
+    result = run_demo(model_cache, log_path, "trainer.steps=1", env={"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1"})
     assert not log_path.exists()
     assert "step 1/1 | reward" in result.stdout
     assert "no infra log was written" in result.stdout

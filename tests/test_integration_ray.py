@@ -59,19 +59,22 @@ def cluster():
 
 
 def start_driver(cluster, log_path: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
-    command = [sys.executable, str(DRIVER), "--address", cluster.address,
-               "--log-path", str(log_path), *args]
-    full_env = {key: value for key, value in os.environ.items()
-                if key not in ("SKYRL_LOG_FILE", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT", "RAY_ADDRESS")}
-    return subprocess.Popen(command, env={**full_env, **(env or {})}, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    command = [sys.executable, str(DRIVER), "--address", cluster.address, "--log-path", str(log_path), *args]
+    full_env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("SKYRL_LOG_FILE", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT", "RAY_ADDRESS")
+    }
+    return subprocess.Popen(
+        command, env={**full_env, **(env or {})}, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+    )
 
 
 def finish_driver(process: subprocess.Popen) -> DriverRun:
     stdout, stderr = process.communicate(timeout=180)
     assert process.returncode == 0, f"driver failed:\nstdout: {stdout[-3000:]}\nstderr: {stderr[-3000:]}"
     result_line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
-    return DriverRun(stdout, stderr, json.loads(result_line[len("RESULT "):]))
+    return DriverRun(stdout, stderr, json.loads(result_line[len("RESULT ") :]))
 
 
 def run_driver(cluster, log_path: Path, *args: str, env: dict | None = None) -> DriverRun:
@@ -85,7 +88,7 @@ def run_script(code: str, **constants: object) -> DriverRun:
     result = run_python(header + textwrap.dedent(code), timeout=180)
     stdout, stderr = result.stdout.decode(errors="replace"), result.stderr.decode(errors="replace")
     result_line = next(line for line in stdout.splitlines() if line.startswith("RESULT "))
-    return DriverRun(stdout, stderr, json.loads(result_line[len("RESULT "):]))
+    return DriverRun(stdout, stderr, json.loads(result_line[len("RESULT ") :]))
 
 
 def records_of(log_file: Path) -> list[Record]:
@@ -97,6 +100,7 @@ def records_of(log_file: Path) -> list[Record]:
 def wait_for_lines(log_file: Path, lines: list[str]) -> list[Record]:
     """The file's records once every one of `lines` is a payload in it (actors write
     through their own helper processes, which may still be catching up)."""
+
     def all_there() -> list[Record] | None:
         records = records_of(log_file)
         payloads = {record.payload.decode(errors="replace") for record in records}
@@ -130,8 +134,9 @@ def test_actor_output_lands_in_infra_log_and_progress_stays_on_terminal(cluster,
     SKYRL_LOG_FILE; inside Ray's sys.stdout wrapper the actor's Python output has its own
     pipe."""
     log_path = tmp_path / "logs"
-    run = run_driver(cluster, log_path, "--actor", "trainer-echo@head", "--unnamed-actor", "anon",
-                     "--gloo-workers", "2")
+    run = run_driver(
+        cluster, log_path, "--actor", "trainer-echo@head", "--unnamed-actor", "anon", "--gloo-workers", "2"
+    )
     log_file = Path(run.result["log_file"])
     assert log_file.parent == log_path and log_file.name.startswith("infra-")
     assert f"Infrastructure logs will be written to: {log_file}" in run.stdout
@@ -169,8 +174,7 @@ def test_dump_mode_writes_no_file_and_shows_actor_output_on_stdout(cluster, tmp_
         extra, env = ["--env-var", "SKYRL_DUMP_INFRA_LOG_TO_STDOUT=1"], None
     else:
         extra, env = [], {"SKYRL_DUMP_INFRA_LOG_TO_STDOUT": "1"}
-    run = run_driver(cluster, log_path, "--actor", "dump-echo@head", "--linger", "3", *extra,
-                     env=env)
+    run = run_driver(cluster, log_path, "--actor", "dump-echo@head", "--linger", "3", *extra, env=env)
     assert run.result["log_file"] is None and run.result["driver_log_file"] is None
     report = run.result["reports"]["dump-echo"]
     assert (report["log_file"], report["dump_variable"]) == (None, "1")
@@ -194,8 +198,7 @@ def test_two_runs_in_the_same_second_get_two_files(cluster, tmp_path):
 
     files = {tag: Path(run.result["log_file"]) for tag, run in runs.items()}
     assert files["run-one"] != files["run-two"]
-    assert sorted(path.name for path in log_path.iterdir()) == sorted(
-        path.name for path in files.values())
+    assert sorted(path.name for path in log_path.iterdir()) == sorted(path.name for path in files.values())
     stamps = {path.name.removesuffix(".log").removesuffix("-2") for path in files.values()}
     assert len(stamps) == 1, f"the runs did not start in one second: {files}"
     for tag, other in (("run-one", "run-two"), ("run-two", "run-one")):
@@ -210,8 +213,9 @@ def test_multi_node_shared_log_path_gives_one_file(cluster, tmp_path):
     three different nodes all append to the run's one file, each line whole and under its
     own actor's name."""
     log_path = tmp_path / "shared"
-    run = run_driver(cluster, log_path, "--actor", "echo-head@head", "--actor", "echo-a@node-a",
-                     "--actor", "echo-b@node-b")
+    run = run_driver(
+        cluster, log_path, "--actor", "echo-head@head", "--actor", "echo-a@node-a", "--actor", "echo-b@node-b"
+    )
     reports = run.result["reports"]
     assert len({report["node_id"] for report in reports.values()}) == 3
     log_file = Path(run.result["log_file"])
@@ -240,8 +244,7 @@ def test_plain_redirect_and_redirected_agree_on_the_node(cluster, tmp_path):
     @redirected does (issue 19, case 5: it used to write the hostname, so one machine showed
     up as two nodes)."""
     log_path = tmp_path / "logs"
-    run = run_driver(cluster, log_path, "--actor", "decorated@node-a", "--plain-actor",
-                     "plain@node-a")
+    run = run_driver(cluster, log_path, "--actor", "decorated@node-a", "--plain-actor", "plain@node-a")
     log_file = Path(run.result["log_file"])
     reports = run.result["reports"]
     records = wait_for_lines(log_file, echo_lines("decorated") + echo_lines("plain"))
@@ -255,7 +258,8 @@ def test_redirected_classes_without_an_init_of_their_own(cluster, tmp_path):
     subclass of a built-in (dict, keyword arguments reaching dict.__init__), and still on an
     async actor whose __init__ takes keywords: each logs under its class name."""
     log_path = tmp_path / "logs"
-    run = run_script("""
+    run = run_script(
+        """
         import asyncio, json, os, ray
         from skyrl_fdlog.ray import init_ray, redirected
 
@@ -291,9 +295,15 @@ def test_redirected_classes_without_an_init_of_their_own(cluster, tmp_path):
         pids = dict(zip(actors, ray.get([actor.speak.remote() for actor in actors.values()])))
         ray.shutdown()
         print("RESULT " + json.dumps({"log_file": str(log_file), "pids": pids}))
-    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
-    lines = {"Bare": "Bare speaks", "Table": "Table speaks {'size': 1}",
-             "AsyncKeywords": "AsyncKeywords speaks hi"}
+    """,
+        ADDRESS=cluster.address,
+        LOG_PATH=str(log_path),
+    )
+    lines = {
+        "Bare": "Bare speaks",
+        "Table": "Table speaks {'size': 1}",
+        "AsyncKeywords": "AsyncKeywords speaks hi",
+    }
     records = wait_for_lines(Path(run.result["log_file"]), list(lines.values()))
     by_payload = {record.payload.decode(): record for record in records}
     for name, line in lines.items():
@@ -307,7 +317,8 @@ def test_second_init_ray_keeps_the_file_in_force(cluster, tmp_path):
     under another log_path; SKYRL_LOG_FILE unchanged; no second announcement), and without it
     refuses with a RuntimeError that names the file and what to do."""
     log_path, other_path = tmp_path / "logs", tmp_path / "other"
-    run = run_script("""
+    run = run_script(
+        """
         import json, os, ray
         from skyrl_fdlog.ray import init_ray
 
@@ -322,7 +333,11 @@ def test_second_init_ray_keeps_the_file_in_force(cluster, tmp_path):
         ray.shutdown()
         print("RESULT " + json.dumps({"first": str(first), "again": str(again),
                                       "refusal": refusal, "variable": variable}))
-    """, ADDRESS=cluster.address, LOG_PATH=str(log_path), OTHER_PATH=str(other_path))
+    """,
+        ADDRESS=cluster.address,
+        LOG_PATH=str(log_path),
+        OTHER_PATH=str(other_path),
+    )
     first = run.result["first"]
     assert run.result["again"] == run.result["variable"] == first
     assert [str(path) for path in log_path.iterdir()] == [first]
@@ -340,7 +355,8 @@ def test_failed_ray_init_leaves_nothing_behind(cluster, tmp_path):
     made_path, kept_path = tmp_path / "made" / "logs", tmp_path / "kept"
     kept_path.mkdir()
     (kept_path / "keep.txt").write_text("kept\n")
-    run = run_script("""
+    run = run_script(
+        """
         import json, os
         from skyrl_fdlog.ray import init_ray
 
@@ -354,7 +370,11 @@ def test_failed_ray_init_leaves_nothing_behind(cluster, tmp_path):
             except (ValueError, RuntimeError) as error:
                 errors.append(f"{type(error).__name__}: {error}")
         print("RESULT " + json.dumps({"errors": errors, "variable": os.environ["SKYRL_LOG_FILE"]}))
-    """, ADDRESS=cluster.address, MADE_PATH=str(made_path), KEPT_PATH=str(kept_path))
+    """,
+        ADDRESS=cluster.address,
+        MADE_PATH=str(made_path),
+        KEPT_PATH=str(kept_path),
+    )
     errors = run.result["errors"]
     assert len(errors) == 2 and "num_cpus" in errors[0] and "log_to_drive" in errors[1]
     assert run.result["variable"] == "/previous/infra.log"
@@ -368,7 +388,8 @@ def test_log_to_driver_false_goes_to_ray_init(cluster, tmp_path):
     raised TypeError and left a stray file): redirected actors still write the infra log and
     what an unredirected actor prints no longer reaches the driver's terminal."""
     log_path = tmp_path / "logs"
-    run = run_script("""
+    run = run_script(
+        """
         import json, time, ray
         from skyrl_fdlog.ray import init_ray, redirected
 
@@ -389,7 +410,10 @@ def test_log_to_driver_false_goes_to_ray_init(cluster, tmp_path):
         time.sleep(3)  # log_to_driver would forward the line meanwhile
         ray.shutdown()
         print("RESULT " + json.dumps({"log_file": str(log_file)}))
-    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
+    """,
+        ADDRESS=cluster.address,
+        LOG_PATH=str(log_path),
+    )
     log_file = Path(run.result["log_file"])
     assert list(log_path.iterdir()) == [log_file]
     wait_for_lines(log_file, ["redirected actor line"])
@@ -406,7 +430,8 @@ def test_restarted_task_made_killed_and_detached_actors_keep_the_run_file(cluste
     log_path, work_dir = tmp_path / "logs", tmp_path / "work"
     work_dir.mkdir()
     (work_dir / "marker.txt").write_text("shipped\n")
-    first = run_script("""
+    first = run_script(
+        """
         import json, os, subprocess, time, ray
         from skyrl_fdlog.ray import init_ray, redirected
 
@@ -463,33 +488,49 @@ def test_restarted_task_made_killed_and_detached_actors_keep_the_run_file(cluste
         ray.shutdown()
         print("RESULT " + json.dumps({"log_file": str(log_file), "before": before,
                                       "after": after, "children": children}))
-    """, ADDRESS=cluster.address, LOG_PATH=str(log_path), WORK_DIR=str(work_dir))
+    """,
+        ADDRESS=cluster.address,
+        LOG_PATH=str(log_path),
+        WORK_DIR=str(work_dir),
+    )
     log_file = Path(first.result["log_file"])
     try:
         before, after = first.result["before"], first.result["after"]
         assert before["pid"] != after["pid"]
         for report in (before, after):
-            assert report == {**report, "log_file": str(log_file), "caller": "kept",
-                              "shipped": True}
-        records = wait_for_lines(log_file, [f"phoenix up in {before['pid']}",
-                                            f"phoenix up in {after['pid']}", "made by a task",
-                                            "doomed up", "keeper up"])
-        assert {record.name for record in records
-                if record.payload.startswith(b"phoenix up")} == {"phoenix"}
+            assert report == {**report, "log_file": str(log_file), "caller": "kept", "shipped": True}
+        records = wait_for_lines(
+            log_file,
+            [
+                f"phoenix up in {before['pid']}",
+                f"phoenix up in {after['pid']}",
+                "made by a task",
+                "doomed up",
+                "keeper up",
+            ],
+        )
+        assert {record.name for record in records if record.payload.startswith(b"phoenix up")} == {"phoenix"}
         # Ray ends the killed actor's children and helper with it; what they wrote is whole.
         assert any(record.payload == b"orphan child" for record in records)
-        later = run_script("""
+        later = run_script(
+            """
             import ray
             ray.init(address=ADDRESS, namespace="held")
             keeper = ray.get_actor("keeper")
             ray.get(keeper.start_child.remote("called by a later driver"))
             ray.kill(keeper)
             print("RESULT {}")
-        """, ADDRESS=cluster.address)
+        """,
+            ADDRESS=cluster.address,
+        )
         assert "called by a later driver" not in later.stdout + later.stderr
         records = wait_for_lines(log_file, ["called by a later driver", "task child"])
         assert {record.name for record in records} - RAY_OWN_NAMES == {
-            "phoenix", "from-task", "doomed", "keeper"}
+            "phoenix",
+            "from-task",
+            "doomed",
+            "keeper",
+        }
     finally:
         for pid in first.result["children"]:  # unless Ray already ended them with their actor
             try:
@@ -507,7 +548,8 @@ def test_a_failing_actors_cause_reaches_the_terminal_and_a_healthy_one_stays_qui
     in __init__.  A healthy actor's 100 INFO and WARNING lines leave nothing on the terminal,
     nor does its ray.kill."""
     log_path = tmp_path / "logs"
-    run = run_script("""
+    run = run_script(
+        """
         import json, subprocess, sys, time, ray
         from skyrl_fdlog.ray import init_ray, redirected
 
@@ -560,19 +602,27 @@ def test_a_failing_actors_cause_reaches_the_terminal_and_a_healthy_one_stays_qui
                 errors.append(type(exc).__name__)
         time.sleep(4)  # Ray's log monitor forwards worker output about every second
         print("RESULT " + json.dumps({"log_file": str(log_file), "errors": errors}))
-    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
+    """,
+        ADDRESS=cluster.address,
+        LOG_PATH=str(log_path),
+    )
     terminal = run.stdout + run.stderr
     print(terminal)  # the closing note quotes what the user sees (pytest -s)
     log_file = run.result["log_file"]
     assert run.result["errors"] == ["ActorDiedError", "ActorDiedError"]
     lines = terminal.splitlines()
-    for name, cause_text in (("vllm-engine-0", "EngineCore: CUDA out of memory. Tried to allocate 9 GiB"),
-                             ("vllm-engine-1", "EngineCore: CUDA out of memory while loading the bare engine")):
+    for name, cause_text in (
+        ("vllm-engine-0", "EngineCore: CUDA out of memory. Tried to allocate 9 GiB"),
+        ("vllm-engine-1", "EngineCore: CUDA out of memory while loading the bare engine"),
+    ):
         cause = [i for i, line in enumerate(lines) if f"{name}[" in line and cause_text in line]
         assert f"skyrl_fdlog: error lines of {name} follow; all its output is in {log_file}" in terminal
-        words = [i for i, line in enumerate(lines)
-                 if f"skyrl_fdlog: {name}: process " in line
-                 and "ended: the actor's __init__ raised an exception" in line]
+        words = [
+            i
+            for i, line in enumerate(lines)
+            if f"skyrl_fdlog: {name}: process " in line
+            and "ended: the actor's __init__ raised an exception" in line
+        ]
         assert len(words) == 1, terminal[-5000:]
         assert lines[words[0]].endswith(f"(every line is in {log_file}):")
         # live, as an error line, then again among the last words
@@ -592,7 +642,8 @@ def test_an_actor_aborting_in_a_method_leaves_its_last_words_on_the_terminal(clu
     orderly end) prints nothing.  Likewise for a segfault in C code (ctypes reading address
     0)."""
     log_path = tmp_path / "logs"
-    run = run_script("""
+    run = run_script(
+        """
         import ctypes, json, os, subprocess, sys, time, ray
         from skyrl_fdlog.ray import init_ray, redirected
 
@@ -626,17 +677,23 @@ def test_an_actor_aborting_in_a_method_leaves_its_last_words_on_the_terminal(clu
                 errors.append(type(exc).__name__)
         time.sleep(4)  # Ray's log monitor forwards worker output about every second
         print("RESULT " + json.dumps({"log_file": str(log_file), "errors": errors}))
-    """, ADDRESS=cluster.address, LOG_PATH=str(log_path))
+    """,
+        ADDRESS=cluster.address,
+        LOG_PATH=str(log_path),
+    )
     terminal = run.stdout + run.stderr
     print(terminal)  # the closing note quotes what the user sees (pytest -s)
     log_file = run.result["log_file"]
     assert run.result["errors"] == ["ActorDiedError", "ActorDiedError"]
-    for name, signal_name in (("policy-worker-0", "Aborted"),
-                              ("rollout-worker-0", "Segmentation fault")):
-        headers = [line for line in terminal.splitlines()
-                   if f"{name}: process " in line and "died of a fatal signal" in line]
+    for name, signal_name in (("policy-worker-0", "Aborted"), ("rollout-worker-0", "Segmentation fault")):
+        headers = [
+            line
+            for line in terminal.splitlines()
+            if f"{name}: process " in line and "died of a fatal signal" in line
+        ]
         assert len(headers) == 1 and log_file in headers[0], terminal[-4000:]
         for text in ("NCCL communicator was aborted", f"Fatal Python error: {signal_name}"):
-            assert any(f"{name}[" in line and text in line for line in terminal.splitlines()), \
-                terminal[-4000:]
+            assert any(f"{name}[" in line and text in line for line in terminal.splitlines()), terminal[
+                -4000:
+            ]
     assert "ref-worker-0" not in terminal

@@ -7,7 +7,8 @@ from conftest import run_python
 
 
 def test_a_plain_redirect_in_an_actor_is_named_after_the_actor_or_its_class(tmp_path):
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import ray
 
         ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
@@ -25,5 +26,7 @@ def test_a_plain_redirect_in_an_actor_is_named_after_the_actor_or_its_class(tmp_
         named = Trainer.options(name="the-named-one").remote({str(tmp_path / "b.log")!r})
         print(ray.get(unnamed.name.remote()), ray.get(named.name.remote()))
         ray.shutdown()
-    """, timeout=180)
+    """,
+        timeout=180,
+    )
     assert result.stdout.decode().split()[-2:] == ["Trainer", "the-named-one"]

@@ -35,11 +35,11 @@ def write(path: Path, *chunks: bytes | list[bytes]) -> Path:
 def test_record_fields_are_parsed_exactly(tmp_path):
     """Every field of a well-formed record comes back typed: ts text, epoch ms, node, name,
     pid, stream, mark, payload bytes, and an aware UTC datetime."""
-    log = write(tmp_path / "a.log",
-                b"2026-11-27T02:47:06.123Z node-1 VLLMEngine:0[12345] err~ 42%|###\n")
+    log = write(tmp_path / "a.log", b"2026-11-27T02:47:06.123Z node-1 VLLMEngine:0[12345] err~ 42%|###\n")
     (rec,) = iter_records(log)
-    assert rec == Record("2026-11-27T02:47:06.123Z", T0 + 123, "node-1", "VLLMEngine:0", 12345,
-                         "err", "~", b"42%|###", None, 1)
+    assert rec == Record(
+        "2026-11-27T02:47:06.123Z", T0 + 123, "node-1", "VLLMEngine:0", 12345, "err", "~", b"42%|###", None, 1
+    )
     assert rec.datetime == dt.datetime(2026, 11, 27, 2, 47, 6, 123000, tzinfo=dt.timezone.utc)
     assert rec.parsed and not rec.partial
 
@@ -76,9 +76,12 @@ def test_payload_imitating_a_prefix_stays_payload(tmp_path):
     """A payload that is itself a full record prefix (even after a CR) is payload of the
     real writer's record, never a second record."""
     fake = b"2026-11-27T02:47:06.999Z evil-node Evil[1] err: rm -rf"
-    log = write(tmp_path / "a.log", record(fake, name="Honest", pid=7),
-                record(b"\r" + fake, name="Honest", pid=7, mark="+"),
-                record(b" " + fake, name="Honest", pid=7))
+    log = write(
+        tmp_path / "a.log",
+        record(fake, name="Honest", pid=7),
+        record(b"\r" + fake, name="Honest", pid=7, mark="+"),
+        record(b" " + fake, name="Honest", pid=7),
+    )
     recs = list(iter_records(log))
     assert [(r.name, r.pid, r.node, r.stream) for r in recs] == [("Honest", 7, "node-1", "out")] * 3
     assert recs[0].payload == fake
@@ -86,20 +89,23 @@ def test_payload_imitating_a_prefix_stays_payload(tmp_path):
     assert joined.payload == fake and second.payload == b"\r" + fake + b" " + fake
 
 
-@pytest.mark.parametrize("line, why", [
-    (b"no prefix at all", "plain text (a fmt=raw log)"),
-    (b"", "an empty line"),
-    (b"2026-13-27T02:47:06.123Z node-1 A[1] out: x", "month 13"),
-    (b"2026-02-30T02:47:06.123Z node-1 A[1] out: x", "30 February"),
-    (b"2026-11-27T02:47:06.123Z node 1 A[1] out: x", "space in node"),
-    (b"2026-11-27T02:47:06.123Z " + b"n" * 65 + b" A[1] out: x", "node of 65 bytes"),
-    (b"2026-11-27T02:47:06.123Z node-1 " + b"a" * 65 + b"[1] out: x", "name of 65 bytes"),
-    (b"2026-11-27T02:47:06.123Z node-1 A[x] out: x", "pid not decimal"),
-    (b"2026-11-27T02:47:06.123Z node-1 A[1] log: x", "unknown stream"),
-    (b"2026-11-27T02:47:06.123Z node-1 A[1] out! x", "unknown mark"),
-    (b"2026-11-27T02:47:06.123Z node-1 A[1] out:x", "no space after the mark"),
-    (b"2026-11-27T02:47:06Z node-1 A[1] out: x", "no milliseconds"),
-])
+@pytest.mark.parametrize(
+    "line, why",
+    [
+        (b"no prefix at all", "plain text (a fmt=raw log)"),
+        (b"", "an empty line"),
+        (b"2026-13-27T02:47:06.123Z node-1 A[1] out: x", "month 13"),
+        (b"2026-02-30T02:47:06.123Z node-1 A[1] out: x", "30 February"),
+        (b"2026-11-27T02:47:06.123Z node 1 A[1] out: x", "space in node"),
+        (b"2026-11-27T02:47:06.123Z " + b"n" * 65 + b" A[1] out: x", "node of 65 bytes"),
+        (b"2026-11-27T02:47:06.123Z node-1 " + b"a" * 65 + b"[1] out: x", "name of 65 bytes"),
+        (b"2026-11-27T02:47:06.123Z node-1 A[x] out: x", "pid not decimal"),
+        (b"2026-11-27T02:47:06.123Z node-1 A[1] log: x", "unknown stream"),
+        (b"2026-11-27T02:47:06.123Z node-1 A[1] out! x", "unknown mark"),
+        (b"2026-11-27T02:47:06.123Z node-1 A[1] out:x", "no space after the mark"),
+        (b"2026-11-27T02:47:06Z node-1 A[1] out: x", "no milliseconds"),
+    ],
+)
 def test_lines_that_do_not_match_are_unparsable_with_the_whole_line_as_payload(tmp_path, line, why):
     """Anything off the format (each case says how) becomes one unparsable record holding
     the whole line, between well-formed records that still parse."""
@@ -130,7 +136,9 @@ def test_truncated_last_record_is_flagged_and_ends_its_line_as_partial(tmp_path)
     assert recs[-1].payload == b"second half that"
     lines = list(iter_lines(log))
     assert [(line.payload, line.mark, line.malformed, line.parts) for line in lines] == [
-        (b"whole", ":", None, 1), (b"first half second half that", "+", "truncated", 2)]
+        (b"whole", ":", None, 1),
+        (b"first half second half that", "+", "truncated", 2),
+    ]
 
 
 def test_truncated_inside_the_prefix_is_truncated_without_fields(tmp_path):
@@ -201,8 +209,7 @@ def test_round_trip_through_the_real_writer(tmp_path):
                 time.sleep(0.2)
         skyrl_fdlog.restore()
     """)
-    child = subprocess.run([sys.executable, "-c", script], env=cli_env(), capture_output=True,
-                           timeout=120)
+    child = subprocess.run([sys.executable, "-c", script], env=cli_env(), capture_output=True, timeout=120)
     assert child.returncode == 0, child.stderr.decode(errors="replace")
     lines = list(iter_lines(log))
     assert [line.payload for line in lines if line.stream == "fdlog"] == []
@@ -217,18 +224,23 @@ def interleaved_logs(draw):
     """Lines from up to four writers (two nodes, two pids, two streams), each cut at random
     fragment sizes, fragments of all writers interleaved at random but in order per
     writer; ends are ':' or '~'."""
-    writers = draw(st.lists(st.tuples(st.sampled_from(["n1", "n2"]), st.sampled_from([5, 6]),
-                                      st.sampled_from(["out", "err"])),
-                            min_size=1, max_size=4, unique=True))
+    writers = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(["n1", "n2"]), st.sampled_from([5, 6]), st.sampled_from(["out", "err"])
+            ),
+            min_size=1,
+            max_size=4,
+            unique=True,
+        )
+    )
     queues, expected = [], {}
     for node, pid, stream in writers:
         payloads = st.binary(max_size=300).map(lambda b: b.replace(b"\n", b""))
-        lines = draw(st.lists(st.tuples(payloads, st.integers(1, 64), st.sampled_from(":~")),
-                              max_size=8))
+        lines = draw(st.lists(st.tuples(payloads, st.integers(1, 64), st.sampled_from(":~")), max_size=8))
         records = []
         for payload, split, end in lines:
-            records += line_records(payload, split=split, end=end,
-                                    node=node, pid=pid, stream=stream)
+            records += line_records(payload, split=split, end=end, node=node, pid=pid, stream=stream)
         queues.append(records)
         expected[(node, pid, stream)] = [(payload, end) for payload, _, end in lines]
     order = draw(st.permutations([i for i, q in enumerate(queues) for _ in q]))
@@ -255,11 +267,18 @@ def test_any_interleaving_of_fragments_rejoins_exactly(log):
 def test_dangling_chains_come_out_partial_at_the_end_oldest_first(tmp_path):
     """Chains never terminated (writer died) are released at the end as partial lines,
     in the order they started, after the complete lines."""
-    log = write(tmp_path / "a.log", record(b"b1 ", pid=2, mark="+"),
-                record(b"a1 ", pid=1, mark="+"), record(b"done", pid=3),
-                record(b"b2", pid=2, mark="+"))
+    log = write(
+        tmp_path / "a.log",
+        record(b"b1 ", pid=2, mark="+"),
+        record(b"a1 ", pid=1, mark="+"),
+        record(b"done", pid=3),
+        record(b"b2", pid=2, mark="+"),
+    )
     assert [(line.pid, line.payload, line.mark) for line in iter_lines(log)] == [
-        (3, b"done", ":"), (2, b"b1 b2", "+"), (1, b"a1 ", "+")]
+        (3, b"done", ":"),
+        (2, b"b1 b2", "+"),
+        (1, b"a1 ", "+"),
+    ]
 
 
 def test_a_chain_over_the_line_cap_is_released_in_partial_pieces():
@@ -268,8 +287,12 @@ def test_a_chain_over_the_line_cap_is_released_in_partial_pieces():
     payload = pattern(10_000)
     recs = list(iter_records(io.BytesIO(b"".join(line_records(payload, split=1000)))))
     lines = list(join_lines(recs, max_line_bytes=3000))
-    assert [(len(line.payload), line.mark) for line in lines] == [(3000, "+"), (3000, "+"), (3000, "+"),
-                                                        (1000, ":")]
+    assert [(len(line.payload), line.mark) for line in lines] == [
+        (3000, "+"),
+        (3000, "+"),
+        (3000, "+"),
+        (1000, ":"),
+    ]
     assert b"".join(line.payload for line in lines) == payload
 
 
@@ -288,10 +311,16 @@ def test_pending_bytes_over_the_total_cap_release_the_oldest_chain():
 def test_merge_by_time_interleaves_files_and_keeps_each_files_order(tmp_path):
     """Records of per-node files merge by time; equal times keep file order, an unparsable
     line stays after the record before it, and a file's own order is never changed."""
-    a = write(tmp_path / "a.log", record(b"a0", time_ms=T0, node="a"), b"a-garbage\n",
-              record(b"a5", time_ms=T0 + 5, node="a"), record(b"a3", time_ms=T0 + 3, node="a"))
-    b = write(tmp_path / "b.log", record(b"b0", time_ms=T0, node="b"),
-              record(b"b4", time_ms=T0 + 4, node="b"))
+    a = write(
+        tmp_path / "a.log",
+        record(b"a0", time_ms=T0, node="a"),
+        b"a-garbage\n",
+        record(b"a5", time_ms=T0 + 5, node="a"),
+        record(b"a3", time_ms=T0 + 3, node="a"),
+    )
+    b = write(
+        tmp_path / "b.log", record(b"b0", time_ms=T0, node="b"), record(b"b4", time_ms=T0 + 4, node="b")
+    )
     merged = [r.payload for r in merge_by_time(iter_records(a), iter_records(b))]
     assert merged == [b"a0", b"a-garbage", b"b0", b"b4", b"a5", b"a3"]
 
@@ -325,8 +354,9 @@ def test_gigabyte_file_reads_in_constant_memory(tmp_path):
     from other writers) is read by a child process with every line checked, while its
     peak RSS stays under 64 MiB (about 22 MiB measured); a deliberately damaged byte is
     caught."""
-    block = b"".join(rec + record(b"short %d" % i, pid=9)
-                     for i, rec in enumerate(line_records(pattern(1 << 20, 7), pid=1)))
+    block = b"".join(
+        rec + record(b"short %d" % i, pid=9) for i, rec in enumerate(line_records(pattern(1 << 20, 7), pid=1))
+    )
     repeats = (1 << 30) // len(block) + 1
     log = tmp_path / "big.log"
     # One changed payload byte in the 100th block proves that the check checks.
@@ -354,8 +384,9 @@ def test_gigabyte_file_reads_in_constant_memory(tmp_path):
         rss_kib = int(status.split("VmHWM:")[1].split()[0])
         print(long_lines, bad, rss_kib / 1024)
     """)
-    child = subprocess.run([sys.executable, "-c", script], env=cli_env(), capture_output=True,
-                           timeout=120, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", script], env=cli_env(), capture_output=True, timeout=120, check=True
+    )
     long_lines, bad, rss_mib = child.stdout.split()
     assert (int(long_lines), int(bad)) == (repeats, 1)
     assert float(rss_mib) < 64, f"peak RSS {rss_mib} MiB"

@@ -16,8 +16,7 @@ import pytest
 
 from skyrl_fdlog.reader import iter_records
 from test_cli import append, out_lines
-from test_reader_helpers import Reader
-from test_reader_helpers import cli, cli_env, record
+from test_reader_helpers import Reader, cli, cli_env, record
 
 
 def stderr_of(reader: Reader) -> bytes:
@@ -65,8 +64,7 @@ skyrl_fdlog.restore()
 """
 
 
-def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(tmp_path,
-                                                                             follow):
+def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(tmp_path, follow):
     """An actor's helper writes 200 lines at 50/s; logrotate's create mode renames the log
     and puts an empty file at its path a second in.  The helper goes on writing to the old
     file until it notices (about a second), then reopens the path.  tail -f of the log
@@ -78,8 +76,12 @@ def test_follow_keeps_every_line_through_logrotate_create_with_the_real_helper(t
     log.write_bytes(record(b"following"))
     reader = follow("--no-prefix", "--stream", "out", tmp_path)
     reader.lines_until(lambda got: got == [b"following"])
-    writer = subprocess.Popen([sys.executable, "-c", WRITER, log, cue], env=cli_env(),
-                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    writer = subprocess.Popen(
+        [sys.executable, "-c", WRITER, log, cue],
+        env=cli_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 30
         while not cue.exists():
@@ -112,7 +114,9 @@ def test_follow_dedup_windows_run_on_the_readers_clock(tmp_path, follow, skew_s)
     time.sleep(0.6)  # a few idle polls between the first line and its repeats
     append(log, b"".join(record(b"ready", time_ms=when, pid=p) for p in (2, 3)))
     assert reader.lines_until(lambda got: len(got) == 2, timeout=6) == [
-        b"ready", b"ready [repeated 2x across cluster]"]
+        b"ready",
+        b"ready [repeated 2x across cluster]",
+    ]
 
 
 # --- 8: a closed output ends tail -f even on a quiet log -------------------------------
@@ -123,8 +127,12 @@ def test_follow_exits_141_when_its_output_closes_on_a_quiet_log(tmp_path):
     exits although nothing more is written to the log, as GNU tail -f does."""
     log = tmp_path / "a.log"
     log.write_bytes(b"".join(record(b"line %d" % i) for i in range(5)))
-    child = subprocess.Popen([sys.executable, "-m", "skyrl_fdlog", "tail", "-f", log],
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    child = subprocess.Popen(
+        [sys.executable, "-m", "skyrl_fdlog", "tail", "-f", log],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
     assert child.stdout.readline().endswith(b"line 0\n")
     child.stdout.close()
     try:
@@ -142,16 +150,14 @@ def test_follow_exits_141_when_its_output_closes_on_a_quiet_log(tmp_path):
 LOG = b"".join(record(b"line %d" % i) for i in range(30))
 # Runs a child without root's power to bypass file permissions, so that the kernel really
 # refuses a file of mode 0 (setpriv drops the capabilities from the bounding set).
-UNPRIVILEGED = (["setpriv", "--bounding-set", "-dac_override,-dac_read_search"]
-                if os.geteuid() == 0 else [])
+UNPRIVILEGED = ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
 
 
 def test_tail_reads_a_pipe_given_as_dev_stdin_or_dash():
     """tail of /dev/stdin (a pipe here) or - prints the last lines once the pipe ends."""
     for name in ("/dev/stdin", "-"):
         result = cli("tail", "-n", "2", "--no-prefix", name, input=LOG)
-        assert (result.returncode, out_lines(result), result.stderr) == (
-            0, [b"line 28", b"line 29"], b"")
+        assert (result.returncode, out_lines(result), result.stderr) == (0, [b"line 28", b"line 29"], b"")
 
 
 @pytest.mark.parametrize("follow_flag", [[], ["-f"]])
@@ -203,7 +209,10 @@ def test_tail_of_a_path_without_permission_is_a_usage_error(tmp_path):
             for args in (["tail", path], ["tail", "-f", path], ["cat", path]):
                 result = subprocess.run(
                     [*UNPRIVILEGED, sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
-                    capture_output=True, env=cli_env(), timeout=60)
+                    capture_output=True,
+                    env=cli_env(),
+                    timeout=60,
+                )
                 assert result.returncode == 2, result
                 err = result.stderr.decode()
                 assert str(path) in err and "Permission denied" in err, err
@@ -219,7 +228,10 @@ def test_follow_stays_on_its_file_when_a_newer_run_file_cannot_be_read(tmp_path)
     log.write_bytes(record(b"old"))
     child = subprocess.Popen(
         [*UNPRIVILEGED, sys.executable, "-m", "skyrl_fdlog", "tail", "-f", "--no-prefix", tmp_path],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=cli_env(),
+    )
     reader = Reader(child)
     try:
         reader.lines_until(lambda got: got == [b"old"])
@@ -238,11 +250,14 @@ def test_follow_stays_on_its_file_when_a_newer_run_file_cannot_be_read(tmp_path)
 # --- 10: option values out of range ----------------------------------------------------
 
 
-@pytest.mark.parametrize("args, named", [
-    (["--dedup-window", "inf"], "inf"),
-    (["--dedup-window", "1e308"], "1e308"),
-    (["--dedup-window", "1e10"], "1e10"),
-])
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--dedup-window", "inf"], "inf"),
+        (["--dedup-window", "1e308"], "1e308"),
+        (["--dedup-window", "1e10"], "1e10"),
+    ],
+)
 def test_out_of_range_values_are_refused_naming_the_value(tmp_path, args, named):
     log = tmp_path / "a.log"
     log.write_bytes(LOG)
@@ -285,10 +300,12 @@ def test_actor_and_node_patterns_are_cleaned_like_the_names_in_records(tmp_path)
     policy_worker_0); patterns keep their wildcards, a long name is cut as the writer cuts
     it; --node likewise."""
     log = tmp_path / "a.log"
-    log.write_bytes(record(b"mine", name="policy_worker_0", node="gpu_node_1")
-                    + record(b"other", name="critic", node="gpu_node_1")
-                    + record(b"caf", name="caf__", pid=2)
-                    + record(b"long", name="x" * 64, pid=3))
+    log.write_bytes(
+        record(b"mine", name="policy_worker_0", node="gpu_node_1")
+        + record(b"other", name="critic", node="gpu_node_1")
+        + record(b"caf", name="caf__", pid=2)
+        + record(b"long", name="x" * 64, pid=3)
+    )
     for args, expected in [
         (["--actor", "policy worker/0"], [b"mine"]),
         (["--actor", "policy worker/*"], [b"mine"]),

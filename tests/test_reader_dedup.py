@@ -15,16 +15,19 @@ def line(payload: bytes, pid: int, offset_ms: int = 0) -> Record:
     return Record("", T0 + offset_ms, "node-1", "W", pid, "out", ":", payload)
 
 
-@pytest.mark.parametrize("payload, key", [
-    (b"loaded shard 1 from 0x7f3a in 2.5s", b"loaded shard # from # in #"),
-    (b"  spaced \t out  7 ", b"spaced out #"),
-    (b"step1 done", b"# done"),
-    (b"uuid 3f2a-bb91-c0de", b"uuid #"),
-    (b"0.5 0.25", None),
-    (b"42", None),
-    (b"", None),
-    (b"   ", None),
-])
+@pytest.mark.parametrize(
+    "payload, key",
+    [
+        (b"loaded shard 1 from 0x7f3a in 2.5s", b"loaded shard # from # in #"),
+        (b"  spaced \t out  7 ", b"spaced out #"),
+        (b"step1 done", b"# done"),
+        (b"uuid 3f2a-bb91-c0de", b"uuid #"),
+        (b"0.5 0.25", None),
+        (b"42", None),
+        (b"", None),
+        (b"   ", None),
+    ],
+)
 def test_pattern_keeps_words_and_merges_every_word_with_a_digit(payload, key):
     """The matching key keeps digit-free words, turns each word holding a digit into one
     placeholder, folds white space; a payload of numbers only (or nothing) has no key."""
@@ -41,10 +44,32 @@ def pattern_by_the_rules(payload: bytes) -> bytes | None:
 
 
 @settings(max_examples=2000, deadline=None)
-@given(st.one_of(st.binary(max_size=80),
-                 st.lists(st.sampled_from([b" ", b"\t", b"\r\n", b"\x0b", b"\x0c", b"\x1c",
-                                           b"\xa0", b"a", b"Z", b"7", b"0x", b".", b"#", b"\xff"]),
-                          max_size=30).map(b"".join)))
+@given(
+    st.one_of(
+        st.binary(max_size=80),
+        st.lists(
+            st.sampled_from(
+                [
+                    b" ",
+                    b"\t",
+                    b"\r\n",
+                    b"\x0b",
+                    b"\x0c",
+                    b"\x1c",
+                    b"\xa0",
+                    b"a",
+                    b"Z",
+                    b"7",
+                    b"0x",
+                    b".",
+                    b"#",
+                    b"\xff",
+                ]
+            ),
+            max_size=30,
+        ).map(b"".join),
+    )
+)
 def test_pattern_follows_the_rules_on_any_bytes(payload):
     """Property: the regexes behind pattern_of give the key the rules describe, on any
     bytes: space, tab, CR, LF, VT and FF separate words (other bytes, such as \\x1c and
@@ -71,8 +96,7 @@ def test_open_windows_are_capped_and_the_oldest_closes_early():
     dedup.push(line(b"alpha", 3))
     dedup.push(line(b"beta", 1))
     out = dedup.push(line(b"gamma", 1))
-    assert [(type(o).__name__, getattr(o, "count", None)) for o in out] == [
-        ("Repeat", 2), ("Record", None)]
+    assert [(type(o).__name__, getattr(o, "count", None)) for o in out] == [("Repeat", 2), ("Record", None)]
     assert out[0].line.pid == 3 and out[1].payload == b"gamma"
     assert len(dedup._windows) == 2
 

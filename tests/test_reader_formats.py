@@ -34,8 +34,9 @@ CYAN, RESET = b"\x1b[0;36m", b"\x1b[0;0m"
 def tool(name: str) -> str:
     """The path of a command-line tool the tests need; fails (never skips) without it."""
     path = shutil.which(name)
-    assert path is not None, (f"{name} is not installed: apt-get install {name} "
-                              f"(.ci/run and the Makefile install it)")
+    assert path is not None, (
+        f"{name} is not installed: apt-get install {name} (.ci/run and the Makefile install it)"
+    )
     return path
 
 
@@ -46,13 +47,18 @@ def json_lines(*args: object, input: bytes | None = None) -> list[dict]:
 
 def write_real_log(log: Path, body: str, name: str = "Real", **env: str) -> None:
     """Run ``body`` in a child process redirected into ``log`` by skyrl_fdlog.redirect()."""
-    script = textwrap.dedent("""
+    script = (
+        textwrap.dedent("""
         import os, sys
         import skyrl_fdlog
         skyrl_fdlog.redirect(sys.argv[1], name=sys.argv[2])
-    """) + textwrap.dedent(body) + "\nskyrl_fdlog.restore()\n"
-    child = subprocess.run([sys.executable, "-c", script, str(log), name],
-                           env=cli_env(**env), capture_output=True, timeout=120)
+    """)
+        + textwrap.dedent(body)
+        + "\nskyrl_fdlog.restore()\n"
+    )
+    child = subprocess.run(
+        [sys.executable, "-c", script, str(log), name], env=cli_env(**env), capture_output=True, timeout=120
+    )
     assert child.returncode == 0, child.stderr.decode(errors="replace")
     assert child.stdout == b"" and b"Traceback" not in child.stderr
 
@@ -66,34 +72,73 @@ def test_json_gives_one_object_per_logical_line_with_the_documented_fields(tmp_p
     times as written (RFC 3339 UTC), levels where the format is known."""
     long_line = b"WARNING:root:" + b"x" * 9000
     log = tmp_path / "a.log"
-    log.write_bytes(b"".join([
-        *line_records(long_line, name="Trainer", pid=10),
-        record(b" 40%|####      |", time_ms=T0 + 5, name="Trainer", pid=10, stream="err",
-               mark="~"),
-        record(b"dropped 3 lines", time_ms=T0 + 6, name="Trainer", pid=10, stream="fdlog"),
-        b"not a record\n",
-        record(b"cut off", time_ms=T0 + 7, node="10.0.0.7", name="vllm-engine-0", pid=20,
-               mark="+"),
-    ]))
+    log.write_bytes(
+        b"".join(
+            [
+                *line_records(long_line, name="Trainer", pid=10),
+                record(b" 40%|####      |", time_ms=T0 + 5, name="Trainer", pid=10, stream="err", mark="~"),
+                record(b"dropped 3 lines", time_ms=T0 + 6, name="Trainer", pid=10, stream="fdlog"),
+                b"not a record\n",
+                record(b"cut off", time_ms=T0 + 7, node="10.0.0.7", name="vllm-engine-0", pid=20, mark="+"),
+            ]
+        )
+    )
     objects = json_lines("cat", log)
     writer = {"node": "node-1", "actor": "Trainer", "pid": 10, "role": None}
     assert objects == [
-        {"time": "2026-11-27T02:47:06.000Z", **writer, "stream": "out", "kind": "line",
-         "level": "warning", "message": long_line.decode()},
-        {"time": "2026-11-27T02:47:06.005Z", **writer, "stream": "err", "kind": "snapshot",
-         "level": None, "message": " 40%|####      |"},
-        {"time": "2026-11-27T02:47:06.006Z", **writer, "stream": "fdlog", "kind": "note",
-         "level": None, "message": "dropped 3 lines"},
-        {"time": None, "node": None, "actor": None, "pid": None, "role": None, "stream": None,
-         "kind": "line", "level": None, "message": "not a record", "malformed": "unparsable"},
-        {"time": "2026-11-27T02:47:06.007Z", "node": "10.0.0.7", "actor": "vllm-engine-0",
-         "pid": 20, "role": None, "stream": "out", "kind": "partial", "level": None,
-         "message": "cut off"},
+        {
+            "time": "2026-11-27T02:47:06.000Z",
+            **writer,
+            "stream": "out",
+            "kind": "line",
+            "level": "warning",
+            "message": long_line.decode(),
+        },
+        {
+            "time": "2026-11-27T02:47:06.005Z",
+            **writer,
+            "stream": "err",
+            "kind": "snapshot",
+            "level": None,
+            "message": " 40%|####      |",
+        },
+        {
+            "time": "2026-11-27T02:47:06.006Z",
+            **writer,
+            "stream": "fdlog",
+            "kind": "note",
+            "level": None,
+            "message": "dropped 3 lines",
+        },
+        {
+            "time": None,
+            "node": None,
+            "actor": None,
+            "pid": None,
+            "role": None,
+            "stream": None,
+            "kind": "line",
+            "level": None,
+            "message": "not a record",
+            "malformed": "unparsable",
+        },
+        {
+            "time": "2026-11-27T02:47:06.007Z",
+            "node": "10.0.0.7",
+            "actor": "vllm-engine-0",
+            "pid": 20,
+            "role": None,
+            "stream": "out",
+            "kind": "partial",
+            "level": None,
+            "message": "cut off",
+        },
     ]
     for obj in objects:
         if obj["time"] is not None:  # RFC 3339, UTC
-            assert dt.datetime.fromisoformat(obj["time"].replace("Z", "+00:00")).utcoffset() \
-                == dt.timedelta(0)
+            assert dt.datetime.fromisoformat(obj["time"].replace("Z", "+00:00")).utcoffset() == dt.timedelta(
+                0
+            )
 
 
 def test_json_of_bytes_that_are_not_utf8_carries_them_exactly_in_base64(tmp_path):
@@ -118,26 +163,41 @@ def test_json_through_jq_selects_and_reshapes_lines(tmp_path):
     them with their role and time."""
     jq = tool("jq")
     log = tmp_path / "a.log"
-    log.write_bytes(b"".join([
-        record(b"(EngineCore pid=20) ERROR 11-27 02:47:06 [core.py:1] out of memory",
-               name="vllm-engine-0", pid=20, stream="err"),
-        record(b"(EngineCore pid=20) INFO 11-27 02:47:06 [core.py:2] fine", name="vllm-engine-0",
-               pid=20, time_ms=T0 + 1),
-        record(b"ERROR:root:step failed", name="Trainer", pid=10, time_ms=T0 + 2),
-        record(b"\xff binary", name="Trainer", pid=10, time_ms=T0 + 3),
-    ]))
+    log.write_bytes(
+        b"".join(
+            [
+                record(
+                    b"(EngineCore pid=20) ERROR 11-27 02:47:06 [core.py:1] out of memory",
+                    name="vllm-engine-0",
+                    pid=20,
+                    stream="err",
+                ),
+                record(
+                    b"(EngineCore pid=20) INFO 11-27 02:47:06 [core.py:2] fine",
+                    name="vllm-engine-0",
+                    pid=20,
+                    time_ms=T0 + 1,
+                ),
+                record(b"ERROR:root:step failed", name="Trainer", pid=10, time_ms=T0 + 2),
+                record(b"\xff binary", name="Trainer", pid=10, time_ms=T0 + 3),
+            ]
+        )
+    )
     produced = cli("cat", "--json", log)
     assert produced.returncode == 0
-    program = ('select(.level == "error" and .actor == "vllm-engine-0") '
-               '| "\\(.time) \\(.role) \\(.message)"')
-    shown = subprocess.run([jq, "-r", program], input=produced.stdout, capture_output=True,
-                           timeout=30)
+    program = 'select(.level == "error" and .actor == "vllm-engine-0") | "\\(.time) \\(.role) \\(.message)"'
+    shown = subprocess.run([jq, "-r", program], input=produced.stdout, capture_output=True, timeout=30)
     assert shown.returncode == 0, shown.stderr
-    assert shown.stdout == (b"2026-11-27T02:47:06.000Z EngineCore "
-                            b"ERROR 11-27 02:47:06 [core.py:1] out of memory\n")
+    assert shown.stdout == (
+        b"2026-11-27T02:47:06.000Z EngineCore ERROR 11-27 02:47:06 [core.py:1] out of memory\n"
+    )
     # jq -e fails on the first input that is not JSON or where the test is false.
-    checked = subprocess.run([jq, "-e", ".time and (.pid | type == \"number\")"],
-                             input=produced.stdout, capture_output=True, timeout=30)
+    checked = subprocess.run(
+        [jq, "-e", '.time and (.pid | type == "number")'],
+        input=produced.stdout,
+        capture_output=True,
+        timeout=30,
+    )
     assert checked.returncode == 0 and checked.stdout == b"true\n" * 4, checked
 
 
@@ -146,12 +206,15 @@ def test_json_of_a_real_log_holds_every_line_written(tmp_path):
     line longer than a record, bytes that are not UTF-8) reads back through --json as the
     lines written, each attributed to the writing process."""
     log = tmp_path / "real.log"
-    write_real_log(log, """
+    write_real_log(
+        log,
+        """
         print("step 1 loss 0.5", flush=True)
         os.write(2, b"WARNING:root:slow step\\n")
         os.write(1, b"long " + b"y" * 10000 + b"\\n")
         os.write(1, b"bad \\xff byte\\n")
-    """)
+    """,
+    )
     objects = json_lines("cat", log)
     pids = {obj["pid"] for obj in objects}
     assert len(pids) == 1 and {obj["actor"] for obj in objects} == {"Real"}
@@ -161,8 +224,9 @@ def test_json_of_a_real_log_holds_every_line_written(tmp_path):
     assert "long " + "y" * 10000 in by_message
     (binary,) = [obj for obj in objects if obj.get("binary")]
     assert base64.b64decode(binary["message_b64"]) == b"bad \xff byte"
-    assert sorted(by_message) == sorted(["step 1 loss 0.5", "WARNING:root:slow step",
-                                         "long " + "y" * 10000, "bad \ufffd byte"])
+    assert sorted(by_message) == sorted(
+        ["step 1 loss 0.5", "WARNING:root:slow step", "long " + "y" * 10000, "bad \ufffd byte"]
+    )
 
 
 def test_tail_follow_json_prints_each_object_as_it_comes(tmp_path, follow):
@@ -171,8 +235,7 @@ def test_tail_follow_json_prints_each_object_as_it_comes(tmp_path, follow):
     log = tmp_path / "a.log"
     log.write_bytes(record(b"old"))
     reader = follow("--json", log)
-    assert [json.loads(got)["message"] for got in reader.lines_until(lambda got: len(got) == 1)] \
-        == ["old"]
+    assert [json.loads(got)["message"] for got in reader.lines_until(lambda got: len(got) == 1)] == ["old"]
     for i in range(3):
         append(log, record(b"new %d" % i, time_ms=T0 + i))
         lines = reader.lines_until(lambda got, n=i + 2: len(got) == n)
@@ -182,11 +245,14 @@ def test_tail_follow_json_prints_each_object_as_it_comes(tmp_path, follow):
 def test_json_with_dedup_counts_the_repeats(tmp_path):
     """A dedup summary is its latest line's object with "repeated": N."""
     log = tmp_path / "a.log"
-    log.write_bytes(b"".join(record(b"loaded shard %d" % pid, time_ms=T0 + pid, pid=pid)
-                             for pid in (1, 2, 3, 4)))
+    log.write_bytes(
+        b"".join(record(b"loaded shard %d" % pid, time_ms=T0 + pid, pid=pid) for pid in (1, 2, 3, 4))
+    )
     objects = json_lines("cat", "--dedup", log)
     assert [(o["message"], o.get("repeated")) for o in objects] == [
-        ("loaded shard 1", None), ("loaded shard 4", 3)]
+        ("loaded shard 1", None),
+        ("loaded shard 4", 3),
+    ]
 
 
 def test_json_and_no_prefix_together_are_a_usage_error(tmp_path):
@@ -203,16 +269,17 @@ LEVEL_CASES = [
     ("INFO 11-27 02:47:06 [core.py:100] model loaded", "info"),
     ("(EngineCore pid=7) ERROR 11-27 02:47:06 [core.py:1] engine died", "error"),
     ("(VllmWorker rank=1 pid=7) DEBUG 11-27 02:47:06 [x.py:1] y", "debug"),
-    ("\x1b[0;36m(EngineCore pid=7)\x1b[0;0m \x1b[33mWARNING\x1b[0m \x1b[90m11-27 02:47:06"
-     "\x1b[0m x", "warning"),
+    (
+        "\x1b[0;36m(EngineCore pid=7)\x1b[0;0m \x1b[33mWARNING\x1b[0m \x1b[90m11-27 02:47:06\x1b[0m x",
+        "warning",
+    ),
     ("2026-11-27 02:47:06,123\tINFO worker.py:1855 -- Started a local Ray instance.", "info"),
     ("2026-11-27 02:47:06,123 WARN utils.py:1 -- x", "warning"),
     ("2026-11-27T02:47:06.123 FATAL x", "critical"),
     ("[2026-11-27 02:47:06,123 E 4121 4130] core_worker.cc:512: lost", "error"),
     ("W1127 02:47:06.123456  4121 file.cc:12] glog warning", "warning"),
     ("F1127 02:47:06.123456  4121 file.cc:12] Check failed", "critical"),
-    ("[rank0]:[W1127 02:47:06.123456789 ProcessGroupNCCL.cpp:1250] Warning: not destroyed",
-     "warning"),
+    ("[rank0]:[W1127 02:47:06.123456789 ProcessGroupNCCL.cpp:1250] Warning: not destroyed", "warning"),
     ("CRITICAL:vllm:x", "critical"),
     ("step 1 loss 0.5", None),
     ("an ERROR somewhere in the middle", None),
@@ -235,7 +302,8 @@ def test_lnav_format_levels_are_the_readers_classifier():
     shipped = json.loads(LNAV_FORMAT.read_text())["skyrl_fdlog"]
     assert shipped["level"] == _message.LNAV_LEVELS, (
         "skyrl_fdlog/lnav/skyrl_fdlog.json is out of date; its 'level' must be:\n"
-        + json.dumps(_message.LNAV_LEVELS, indent=2))
+        + json.dumps(_message.LNAV_LEVELS, indent=2)
+    )
     assert shipped["level-field"] == "body"
 
 
@@ -263,10 +331,16 @@ def lnav_rows(log: Path, home: Path) -> list[dict]:
     assert installed.returncode == 0, installed
     assert (home / ".lnav" / "formats" / "installed" / "skyrl_fdlog.json").exists()
     out = home / "rows.json"
-    query = ("SELECT log_line, log_actual_time, log_level, node, actor, pid, stream, mark "
-             "FROM skyrl_fdlog ORDER BY log_line")
-    result = subprocess.run([lnav, "-n", "-c", ";" + query, "-c", f":write-json-to {out}",
-                             str(log)], env=env, capture_output=True, timeout=120)
+    query = (
+        "SELECT log_line, log_actual_time, log_level, node, actor, pid, stream, mark "
+        "FROM skyrl_fdlog ORDER BY log_line"
+    )
+    result = subprocess.run(
+        [lnav, "-n", "-c", ";" + query, "-c", f":write-json-to {out}", str(log)],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert result.returncode == 0 and out.exists(), result
     return json.loads(out.read_text())
 
@@ -278,7 +352,9 @@ def test_lnav_parses_a_real_log_with_no_unrecognised_line(tmp_path):
     line of the file is one lnav message, with the time, node, actor, pid, stream and
     mark that the reader parses, and the level the reader's classifier gives."""
     log = tmp_path / "infra.log"
-    write_real_log(log, """
+    write_real_log(
+        log,
+        """
         import logging
         pid = os.getpid()
         logging.basicConfig(format="%(levelname)s:%(name)s:%(message)s")
@@ -295,7 +371,8 @@ def test_lnav_parses_a_real_log_with_no_unrecognised_line(tmp_path):
         # fields of a line holding an OSC sequence followed by \\xff\\xfe.
         os.write(1, b"bad bytes \\xff\\xfe\\n")
         print("plain text", flush=True)
-    """)
+    """,
+    )
     records = list(iter_records(log))
     assert len(records) == log.read_bytes().count(b"\n") >= 12
     assert {r.mark for r in records} == {":", "+", "~"} and not any(r.malformed for r in records)
@@ -305,7 +382,12 @@ def test_lnav_parses_a_real_log_with_no_unrecognised_line(tmp_path):
     for row, rec in zip(rows, records):
         assert row["log_actual_time"] == rec.ts.replace("T", " ").rstrip("Z")
         assert (row["node"], row["actor"], row["pid"], row["stream"], row["mark"]) == (
-            rec.node, rec.name, rec.pid, rec.stream, rec.mark)
+            rec.node,
+            rec.name,
+            rec.pid,
+            rec.stream,
+            rec.mark,
+        )
         # lnav calls a line of no known level "info"; the reader says null.
         expected = level_of(rec.payload.decode("utf-8", "replace")) or "info"
         assert row["log_level"] == expected, (rec, row)
@@ -327,8 +409,7 @@ def test_payload_colours_show_as_colour_when_colour_is_on(tmp_path):
     log.write_bytes(record(COLOURED + HOSTILE, name="W", pid=5))
     (line,) = out_lines(cli("cat", "--color", "always", log))
     payload = line.split(b" out: ", 1)[1]
-    assert payload == (COLOURED + b" \\x1b]0;title\\x07 \\x1b[2J \\x1b[8mhidden\x1b[0m"
-                       + b"\x1b[0m")
+    assert payload == (COLOURED + b" \\x1b]0;title\\x07 \\x1b[2J \\x1b[8mhidden\x1b[0m" + b"\x1b[0m")
     assert COLOURED in run_on_pty("cat", log, env=cli_env())  # --color auto, a terminal
 
 
@@ -353,9 +434,23 @@ def test_payload_colours_are_dropped_in_json_and_kept_by_raw_bytes(tmp_path):
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"")),
-       st.lists(st.sampled_from([b"\x1b[31m", b"\x1b[0m", b"\x1b[0;36m", b"\x1b[38;2;1;2;3m",
-                                 b"\x1b[8m", b"\x1b[", b"\x1b]0;x\x07"]), max_size=6))
+@given(
+    st.binary(max_size=200).map(lambda b: b.replace(b"\n", b"")),
+    st.lists(
+        st.sampled_from(
+            [
+                b"\x1b[31m",
+                b"\x1b[0m",
+                b"\x1b[0;36m",
+                b"\x1b[38;2;1;2;3m",
+                b"\x1b[8m",
+                b"\x1b[",
+                b"\x1b]0;x\x07",
+            ]
+        ),
+        max_size=6,
+    ),
+)
 def test_colours_kept_are_the_only_escape_sequences_that_reach_the_terminal(data, sequences):
     """Property: with colours kept, the output minus its colour sequences holds nothing a
     terminal acts on, and if it holds a colour it ends with a reset."""
@@ -370,12 +465,20 @@ def test_colours_kept_are_the_only_escape_sequences_that_reach_the_terminal(data
 # --- vLLM's own decoration ------------------------------------------------------------------
 
 DECORATED = [
-    record(CYAN + b"(EngineCore pid=123)" + RESET + b" INFO 11-27 02:47:06 [core.py:1] loaded",
-           name="vllm-engine-0", pid=123, stream="err"),
-    record(b"(VllmWorker rank=1 pid=124) WARNING 11-27 02:47:06 [w.py:1] slow",
-           name="vllm-engine-0", pid=124, stream="err", time_ms=T0 + 1),
-    record(b"(EngineCore pid=999) relayed from elsewhere", name="vllm-engine-0", pid=123,
-           time_ms=T0 + 2),
+    record(
+        CYAN + b"(EngineCore pid=123)" + RESET + b" INFO 11-27 02:47:06 [core.py:1] loaded",
+        name="vllm-engine-0",
+        pid=123,
+        stream="err",
+    ),
+    record(
+        b"(VllmWorker rank=1 pid=124) WARNING 11-27 02:47:06 [w.py:1] slow",
+        name="vllm-engine-0",
+        pid=124,
+        stream="err",
+        time_ms=T0 + 1,
+    ),
+    record(b"(EngineCore pid=999) relayed from elsewhere", name="vllm-engine-0", pid=123, time_ms=T0 + 2),
     record(b"(not vllm) text", name="vllm-engine-0", pid=123, time_ms=T0 + 3),
 ]
 
@@ -396,8 +499,11 @@ def test_vllm_decoration_of_the_writer_itself_becomes_the_role_in_the_prefix(tmp
         b"2026-11-27T02:47:06.003Z node-1 vllm-engine-0[123] out: (not vllm) text",
     ]
     assert out_lines(cli("cat", "--no-prefix", log)) == [
-        b"INFO 11-27 02:47:06 [core.py:1] loaded", b"WARNING 11-27 02:47:06 [w.py:1] slow",
-        b"(EngineCore pid=999) relayed from elsewhere", b"(not vllm) text"]
+        b"INFO 11-27 02:47:06 [core.py:1] loaded",
+        b"WARNING 11-27 02:47:06 [w.py:1] slow",
+        b"(EngineCore pid=999) relayed from elsewhere",
+        b"(not vllm) text",
+    ]
     objects = json_lines("cat", log)
     assert [(o["role"], o["level"], o["message"]) for o in objects] == [
         ("EngineCore", "info", "INFO 11-27 02:47:06 [core.py:1] loaded"),
@@ -411,11 +517,18 @@ def test_grep_searches_the_line_as_shown(tmp_path):
     """--grep reads the payload as it is shown: ^ERROR finds vLLM's error line although the
     file holds its decoration and colours before the word."""
     log = tmp_path / "a.log"
-    log.write_bytes(record(CYAN + b"(EngineCore pid=7)" + RESET + b" \x1b[31mERROR\x1b[0m "
-                           b"11-27 02:47:06 [core.py:1] engine died", name="e", pid=7)
-                    + record(b"ERROR:root:plain", name="t", pid=8))
+    log.write_bytes(
+        record(
+            CYAN + b"(EngineCore pid=7)" + RESET + b" \x1b[31mERROR\x1b[0m "
+            b"11-27 02:47:06 [core.py:1] engine died",
+            name="e",
+            pid=7,
+        )
+        + record(b"ERROR:root:plain", name="t", pid=8)
+    )
     assert out_lines(cli("cat", "--no-prefix", "--grep", "^ERROR (11|engine)", log)) == [
-        b"ERROR 11-27 02:47:06 [core.py:1] engine died"]
+        b"ERROR 11-27 02:47:06 [core.py:1] engine died"
+    ]
     assert len(out_lines(cli("cat", "--grep", "^ERROR", log))) == 2
 
 
@@ -434,17 +547,24 @@ def test_dedup_matches_lines_by_what_they_say_without_decoration_or_colour(tmp_p
     """Engines that print the same line, one with vLLM's coloured decoration and the others
     plain, collapse as one line; the summary shows the latest without its decoration."""
     log = tmp_path / "a.log"
-    log.write_bytes(b"".join([
-        record(b"(EngineCore pid=1) loading weights", pid=1, name="e0"),
-        record(CYAN + b"(EngineCore pid=2)" + RESET + b" loading weights", pid=2, name="e1",
-               time_ms=T0 + 1),
-        record(b"(EngineCore pid=3) loading weights", pid=3, name="e2", time_ms=T0 + 2),
-        record(b"(EngineCore pid=4) loading weights", pid=4, name="e3", time_ms=T0 + 3),
-    ]))
+    log.write_bytes(
+        b"".join(
+            [
+                record(b"(EngineCore pid=1) loading weights", pid=1, name="e0"),
+                record(
+                    CYAN + b"(EngineCore pid=2)" + RESET + b" loading weights",
+                    pid=2,
+                    name="e1",
+                    time_ms=T0 + 1,
+                ),
+                record(b"(EngineCore pid=3) loading weights", pid=3, name="e2", time_ms=T0 + 2),
+                record(b"(EngineCore pid=4) loading weights", pid=4, name="e3", time_ms=T0 + 3),
+            ]
+        )
+    )
     assert out_lines(cli("cat", "--dedup", log)) == [
         b"2026-11-27T02:47:06.000Z node-1 e0[1/EngineCore] out: loading weights",
-        b"2026-11-27T02:47:06.003Z node-1 e3[4/EngineCore] out: loading weights "
-        b"[repeated 3x across cluster]",
+        b"2026-11-27T02:47:06.003Z node-1 e3[4/EngineCore] out: loading weights [repeated 3x across cluster]",
     ]
 
 

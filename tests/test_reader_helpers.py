@@ -28,20 +28,31 @@ def ts_text(time_ms: int) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{time_ms % 1000:03d}Z"
 
 
-def record(payload: bytes, *, time_ms: int = T0, node: str = "node-1", name: str = "Actor",
-           pid: int = 100, stream: str = "out", mark: str = ":") -> bytes:
+def record(
+    payload: bytes,
+    *,
+    time_ms: int = T0,
+    node: str = "node-1",
+    name: str = "Actor",
+    pid: int = 100,
+    stream: str = "out",
+    mark: str = ":",
+) -> bytes:
     """One record, ``\\n`` included."""
     prefix = f"{ts_text(time_ms)} {node} {name}[{pid}] {stream}{mark} ".encode()
     return prefix + payload + b"\n"
 
 
-def line_records(payload: bytes, *, split: int = PAYLOAD_MAX, end: str = ":",
-                 **writer: object) -> list[bytes]:
+def line_records(
+    payload: bytes, *, split: int = PAYLOAD_MAX, end: str = ":", **writer: object
+) -> list[bytes]:
     """The records a writer emits for one line: ``+`` fragments of ``split`` bytes, then
     the last piece marked ``end`` (an empty line is one empty ``:`` record)."""
-    pieces = [payload[i:i + split] for i in range(0, len(payload), split)] or [b""]
-    return ([record(piece, mark="+", **writer) for piece in pieces[:-1]]  # type: ignore[arg-type]
-            + [record(pieces[-1], mark=end, **writer)])  # type: ignore[arg-type]
+    pieces = [payload[i : i + split] for i in range(0, len(payload), split)] or [b""]
+    return (
+        [record(piece, mark="+", **writer) for piece in pieces[:-1]]  # type: ignore[arg-type]
+        + [record(pieces[-1], mark=end, **writer)]
+    )  # type: ignore[arg-type]
 
 
 def pattern(length: int, seed: int = 0, avoid: bytes = b"\n") -> bytes:
@@ -63,19 +74,27 @@ def cli_env(**extra: str) -> dict[str, str]:
     return env
 
 
-def cli(*args: object, input: bytes | None = None, timeout: float = 60,
-        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+def cli(
+    *args: object, input: bytes | None = None, timeout: float = 60, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
     """Run ``python -m skyrl_fdlog ARGS`` to completion; output captured as bytes."""
-    return subprocess.run([sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
-                          input=input, capture_output=True, timeout=timeout,
-                          env=env or cli_env())
+    return subprocess.run(
+        [sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
+        input=input,
+        capture_output=True,
+        timeout=timeout,
+        env=env or cli_env(),
+    )
 
 
 def cli_popen(*args: object, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
     """Start ``python -m skyrl_fdlog ARGS`` with piped, unbuffered-by-us stdout/stderr."""
-    return subprocess.Popen([sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env=env or cli_env())
+    return subprocess.Popen(
+        [sys.executable, "-m", "skyrl_fdlog", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env or cli_env(),
+    )
 
 
 class Reader:
@@ -108,7 +127,10 @@ def follow():
     def start(*args: object) -> Reader:
         child = subprocess.Popen(
             [sys.executable, "-m", "skyrl_fdlog", "tail", "-f", *map(str, args)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=cli_env(),
+        )
         children.append(child)
         return Reader(child)
 

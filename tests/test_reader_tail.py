@@ -14,13 +14,22 @@ def record(actor: str, pid: int, text: str, mark: str = ":") -> bytes:
 
 def test_the_last_lines_of_one_actor_from_all_its_processes(tmp_path: Path):
     log = tmp_path / "infra.log"
-    body = b"".join(record("vllm-engine-0", 10 + i % 2, f"engine {i}") + record("policy_worker_0", 20, f"policy {i}")
-                    for i in range(5000))
-    log.write_bytes(body + record("vllm-engine-0", 11, "cuda out ", "+") + record("policy_worker_0", 20, "last")
-                    + record("vllm-engine-0", 11, "of memory"))
+    body = b"".join(
+        record("vllm-engine-0", 10 + i % 2, f"engine {i}") + record("policy_worker_0", 20, f"policy {i}")
+        for i in range(5000)
+    )
+    log.write_bytes(
+        body
+        + record("vllm-engine-0", 11, "cuda out ", "+")
+        + record("policy_worker_0", 20, "last")
+        + record("vllm-engine-0", 11, "of memory")
+    )
     lines = tail(log, 3, actor="vllm-engine-*")
     assert [(line.pid, line.payload) for line in lines] == [
-        (10, b"engine 4998"), (11, b"engine 4999"), (11, b"cuda out of memory")]
+        (10, b"engine 4998"),
+        (11, b"engine 4999"),
+        (11, b"cuda out of memory"),
+    ]
     assert [line.payload for line in tail(log, 2, pid=20)] == [b"policy 4999", b"last"]
     assert [line.payload for line in tail(log, 1, actor="policy worker/0")] == [b"last"]  # cleaned name
     assert tail(log, 5, actor="nobody") == []

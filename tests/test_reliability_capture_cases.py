@@ -17,7 +17,6 @@ import pytest
 
 from conftest import pid_alive, run_python, wait_for
 from records import lines_by_writer, parse
-
 from skyrl_fdlog._redirect import helper_executable
 
 pytestmark = pytest.mark.slow
@@ -26,8 +25,12 @@ pytestmark = pytest.mark.slow
 def out_lines(log: Path) -> list[bytes]:
     records, bad = parse(log.read_bytes())
     assert bad == [], bad[:3]
-    return [text for (pid, stream), lines in lines_by_writer(records).items()
-            if stream in ("out", "err") for text, _ in lines]
+    return [
+        text
+        for (pid, stream), lines in lines_by_writer(records).items()
+        if stream in ("out", "err")
+        for text, _ in lines
+    ]
 
 
 def notes(log: Path) -> list[bytes]:
@@ -35,6 +38,7 @@ def notes(log: Path) -> list[bytes]:
 
 
 # Case 3 ---------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("closed", [(1, 2), (0, 1, 2), (2,)])
 def test_closed_standard_fds_then_a_helper_restart_lines_land_once(tmp_path, closed):
@@ -75,18 +79,19 @@ def test_closed_standard_fds_then_a_helper_restart_lines_land_once(tmp_path, clo
     assert still_closed == list(closed)
     assert log.stat().st_size < 100_000  # the helper never read its own records back
     got = out_lines(log)
-    expected = [f"first {i}".encode() for i in range(100)] + [f"second {i}".encode()
-                                                            for i in range(100)]
+    expected = [f"first {i}".encode() for i in range(100)] + [f"second {i}".encode() for i in range(100)]
     assert got == expected
 
 
 # Fork: the state lock and descriptors made during redirect() -----------------------------
 
+
 def test_fork_while_another_thread_holds_the_state_lock_child_can_redirect(tmp_path):
     """A child forked while another thread is inside redirect()/restore() (here: holds the
     state lock) can redirect() itself instead of deadlocking."""
     log = tmp_path / "child.log"
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import os, threading, time, skyrl_fdlog
         from skyrl_fdlog import _redirect
         held, release = threading.Event(), threading.Event()
@@ -106,7 +111,9 @@ def test_fork_while_another_thread_holds_the_state_lock_child_can_redirect(tmp_p
         _, status = os.waitpid(pid, 0)
         release.set()
         print("child status", status)
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     assert b"child status 0" in result.stdout, result.stdout
     assert out_lines(log) == [b"child redirected"]
 
@@ -115,7 +122,8 @@ def test_fork_during_redirect_setup_leaks_no_descriptor_into_the_child(tmp_path)
     """A thread forks children while the main thread redirects and restores in a loop: no
     child holds a descriptor skyrl_fdlog made (a channel, a pipe, the log, a status pipe),
     whatever moment it was forked at; each child lists its fds above 2 and exits."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import os, threading, time, skyrl_fdlog
         stop = threading.Event()
         leaks, children = [], []
@@ -154,11 +162,14 @@ def test_fork_during_redirect_setup_leaks_no_descriptor_into_the_child(tmp_path)
         stop.set()
         thread.join()
         print("children:", len(children), "with leaks:", len(leaks), leaks[:3])
-    """, timeout=300)
+    """,
+        timeout=300,
+    )
     assert b"with leaks: 0 " in result.stdout, result.stdout
 
 
 # Case 2, the Python half: a helper that keeps dying -----------------------------------------
+
 
 def test_a_helper_that_keeps_dying_is_restarted_with_backoff_and_a_reason(tmp_path):
     """A helper that dies at once, every time (here a program that says READY and exits, as a
@@ -170,11 +181,15 @@ def test_a_helper_that_keeps_dying_is_restarted_with_backoff_and_a_reason(tmp_pa
     dying.write_text(f"#!/bin/sh\necho start >> {starts}\necho READY $$ >&6\n")
     dying.chmod(0o755)
     log = tmp_path / "infra.log"
-    run_python(f"""
+    run_python(
+        f"""
         import os, time, skyrl_fdlog
         skyrl_fdlog.redirect({str(log)!r})
         time.sleep(3)
-    """, env={"SKYRL_FDLOG_HELPER": str(dying)}, timeout=60)
+    """,
+        env={"SKYRL_FDLOG_HELPER": str(dying)},
+        timeout=60,
+    )
     started = len(starts.read_text().split())
     said = notes(log)
     print(f"\nMEASURED helpers started in 3 s by a helper that dies at once: {started}")
@@ -192,24 +207,31 @@ def test_a_helper_killed_at_the_file_size_limit_is_explained_on_stderr(tmp_path)
     dying.chmod(0o755)
     log = tmp_path / "infra.log"
     log.write_bytes(b"x" * 100000)
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import resource, time, skyrl_fdlog
         resource.setrlimit(resource.RLIMIT_FSIZE, (100000, resource.RLIM_INFINITY))
         skyrl_fdlog.redirect({str(log)!r})
         time.sleep(0.5)
-    """, env={"SKYRL_FDLOG_HELPER": str(dying)}, timeout=60)
+    """,
+        env={"SKYRL_FDLOG_HELPER": str(dying)},
+        timeout=60,
+    )
     assert log.stat().st_size == 100000
-    assert (b"file size limit (ulimit -f) of 100000 bytes that the helper inherits"
-            in result.stderr), result.stderr
+    assert b"file size limit (ulimit -f) of 100000 bytes that the helper inherits" in result.stderr, (
+        result.stderr
+    )
 
 
 # Case 12 --------------------------------------------------------------------------------
+
 
 def test_helper_killed_after_restore_children_are_not_killed_by_sigpipe(tmp_path):
     """restore() returns while a child still writes; then the helper is SIGKILLed: the child
     is not killed by SIGPIPE, it finishes, and its lines are in the log."""
     log, report = tmp_path / "infra.log", tmp_path / "report"
-    run_python(f"""
+    run_python(
+        f"""
         import os, signal, subprocess, time, skyrl_fdlog
         r = skyrl_fdlog.redirect({str(log)!r})
         child = subprocess.Popen(["sh", "-c", "sleep 1; seq 1 200000"])
@@ -218,19 +240,23 @@ def test_helper_killed_after_restore_children_are_not_killed_by_sigpipe(tmp_path
         status = child.wait(timeout=60)
         open({str(report)!r}, "w").write(str(status))
         time.sleep(2)
-    """, timeout=120)
+    """,
+        timeout=120,
+    )
     assert report.read_text() == "0"
     assert out_lines(log) == [str(i).encode() for i in range(1, 200001)]
 
 
 # Case 4 ---------------------------------------------------------------------------------
 
+
 def test_concurrent_redirects_during_a_path_switch_restore_puts_the_originals_back(tmp_path):
     """While redirect(p2) switches away from p1 (p1's helper waits for a lingering child),
     another thread calls redirect(p3): the calls serialize, restore() puts back the fd 1 and 2
     of before the first capture, nothing is active after it and every helper exits."""
     report = tmp_path / "report"
-    run_python(f"""
+    run_python(
+        f"""
         import os, subprocess, threading, time, skyrl_fdlog
         before = [os.fstat(fd) for fd in (1, 2)]
         a = skyrl_fdlog.redirect({str(tmp_path / "p1.log")!r})
@@ -248,15 +274,18 @@ def test_concurrent_redirects_during_a_path_switch_restore_puts_the_originals_ba
         child.wait()
         helpers = [a.helper_pid, b.helper_pid, c.helper_pid]
         open({str(report)!r}, "w").write(repr((same, skyrl_fdlog.active() is None, helpers)))
-    """, timeout=60)
+    """,
+        timeout=60,
+    )
     same, nothing_active, helpers = eval(report.read_text())
     assert same == [True, True]
     assert nothing_active
     for helper in helpers:
-        wait_for(lambda: not pid_alive(helper), timeout=10)
+        wait_for(lambda helper=helper: not pid_alive(helper), timeout=10)
 
 
 # Case 5 ---------------------------------------------------------------------------------
+
 
 def test_no_helper_can_start_older_children_finish_and_their_lines_land(tmp_path):
     """The helper is killed and none can be started again (its program is gone): a child
@@ -265,7 +294,8 @@ def test_no_helper_can_start_older_children_finish_and_their_lines_land(tmp_path
     helper = tmp_path / "helper"
     shutil.copy(helper_executable(), helper)
     log, report = tmp_path / "infra.log", tmp_path / "report"
-    run_python(f"""
+    run_python(
+        f"""
         import os, signal, subprocess, time, skyrl_fdlog
         r = skyrl_fdlog.redirect({str(log)!r})
         child = subprocess.Popen(["sh", "-c", "sleep 0.5; seq 1 2000000"])
@@ -279,7 +309,10 @@ def test_no_helper_can_start_older_children_finish_and_their_lines_land(tmp_path
         print("after")
         skyrl_fdlog.restore()
         open({str(report)!r}, "w").write(str(status))
-    """, env={"SKYRL_FDLOG_HELPER": str(helper)}, timeout=180)
+    """,
+        env={"SKYRL_FDLOG_HELPER": str(helper)},
+        timeout=180,
+    )
     assert report.read_text() == "0"
     data = log.read_bytes()
     assert b"no log helper could be started" in data
@@ -290,8 +323,11 @@ def test_no_helper_can_start_older_children_finish_and_their_lines_land(tmp_path
 
 # Case 11 --------------------------------------------------------------------------------
 
-@pytest.mark.skipif(os.geteuid() != 0 or shutil.which("unshare") is None,
-                    reason="needs root and unshare(1) for a pid namespace")
+
+@pytest.mark.skipif(
+    os.geteuid() != 0 or shutil.which("unshare") is None,
+    reason="needs root and unshare(1) for a pid namespace",
+)
 def test_pid_1_of_a_pid_namespace_keeps_every_line_written_before_exit(tmp_path):
     """As PID 1 of its pid namespace (a one-process container) the actor writes 40,001 lines
     from itself and a child, then exits at once: every line is in the log (as with a plain
@@ -308,15 +344,21 @@ def test_pid_1_of_a_pid_namespace_keeps_every_line_written_before_exit(tmp_path)
         os._exit(0)
     """)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)}
-    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable,
-                             "-c", code], env=env, capture_output=True, timeout=120)
+    result = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", code],
+        env=env,
+        capture_output=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     data = log.read_bytes()
     lines = data.split(b"\n")
     assert [line for line in lines if line.startswith(b"actor ")] == [
-        f"actor {i}".encode() for i in range(20000)]
+        f"actor {i}".encode() for i in range(20000)
+    ]
     assert [line for line in lines if line.startswith(b"child ")] == [
-        f"child {i}".encode() for i in range(1, 20001)]
+        f"child {i}".encode() for i in range(1, 20001)
+    ]
     assert b"last" in lines
     said = notes(log)
     assert len(said) == 1 and b"PID 1 of its pid namespace" in said[0], said

@@ -49,9 +49,9 @@ def test_disk_full_drops_are_counted_and_writing_resumes(tmp_path):
     own (so at most two `dropped` records)."""
     with tmpfs(tmp_path / "small", "1m") as small:
         log = small / "infra.log"
-        signals = {name: str(tmp_path / name) for name in ("ready", "filled", "during", "freed",
-                                                             "marker")}
-        actor = start_actor(f"""
+        signals = {name: str(tmp_path / name) for name in ("ready", "filled", "during", "freed", "marker")}
+        actor = start_actor(
+            f"""
             s = {signals!r}
             skyrl_fdlog.redirect({str(log)!r}, name="diskfull", buffer_bytes=64 << 10)
             lines("before", 50)
@@ -67,7 +67,9 @@ def test_disk_full_drops_are_counted_and_writing_resumes(tmp_path):
             wait_in_log({str(log)!r}, b"dropped", timeout=30)
             report(s["marker"], seconds=time.monotonic() - start)
             skyrl_fdlog.restore()
-        """, tmp_path)
+        """,
+            tmp_path,
+        )
         wait_report(tmp_path / "ready", actor, 30, "the first lines")
         filled = fill(small / "filler")
         (tmp_path / "filled").touch()
@@ -80,10 +82,12 @@ def test_disk_full_drops_are_counted_and_writing_resumes(tmp_path):
     kept = numbered(records, b"during", 80)
     torn = cut_short(records, b"during", 80)
     counts = dropped_counts(records)
-    print(f"\nMEASURED disk full: filler {filled} B; 20,000 prints took {during['total']:.3f} s, "
-          f"worst {during['worst'] * 1000:.1f} ms; kept {len(kept)}, dropped {counts}, cut "
-          f"{len(bad) + len(torn)}; dropped record {marker['seconds']:.2f} s after the first "
-          f"line that followed recovery")
+    print(
+        f"\nMEASURED disk full: filler {filled} B; 20,000 prints took {during['total']:.3f} s, "
+        f"worst {during['worst'] * 1000:.1f} ms; kept {len(kept)}, dropped {counts}, cut "
+        f"{len(bad) + len(torn)}; dropped record {marker['seconds']:.2f} s after the first "
+        f"line that followed recovery"
+    )
     assert during["worst"] < 2.0 and during["total"] < 10
     assert numbered(records, b"before") == list(range(50))
     assert numbered(records, b"after") == list(range(100))
@@ -105,7 +109,8 @@ def test_drops_are_reported_even_when_nothing_follows(tmp_path):
     with tmpfs(tmp_path / "small", "1m") as small:
         log = small / "infra.log"
         signals = {name: str(tmp_path / name) for name in ("ready", "filled", "during", "freed")}
-        actor = start_actor(f"""
+        actor = start_actor(
+            f"""
             s = {signals!r}
             skyrl_fdlog.redirect({str(log)!r}, name="quiet", buffer_bytes=32 << 10)
             report(s["ready"])
@@ -115,7 +120,9 @@ def test_drops_are_reported_even_when_nothing_follows(tmp_path):
             wait_file(s["freed"])
             time.sleep(3)
             skyrl_fdlog.restore()
-        """, tmp_path)
+        """,
+            tmp_path,
+        )
         wait_report(tmp_path / "ready", actor, 30, "redirect")
         fill(small / "filler")
         (tmp_path / "filled").touch()
@@ -143,8 +150,13 @@ def test_log_renamed_or_deleted_mid_run_the_helper_reopens_the_path(tmp_path, ro
     file and opens the path again: a new file there gets every later line and an `fdlog` record
     saying it reopened; no line is written twice, and with rename the old file keeps the rest."""
     log = tmp_path / "logs" / "infra.log"
-    actor = actor_around_a_fault(tmp_path, log, 200, 'lines("b", 300, per_second=100); '
-                                 'lines("c", 100)', redirect_args=', name="rotate"')  # b: 3 s
+    actor = actor_around_a_fault(
+        tmp_path,
+        log,
+        200,
+        'lines("b", 300, per_second=100); lines("c", 100)',
+        redirect_args=', name="rotate"',
+    )  # b: 3 s
     ROTATIONS[rotation](log)
     fault_done(tmp_path)
     finish(actor, tmp_path)
@@ -169,8 +181,7 @@ def test_log_truncated_in_place_later_lines_start_the_file(tmp_path):
     appended with O_APPEND the next records start at offset 0: no hole of NUL bytes, nothing
     torn, every later line present."""
     log = tmp_path / "infra.log"
-    actor = actor_around_a_fault(tmp_path, log, 500, 'lines("b", 200)',
-                                 redirect_args=', name="truncate"')
+    actor = actor_around_a_fault(tmp_path, log, 500, 'lines("b", 200)', redirect_args=', name="truncate"')
     os.truncate(log, 0)
     fault_done(tmp_path)
     finish(actor, tmp_path)
@@ -192,7 +203,8 @@ def test_hung_log_filesystem_never_blocks_the_actor(gluster_bed, tmp_path):
     log = unique_log(mount2, tmp_path)
     signals = {name: str(tmp_path / name) for name in ("ready", "go", "during", "resumed")}
     progress = tmp_path / "during.progress"
-    actor = start_actor(f"""
+    actor = start_actor(
+        f"""
         s = {signals!r}
         r = skyrl_fdlog.redirect({str(log)!r}, name="hung", buffer_bytes=256 << 10)
         lines("before", 100)
@@ -205,15 +217,18 @@ def test_hung_log_filesystem_never_blocks_the_actor(gluster_bed, tmp_path):
         wait_file(s["resumed"])
         lines("after", 100)
         skyrl_fdlog.restore()
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     ready = wait_report(tmp_path / "ready", actor, 30, "the first lines")
     assert ready["locked"] is True
     blocked = None
     with gluster_bed.client_stopped(1):
         (tmp_path / "go").touch()
         try:
-            during = wait_report(tmp_path / "during", actor, 20,
-                                 "30,000 lines while the log filesystem hangs")
+            during = wait_report(
+                tmp_path / "during", actor, 20, "30,000 lines while the log filesystem hangs"
+            )
             time.sleep(1.0)
         except AssertionError as error:
             blocked = error
@@ -233,8 +248,10 @@ def test_hung_log_filesystem_never_blocks_the_actor(gluster_bed, tmp_path):
     records, bad = parse(gluster_bed.mounts[0].joinpath(log.name).read_bytes())
     kept = numbered(records, b"during", 180)
     counts = dropped_counts(records)
-    print(f"\nMEASURED hung filesystem: 30,000 prints took {during['total']:.2f} s, worst "
-          f"{during['worst'] * 1000:.1f} ms; kept {len(kept)}, dropped {counts}")
+    print(
+        f"\nMEASURED hung filesystem: 30,000 prints took {during['total']:.2f} s, worst "
+        f"{during['worst'] * 1000:.1f} ms; kept {len(kept)}, dropped {counts}"
+    )
     assert during["worst"] < 3.0  # the helper waits up to 1 s for a stuck log before dropping
     assert bad == []
     assert numbered(records, b"before") == list(range(100))
@@ -253,9 +270,9 @@ def test_log_filesystem_down_then_back(gluster_bed, tmp_path):
     is lost silently: kept + dropped >= written."""
     mount1 = gluster_bed.mounts[0]
     log = unique_log(mount1, tmp_path)
-    signals = {name: str(tmp_path / name) for name in ("ready", "go", "during", "back", "after",
-                                                         "restored")}
-    actor = start_actor(f"""
+    signals = {name: str(tmp_path / name) for name in ("ready", "go", "during", "back", "after", "restored")}
+    actor = start_actor(
+        f"""
         s = {signals!r}
         skyrl_fdlog.redirect({str(log)!r}, name="down", buffer_bytes=64 << 10)
         lines("before", 100)
@@ -272,7 +289,9 @@ def test_log_filesystem_down_then_back(gluster_bed, tmp_path):
             report(s["restored"], error=None)
         except OSError as error:
             report(s["restored"], error=repr(error))
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     helper = wait_report(tmp_path / "ready", actor, 30, "the first lines")["helper"]
     try:
         os.kill(int(gluster_bed.env["BRICK_PID"]), signal.SIGKILL)
@@ -289,9 +308,11 @@ def test_log_filesystem_down_then_back(gluster_bed, tmp_path):
     kept = numbered(records, b"during", 100)
     counts = dropped_counts(records)
     late = numbered(records, b"after")
-    print(f"\nMEASURED brick down: worst print {max(during['worst'], after['worst']) * 1000:.1f} ms;"
-          f" during: kept {len(kept)} of 800, dropped {counts}; after recovery: {len(late)} "
-          f"of 1000 landed")
+    print(
+        f"\nMEASURED brick down: worst print {max(during['worst'], after['worst']) * 1000:.1f} ms;"
+        f" during: kept {len(kept)} of 800, dropped {counts}; after recovery: {len(late)} "
+        f"of 1000 landed"
+    )
     assert during["worst"] < 2.0 and after["worst"] < 2.0
     assert bad == []
     assert counts, [r.payload for r in records if r.stream == "fdlog"]
@@ -310,7 +331,8 @@ def test_helper_sigstopped_small_output_passes_then_writers_wait(tmp_path):
     log = tmp_path / "infra.log"
     result_path = tmp_path / "result.json"
     signals = {name: str(tmp_path / name) for name in ("stopped", "small", "full", "cont")}
-    actor = start_actor(f"""
+    actor = start_actor(
+        f"""
         import socket, threading
         s = {signals!r}
         r = skyrl_fdlog.redirect({str(log)!r}, name="stopped")
@@ -340,7 +362,9 @@ def test_helper_sigstopped_small_output_passes_then_writers_wait(tmp_path):
         assert done.wait(30), "writer still blocked after SIGCONT"
         report({str(result_path)!r}, released=time.monotonic() - start)
         skyrl_fdlog.restore()
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     helper = wait_report(tmp_path / "stopped.pid", actor, 30, "redirect")["helper"]
     os.kill(helper, signal.SIGSTOP)
     try:
@@ -352,9 +376,11 @@ def test_helper_sigstopped_small_output_passes_then_writers_wait(tmp_path):
     (tmp_path / "cont").touch()
     finish(actor, tmp_path)
     result = json.loads(result_path.read_text())
-    print(f"\nMEASURED helper stopped: 1,000 lines took {small['total'] * 1000:.1f} ms; then "
-          f"{full['fitted']} more 100-byte lines fitted before a writer blocked; released "
-          f"{result['released']:.2f} s after SIGCONT")
+    print(
+        f"\nMEASURED helper stopped: 1,000 lines took {small['total'] * 1000:.1f} ms; then "
+        f"{full['fitted']} more 100-byte lines fitted before a writer blocked; released "
+        f"{result['released']:.2f} s after SIGCONT"
+    )
     assert small["total"] < 1.0
     assert full["blocked"] is True
     assert full["fitted"] > 1000
@@ -373,14 +399,17 @@ def test_helper_sigkilled_repeatedly_under_load(tmp_path):
     written (measured and printed; at most a few lines per kill)."""
     log = tmp_path / "infra.log"
     signals = {name: str(tmp_path / name) for name in ("ready", "done")}
-    actor = start_actor(f"""
+    actor = start_actor(
+        f"""
         s = {signals!r}
         r = skyrl_fdlog.redirect({str(log)!r}, name="killed")
         report(s["ready"], helper=r.helper_pid)
         worst, total = lines("line", 1000, per_second=200)    # 5 s
         report(s["done"], worst=worst, helpers=r.helper_pid)
         skyrl_fdlog.restore()
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     helper = wait_report(tmp_path / "ready", actor, 30, "redirect")["helper"]
     killed = []
     for _ in range(5):
@@ -394,13 +423,19 @@ def test_helper_sigkilled_repeatedly_under_load(tmp_path):
     got = numbered(records, b"line")
     notes = [r.payload for r in records if r.stream == "fdlog"]
     restarts = [n for n in notes if b"restarted as" in n]
-    print(f"\nMEASURED helper SIGKILLed 5 times: {1000 - len(got)} of 1,000 lines lost; worst "
-          f"print {done['worst'] * 1000:.1f} ms")
+    print(
+        f"\nMEASURED helper SIGKILLed 5 times: {1000 - len(got)} of 1,000 lines lost; worst "
+        f"print {done['worst'] * 1000:.1f} ms"
+    )
     assert done["worst"] < 1.0
     assert len(restarts) == 5, notes
     assert got == sorted(set(got))
-    torn = [line for lines in lines_by_writer(records).values() for line, mark in lines
-            if mark == ":" and line.startswith(b"line") and not re.fullmatch(rb"line \d+", line)]
+    torn = [
+        line
+        for lines in lines_by_writer(records).values()
+        for line, mark in lines
+        if mark == ":" and line.startswith(b"line") and not re.fullmatch(rb"line \d+", line)
+    ]
     assert len(bad) + len(torn) <= 5
     assert len(got) >= 1000 - 5 * 20
 
@@ -412,7 +447,8 @@ def test_helper_memory_is_bounded_while_the_disk_is_full(tmp_path):
     with tmpfs(tmp_path / "small", "1m") as small:
         log = small / "infra.log"
         signals = {name: str(tmp_path / name) for name in ("ready", "filled", "done")}
-        actor = start_actor(f"""
+        actor = start_actor(
+            f"""
             s = {signals!r}
             r = skyrl_fdlog.redirect({str(log)!r}, buffer_bytes=1 << 20)
             report(s["ready"], helper=r.helper_pid)
@@ -420,7 +456,9 @@ def test_helper_memory_is_bounded_while_the_disk_is_full(tmp_path):
             lines("x", 100_000, width=190)
             report(s["done"])
             skyrl_fdlog.restore(timeout=1)
-        """, tmp_path)
+        """,
+            tmp_path,
+        )
         helper = wait_report(tmp_path / "ready", actor, 30, "redirect")["helper"]
         before = vm_rss_kib(helper)
         fill(small / "filler")
@@ -429,6 +467,5 @@ def test_helper_memory_is_bounded_while_the_disk_is_full(tmp_path):
         after = vm_rss_kib(helper)
         (small / "filler").unlink()
         finish(actor, tmp_path)
-    print(f"\nMEASURED helper RSS with a full disk: {before} KiB before, {after} KiB after "
-          f"20 MB of output")
+    print(f"\nMEASURED helper RSS with a full disk: {before} KiB before, {after} KiB after 20 MB of output")
     assert after - before < 2048

@@ -36,15 +36,30 @@ SEEDS = [
     b"not a record at all\n\x1b[31mred\x1b]0;title\x07\xff\xfe\n",
     b"2026-11-27T02:47:06.123Z n A[3] out+ cut without newline",
 ]
-DICTIONARY = ['"out: "', '"err: "', '"fdlog: "', '"out+ "', '"out~ "', '"["', '"] "',
-              '"2026-11-27T02:47:06.123Z "', '"\\x1b["', '"\\x1b]"', '"\\x07"', '"\\xc2\\x9b"',
-              '"\\xe2\\x80\\xae"', '"\\xed\\xa0\\x80"']
+DICTIONARY = [
+    '"out: "',
+    '"err: "',
+    '"fdlog: "',
+    '"out+ "',
+    '"out~ "',
+    '"["',
+    '"] "',
+    '"2026-11-27T02:47:06.123Z "',
+    '"\\x1b["',
+    '"\\x1b]"',
+    '"\\x07"',
+    '"\\xc2\\x9b"',
+    '"\\xe2\\x80\\xae"',
+    '"\\xed\\xa0\\x80"',
+]
 
 
 def run_atheris(tmp_path: Path, seconds: int, plant_bug: bool = False):
     atheris = pytest.importorskip(
-        "atheris", reason="ATHERIS NOT INSTALLED: pip install atheris (3.0.0 has a wheel for "
-                          "CPython 3.11); the hypothesis test below still runs the properties")
+        "atheris",
+        reason="ATHERIS NOT INSTALLED: pip install atheris (3.0.0 has a wheel for "
+        "CPython 3.11); the hypothesis test below still runs the properties",
+    )
     del atheris
     corpus = tmp_path / "corpus"
     corpus.mkdir()
@@ -54,10 +69,22 @@ def run_atheris(tmp_path: Path, seconds: int, plant_bug: bool = False):
     dictionary.write_text("\n".join(DICTIONARY) + "\n")
     env = {**os.environ, "FDLOG_FUZZ_PLANT_BUG": "1" if plant_bug else "0"}
     result = subprocess.run(
-        [sys.executable, str(TESTS / "_fuzz_reader.py"), f"-max_total_time={seconds}",
-         "-max_len=4096", f"-dict={dictionary}", f"-artifact_prefix={tmp_path}/",
-         "-print_final_stats=1", str(corpus)],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=seconds + 120)
+        [
+            sys.executable,
+            str(TESTS / "_fuzz_reader.py"),
+            f"-max_total_time={seconds}",
+            "-max_len=4096",
+            f"-dict={dictionary}",
+            f"-artifact_prefix={tmp_path}/",
+            "-print_final_stats=1",
+            str(corpus),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=seconds + 120,
+    )
     crashes = sorted(tmp_path.glob("crash-*"))
     return result, crashes
 
@@ -78,7 +105,7 @@ def test_atheris_harness_catches_a_planted_parser_bug(tmp_path):
     something."""
     result, crashes = run_atheris(tmp_path, 60, plant_bug=True)
     output = result.stdout + result.stderr  # atheris prints the Python traceback on stdout
-    found = output[output.find("=== Uncaught Python exception"):][:3000]
+    found = output[output.find("=== Uncaught Python exception") :][:3000]
     assert result.returncode != 0
     assert "AssertionError" in found, found
     assert crashes, found
@@ -86,16 +113,21 @@ def test_atheris_harness_catches_a_planted_parser_bug(tmp_path):
 
 records = st.builds(
     lambda node, name, pid, stream, mark, payload: (
-        f"2026-11-27T02:47:06.123Z {node} {name}[{pid}] {stream}{mark} ".encode() + payload),
-    st.sampled_from(["n", "node-1", "a.b_c"]), st.sampled_from(["A", "Engine:1", "x.y-z"]),
-    st.integers(0, 99999), st.sampled_from(["out", "err", "fdlog"]), st.sampled_from(":+~"),
-    st.binary(max_size=64).map(lambda b: b.replace(b"\n", b"")))
-logs = st.lists(st.one_of(records, st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))),
-                max_size=12).map(lambda lines: b"\n".join(lines)) | st.binary(max_size=512)
+        f"2026-11-27T02:47:06.123Z {node} {name}[{pid}] {stream}{mark} ".encode() + payload
+    ),
+    st.sampled_from(["n", "node-1", "a.b_c"]),
+    st.sampled_from(["A", "Engine:1", "x.y-z"]),
+    st.integers(0, 99999),
+    st.sampled_from(["out", "err", "fdlog"]),
+    st.sampled_from(":+~"),
+    st.binary(max_size=64).map(lambda b: b.replace(b"\n", b"")),
+)
+logs = st.lists(
+    st.one_of(records, st.binary(max_size=40).map(lambda b: b.replace(b"\n", b""))), max_size=12
+).map(lambda lines: b"\n".join(lines)) | st.binary(max_size=512)
 
 
-@settings(max_examples=400 if not LONG else 5000, deadline=None,
-          suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=400 if not LONG else 5000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(logs, st.booleans())
 def test_reader_properties_hold_under_hypothesis(data, newline_at_end):
     """The properties of tests/_fuzz_reader.py on logs made of real-looking records, forged

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -29,7 +28,8 @@ pytestmark = pytest.mark.slow
 def helper_state(log, tmp_path, pipes: str) -> dict:
     """Start redirect() in an actor whose fds 7, 8 and 9 hold inheritable files of its own
     and whose working directory is tmp_path; return what the helper holds."""
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import json, os, skyrl_fdlog
         os.chdir({str(tmp_path)!r})
         read, write = os.pipe()
@@ -44,15 +44,16 @@ def helper_state(log, tmp_path, pipes: str) -> dict:
         cwd = os.readlink(f"/proc/{{helper}}/cwd")
         skyrl_fdlog.restore()
         print(json.dumps({{"fds": fds, "cwd": cwd, "planted": planted}}))
-    """, env={"SKYRL_FDLOG_PYTHON_PIPES": pipes})
+    """,
+        env={"SKYRL_FDLOG_PYTHON_PIPES": pipes},
+    )
     state = json.loads(result.stdout)
     state["fds"] = {int(n): target for n, target in state["fds"].items()}
     return state
 
 
 @pytest.mark.parametrize("pipes", ["0", "1"])
-def test_helper_holds_its_own_descriptors_only_and_leaves_the_working_directory(
-        log_file, tmp_path, pipes):
+def test_helper_holds_its_own_descriptors_only_and_leaves_the_working_directory(log_file, tmp_path, pipes):
     """Case 7 and chdir: the actor holds inheritable files on fds 7, 8 and 9.  Without the
     Python pipes (SKYRL_FDLOG_PYTHON_PIPES=0, or a sys.stdout that cannot be replaced) the
     helper holds fds 0-6 only; with them 0-8, its 7 and 8 being the pipes, not the actor's
@@ -77,7 +78,8 @@ def test_gather_of_a_whole_second_is_a_valid_setting(tmp_path):
     used to build a timespec of 1e9 ns, which nanosleep refuses (EINVAL), so nothing was
     gathered.  A line is read no sooner than the gather time after its wakeup."""
     log = tmp_path / "gather.log"
-    result = run_python(f"""
+    result = run_python(
+        f"""
         import os, time, skyrl_fdlog
         skyrl_fdlog.redirect({str(log)!r})
         start = time.monotonic()
@@ -87,7 +89,9 @@ def test_gather_of_a_whole_second_is_a_valid_setting(tmp_path):
         late = time.monotonic() - start
         skyrl_fdlog.restore()
         print(late)
-    """, env={"SKYRL_FDLOG_GATHER_US": "1000000"})
+    """,
+        env={"SKYRL_FDLOG_GATHER_US": "1000000"},
+    )
     late = float(result.stdout)
     print(f"\nMEASURED a line with a 1 s gather arrived after {late:.3f} s")
     assert late >= 0.9
@@ -102,8 +106,12 @@ def faked_wall_clock(tmp_path, offset: str) -> dict:
         pytest.fail(f"{FAKETIME} is missing: apt-get install faketime")
     control = tmp_path / "faketime"
     control.write_text(offset)
-    return {"LD_PRELOAD": FAKETIME, "FAKETIME_TIMESTAMP_FILE": str(control),
-            "FAKETIME_NO_CACHE": "1", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+    return {
+        "LD_PRELOAD": FAKETIME,
+        "FAKETIME_TIMESTAMP_FILE": str(control),
+        "FAKETIME_NO_CACHE": "1",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
 
 
 def test_a_wall_clock_step_back_does_not_stall_idle_flushes(tmp_path):
@@ -125,10 +133,10 @@ def test_a_wall_clock_step_back_does_not_stall_idle_flushes(tmp_path):
     finally:
         said = helper.close()
     assert bad == [] and b"EXIT eof" in said
-    stamps = {r.payload: time.mktime(time.strptime(r.time[:19].decode(), "%Y-%m-%dT%H:%M:%S"))
-              for r in records}
+    stamps = {
+        r.payload: time.mktime(time.strptime(r.time[:19].decode(), "%Y-%m-%dT%H:%M:%S")) for r in records
+    }
     assert 3500 < stamps[b"whole"] - stamps[b"partial"] < 3700, stamps
-
 
 
 def test_file_size_limit_counts_drops_without_killing_the_helper(tmp_path):
@@ -173,14 +181,17 @@ def test_file_size_limit_counts_drops_without_killing_the_helper(tmp_path):
     notes = [r.payload for r in old + new if r.stream == "fdlog"]
     dropped = [int(n.split()[1]) for n in notes if n.startswith(b"dropped ")]
     kept = [r for r in old + new if r.payload.startswith(b"before ")]
-    print(f"\nMEASURED RLIMIT_FSIZE 64 KiB: {rotated.stat().st_size} B in the rotated file, "
-          f"{len(kept)} of 1500 lines kept, dropped {dropped}")
+    print(
+        f"\nMEASURED RLIMIT_FSIZE 64 KiB: {rotated.stat().st_size} B in the rotated file, "
+        f"{len(kept)} of 1500 lines kept, dropped {dropped}"
+    )
     assert first == last and not any(b"ended unexpectedly" in n for n in notes), notes
     assert bad_old == [] and bad_new == [] and rotated.stat().st_size <= 65536
     assert any(b"reached the file size limit" in n for n in notes), notes
     assert len(kept) + sum(dropped) == 1500 and dropped, (len(kept), dropped)
-    assert [r.payload for r in new if r.payload.startswith(b"after ")] == \
-        [b"after %d" % i for i in range(100)]
+    assert [r.payload for r in new if r.payload.startswith(b"after ")] == [
+        b"after %d" % i for i in range(100)
+    ]
 
 
 def test_a_failing_poll_is_not_taken_for_the_end(tmp_path):
@@ -190,9 +201,21 @@ def test_a_failing_poll_is_not_taken_for_the_end(tmp_path):
     if shutil.which("strace") is None:
         pytest.fail("strace is missing: apt-get install strace")
     log = tmp_path / "poll.log"
-    helper = HelperAlone(log, wrapper=["strace", "-D", "-f", "-qq", "-o", "/dev/null",
-                                       "-e", "trace=poll", "-e",
-                                       "inject=poll:error=ENOMEM:when=2..3"])
+    helper = HelperAlone(
+        log,
+        wrapper=[
+            "strace",
+            "-D",
+            "-f",
+            "-qq",
+            "-o",
+            "/dev/null",
+            "-e",
+            "trace=poll",
+            "-e",
+            "inject=poll:error=ENOMEM:when=2..3",
+        ],
+    )
     helper.out.send(b"first\n")
     time.sleep(0.3)
     helper.err.send(b"after the failed polls\n")
@@ -208,6 +231,7 @@ def test_reopen_note_waits_for_the_lock(tmp_path):
     could land on top of another machine's append.  Here another process holds the lock on
     the new file when the helper reopens it: nothing is written until it lets go."""
     import fcntl
+
     log = tmp_path / "locked.log"
     helper = HelperAlone(log, settings={"lock": 1})
     helper.out.send(b"first\n")
@@ -270,6 +294,7 @@ def wait_read(sock) -> None:
     import array
     import fcntl
     import termios
+
     queued = array.array("i", [0])
     deadline = time.monotonic() + 10
     while True:
@@ -316,14 +341,16 @@ def test_pid_reuse_keeps_a_dead_writers_line_apart(tmp_path):
     used to be glued ("old partialnew line"); now the dead writer's line is ended first."""
     log = tmp_path / "reuse.log"
     script = PID_REUSE.format(tests=str(Path(__file__).parent), log=str(log))
-    result = subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c",
-                             script], capture_output=True, timeout=60)
+    result = subprocess.run(
+        ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script],
+        capture_output=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     pid = int(result.stdout)
     records, bad = parse(log.read_bytes())
     assert bad == []
-    assert [text for text, _ in lines_by_writer(records)[(pid, "out")]] == \
-        [b"old partial", b"new line"]
+    assert [text for text, _ in lines_by_writer(records)[(pid, "out")]] == [b"old partial", b"new line"]
 
 
 def test_a_writer_outside_the_pid_namespace_is_kept_apart(tmp_path):
@@ -333,17 +360,36 @@ def test_a_writer_outside_the_pid_namespace_is_kept_apart(tmp_path):
     the insider's pid.  Now the outsider's bytes stay under pid 0, whole, and one note says
     what pid 0 means."""
     log = tmp_path / "outsider.log"
-    wrapper = ["unshare", "--pid", "--fork", "sh", "-c",
-               '"$@" & wait; exec sleep 1000 3>&- 4>&- 5>&- 6>&-', "sh"]
+    wrapper = [
+        "unshare",
+        "--pid",
+        "--fork",
+        "sh",
+        "-c",
+        '"$@" & wait; exec sleep 1000 3>&- 4>&- 5>&- 6>&-',
+        "sh",
+    ]
     helper = HelperAlone(log, wrapper=wrapper, launcher_exits=False)
     try:
         helper.out.send(b"outsider partial")
         wait_read(helper.out)
         [outer_pid] = helpers_of(log)  # helper.pid is its pid inside the namespace
         subprocess.run(
-            ["nsenter", "-t", str(outer_pid), "--pid", "--", sys.executable, "-c",
-             f"import socket; socket.socket(fileno={helper.out.fileno()}).send(b'insider line\\n')"],
-            pass_fds=[helper.out.fileno()], capture_output=True, timeout=30, check=True)
+            [
+                "nsenter",
+                "-t",
+                str(outer_pid),
+                "--pid",
+                "--",
+                sys.executable,
+                "-c",
+                f"import socket; socket.socket(fileno={helper.out.fileno()}).send(b'insider line\\n')",
+            ],
+            pass_fds=[helper.out.fileno()],
+            capture_output=True,
+            timeout=30,
+            check=True,
+        )
         helper.out.send(b" end\n")
         said = helper.close()
     finally:
@@ -413,10 +459,9 @@ def test_o_nonblock_set_by_one_child_fails_no_other_writer(tmp_path):
     actor's guard clears the flag within 10 ms and says so in the log: both writers exit 0 and
     every line is in the log."""
     log = tmp_path / "nonblock.log"
-    python_writer = ("import sys\n"
-                     "for i in range(100000):\n"
-                     "    sys.stdout.buffer.write(b'py %d\\n' % i)\n")
-    result = run_python(f"""
+    python_writer = "import sys\nfor i in range(100000):\n    sys.stdout.buffer.write(b'py %d\\n' % i)\n"
+    result = run_python(
+        f"""
         import json, os, signal, socket, subprocess, sys, time, skyrl_fdlog
         helper = skyrl_fdlog.redirect({str(log)!r}).helper_pid
         for fd in (1, 2):
@@ -435,15 +480,19 @@ def test_o_nonblock_set_by_one_child_fails_no_other_writer(tmp_path):
         skyrl_fdlog.restore()
         print(json.dumps(codes))
     """.replace('"seq.err"', repr(str(tmp_path / "seq.err"))).replace(
-        '"py.err"', repr(str(tmp_path / "py.err"))))
+            '"py.err"', repr(str(tmp_path / "py.err"))
+        )
+    )
     codes = json.loads(result.stdout)
     records, bad = parse(log.read_bytes())
     out = [r.payload for r in records if r.stream == "out"]
     seq = [line for line in out if line.isdigit()]
     py = [line for line in out if line.startswith(b"py ")]
     notes = [r.payload for r in records if b"O_NONBLOCK" in r.payload]
-    print(f"\nMEASURED O_NONBLOCK: exit codes {codes}, seq {len(seq)} of 200000, python "
-          f"{len(py)} of 100000; {(tmp_path / 'seq.err').read_bytes()[:200]!r}")
+    print(
+        f"\nMEASURED O_NONBLOCK: exit codes {codes}, seq {len(seq)} of 200000, python "
+        f"{len(py)} of 100000; {(tmp_path / 'seq.err').read_bytes()[:200]!r}"
+    )
     assert codes == [0, 0] and bad == []
     assert seq == [b"%d" % i for i in range(1, 200001)]
     assert py == [b"py %d" % i for i in range(100000)]

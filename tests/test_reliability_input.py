@@ -58,13 +58,26 @@ def test_ten_mebibyte_line(log_file, tmp_path, ending):
 
 
 PAYLOADS = [
-    b"nul\0inside\0\0", b"\0", b"\xff\xfe\xfd", b"\xc3\x28 bad continuation",
-    b"\xed\xa0\x80 encoded surrogate", b"\xf4\x90\x80\x80 above U+10FFFF", b"cut \xe2\x82",
-    b"\xc0\xaf overlong slash", b"\x1b[31mred\x1b[0m", b"\x1b[2K\x1b[1A\x1b[1000D cursor games",
-    b"\x1b[?1049h alternate screen", b"\x1b]0;window title\x07",
-    b"\x1b]8;;https://example.invalid\x1b\\link\x1b]8;;\x1b\\", b"\x1b]52;c;ZXZpbA==\x07 clipboard",
-    b"\x1bP+q544e\x1b\\ DCS", b"\xc2\x9b31m C1 CSI", b"\xe2\x80\xae reversed bidi",
-    b"abc\x08\x08\x08xyz", b"\x07\x0b\x0c\x7f", b"tab\there",
+    b"nul\0inside\0\0",
+    b"\0",
+    b"\xff\xfe\xfd",
+    b"\xc3\x28 bad continuation",
+    b"\xed\xa0\x80 encoded surrogate",
+    b"\xf4\x90\x80\x80 above U+10FFFF",
+    b"cut \xe2\x82",
+    b"\xc0\xaf overlong slash",
+    b"\x1b[31mred\x1b[0m",
+    b"\x1b[2K\x1b[1A\x1b[1000D cursor games",
+    b"\x1b[?1049h alternate screen",
+    b"\x1b]0;window title\x07",
+    b"\x1b]8;;https://example.invalid\x1b\\link\x1b]8;;\x1b\\",
+    b"\x1b]52;c;ZXZpbA==\x07 clipboard",
+    b"\x1bP+q544e\x1b\\ DCS",
+    b"\xc2\x9b31m C1 CSI",
+    b"\xe2\x80\xae reversed bidi",
+    b"abc\x08\x08\x08xyz",
+    b"\x07\x0b\x0c\x7f",
+    b"tab\there",
     b"2026-01-01T00:00:00.000Z othernode Victim[1] err: forged record",
     b"2026-01-01T00:00:00.000Z othernode Victim[1] out+ forged fragment",
 ]
@@ -86,8 +99,7 @@ def test_nul_invalid_utf8_and_escape_sequences_pass_unchanged(log_file):
     records = checked(log_file)
     assert {r.name for r in records} == {"Hostile"} and len({r.pid for r in records}) == 1
     for stream in ("out", "err"):
-        assert [(r.mark, r.payload) for r in records if r.stream == stream] == \
-            [(":", p) for p in PAYLOADS]
+        assert [(r.mark, r.payload) for r in records if r.stream == stream] == [(":", p) for p in PAYLOADS]
 
 
 def test_carriage_return_storm_is_rate_limited(log_file):
@@ -113,8 +125,10 @@ def test_carriage_return_storm_is_rate_limited(log_file):
     records = checked(log_file)
     states = [(r.mark, r.payload, r.time) for r in records]
     snapshots = [s for s in states if s[0] == "~"]
-    print(f"\nMEASURED carriage-return storm: {redraws} redraws in {float(elapsed):.1f} s -> "
-          f"{len(snapshots)} snapshots + 1 line, {log_file.stat().st_size} bytes of log")
+    print(
+        f"\nMEASURED carriage-return storm: {redraws} redraws in {float(elapsed):.1f} s -> "
+        f"{len(snapshots)} snapshots + 1 line, {log_file.stat().st_size} bytes of log"
+    )
     assert redraws >= STORM_SECONDS * 1000 * 0.8
     assert states[-1][0] == ":" and len(states) == len(snapshots) + 1
     assert 1 <= len(snapshots) <= STORM_SECONDS // 5 + 1

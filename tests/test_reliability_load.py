@@ -45,7 +45,8 @@ def test_a_thousand_short_lived_children(tmp_path):
     fully in use after the first 200 children and any growth would be per-pid state."""
     log = tmp_path / "infra.log"
     signals = {name: str(tmp_path / name) for name in ("ready", "warm", "go", "spawned", "done")}
-    actor = start_actor(f"""
+    actor = start_actor(
+        f"""
         s = {signals!r}
         r = skyrl_fdlog.redirect({str(log)!r}, name="spawner", buffer_bytes=256 << 10)
         report(s["ready"], helper=r.helper_pid)
@@ -73,7 +74,9 @@ def test_a_thousand_short_lived_children(tmp_path):
         report(s["spawned"], pids=pids)
         wait_file(s["done"])
         skyrl_fdlog.restore()
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     helper = wait_report(tmp_path / "ready", actor, 30, "redirect")["helper"]
     wait_report(tmp_path / "warm", actor, 60, "the first 200 children")
 
@@ -93,8 +96,10 @@ def test_a_thousand_short_lived_children(tmp_path):
     end_rss = vm_rss_kib(helper)
     (tmp_path / "done").touch()
     finish(actor, tmp_path)
-    print(f"\nMEASURED 1,000 children: helper RSS {warm_rss} KiB after 200, {end_rss} KiB after "
-          f"1,000; {flushed_while_running} unfinished lines flushed before the actor ended")
+    print(
+        f"\nMEASURED 1,000 children: helper RSS {warm_rss} KiB after 200, {end_rss} KiB after "
+        f"1,000; {flushed_while_running} unfinished lines flushed before the actor ended"
+    )
     records, bad = parse(log.read_bytes())
     assert bad == []
     pids = {int(i): pid for i, pid in spawned["pids"].items()}
@@ -130,8 +135,10 @@ def test_soak_64_writers_helper_rss_flat(tmp_path):
         "    print(f'w{index} {seq} {zlib.crc32(body.encode()):08x} {body}', flush=True)\n"
         "    seq += 1\n"
         "    time.sleep(max(0.0, start + seq / 100 - time.monotonic()))\n"
-        "print(f'end w{index} {seq}', flush=True)\n")
-    actor = start_actor(f"""
+        "print(f'end w{index} {seq}', flush=True)\n"
+    )
+    actor = start_actor(
+        f"""
         import subprocess
         s = {signals!r}
         r = skyrl_fdlog.redirect({str(log)!r}, name="soak")
@@ -141,7 +148,9 @@ def test_soak_64_writers_helper_rss_flat(tmp_path):
         codes = [child.wait() for child in children]
         report(s["done"], codes=codes)
         skyrl_fdlog.restore()
-    """, tmp_path)
+    """,
+        tmp_path,
+    )
     helper = wait_report(tmp_path / "ready", actor, 30, "redirect")["helper"]
     start_rss = vm_rss_kib(helper)
     samples = sample_rss(helper, lambda: (tmp_path / "done").exists())
@@ -165,13 +174,20 @@ def test_soak_64_writers_helper_rss_flat(tmp_path):
     lines = sum(totals.values())
     rss = [kib for _, kib in samples]
     half = [kib for t, kib in samples if t >= samples[-1][0] / 2]
-    summary = {"seconds": SOAK_SECONDS, "lines": lines, "rss_start_kib": start_rss,
-               "rss_max_kib": max(rss), "rss_last_half_growth_kib": half[-1] - half[0],
-               "samples": len(samples)}
+    summary = {
+        "seconds": SOAK_SECONDS,
+        "lines": lines,
+        "rss_start_kib": start_rss,
+        "rss_max_kib": max(rss),
+        "rss_last_half_growth_kib": half[-1] - half[0],
+        "samples": len(samples),
+    }
     (tmp_path / "soak.json").write_text(json.dumps(summary))
-    print(f"\nMEASURED soak: {SOAK_WRITERS} writers x {SOAK_SECONDS:.0f} s, {lines} lines; "
-          f"helper RSS {start_rss} KiB at start, max {max(rss)} KiB, last half "
-          f"{half[0]} -> {half[-1]} KiB ({len(samples)} samples)")
+    print(
+        f"\nMEASURED soak: {SOAK_WRITERS} writers x {SOAK_SECONDS:.0f} s, {lines} lines; "
+        f"helper RSS {start_rss} KiB at start, max {max(rss)} KiB, last half "
+        f"{half[0]} -> {half[-1]} KiB ({len(samples)} samples)"
+    )
     assert damaged == []
     assert sorted(totals) == list(range(SOAK_WRITERS))
     for index in range(SOAK_WRITERS):

@@ -66,6 +66,7 @@ def test_refuses_what_is_not_a_regular_file_without_hanging(tmp_path, kind):
         path.mkdir()
     else:
         import socket
+
         server = socket.socket(socket.AF_UNIX)
         server.bind(str(path))
     start = time.monotonic()
@@ -94,18 +95,18 @@ def test_own_symlinked_directory_in_a_sticky_directory_is_followed(sticky, tmp_p
     (sticky / "skyrl-logs").symlink_to(ours)
     run_python(f"""
         import skyrl_fdlog
-        skyrl_fdlog.redirect({str(sticky / 'skyrl-logs' / 'infra.log')!r})
+        skyrl_fdlog.redirect({str(sticky / "skyrl-logs" / "infra.log")!r})
         print("through our link")
         skyrl_fdlog.restore()
     """)
     assert b"out: through our link\n" in (ours / "infra.log").read_bytes()
 
 
-@pytest.mark.parametrize("umask, directory_mode, file_mode",
-                         [(0o022, 0o750, 0o640), (0o077, 0o700, 0o600), (0o000, 0o750, 0o640),
-                          (0o027, 0o750, 0o640)])
-def test_redirect_creates_directories_and_file_with_safe_modes(tmp_path, umask, directory_mode,
-                                                               file_mode):
+@pytest.mark.parametrize(
+    "umask, directory_mode, file_mode",
+    [(0o022, 0o750, 0o640), (0o077, 0o700, 0o600), (0o000, 0o750, 0o640), (0o027, 0o750, 0o640)],
+)
+def test_redirect_creates_directories_and_file_with_safe_modes(tmp_path, umask, directory_mode, file_mode):
     """Directories and the log file that redirect() creates are 0750 and 0640, narrowed by the
     umask; even with umask 0 nothing is writable by others or readable by the world."""
     log = tmp_path / "a" / "b" / "infra.log"
@@ -142,8 +143,9 @@ def test_symlink_planted_after_rotation_is_not_followed(tmp_path):
     log = tmp_path / "logs" / "infra.log"
     victim = tmp_path / "victim"
     victim.write_bytes(b"precious\n")
-    actor = actor_around_a_fault(tmp_path, log, 100, 'lines("b", 300, per_second=100)',
-                                 redirect_args=', name="planted"')
+    actor = actor_around_a_fault(
+        tmp_path, log, 100, 'lines("b", 300, per_second=100)', redirect_args=', name="planted"'
+    )
     rotated = log.with_name("infra.log.1")
     os.rename(log, rotated)
     log.symlink_to(victim)
@@ -154,8 +156,7 @@ def test_symlink_planted_after_rotation_is_not_followed(tmp_path):
     records, bad = parse(rotated.read_bytes())
     assert bad == []
     payloads = [r.payload for r in records if r.stream == "out"]
-    assert payloads == [f"a {i}".encode() for i in range(100)] + \
-        [f"b {i}".encode() for i in range(300)]
+    assert payloads == [f"a {i}".encode() for i in range(100)] + [f"b {i}".encode() for i in range(300)]
     assert sorted(p.name for p in log.parent.iterdir()) == ["infra.log", "infra.log.1"]
 
 
@@ -163,8 +164,9 @@ def test_reopened_file_after_rotation_has_safe_mode(tmp_path):
     """The file the helper creates after logrotate moved the log away is 0640 under umask
     022, like the first one (it is opened with the same safe open)."""
     log = tmp_path / "infra.log"
-    actor = actor_around_a_fault(tmp_path, log, 10, 'lines("b", 300, per_second=100)',
-                                 setup="os.umask(0o022)")
+    actor = actor_around_a_fault(
+        tmp_path, log, 10, 'lines("b", 300, per_second=100)', setup="os.umask(0o022)"
+    )
     os.rename(log, tmp_path / "infra.log.1")
     fault_done(tmp_path)
     finish(actor, tmp_path)

@@ -31,8 +31,13 @@ pytestmark = pytest.mark.slow
 
 
 def install_torch(python: Path, index: str, wheel_dir: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([str(INSTALL_TORCH), str(python), TORCH_REQUIREMENT, index, str(wheel_dir)],
-                          env=unconfigured_pip_env(), capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [str(INSTALL_TORCH), str(python), TORCH_REQUIREMENT, index, str(wheel_dir)],
+        env=unconfigured_pip_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_an_index_that_does_not_answer_fails_fast_naming_itself_and_the_variable(tmp_path):

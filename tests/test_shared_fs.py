@@ -53,11 +53,13 @@ def shared_run(bed, tmp_path, lock: str) -> tuple[dict, dict, bytes]:
     found = damage(data, WRITERS, COUNT)
     found["brick"] = damage((bed.brick / name).read_bytes(), WRITERS, COUNT)
     found["lines_per_s"] = round(found["expected"] / run["seconds"])
-    print(f"\nMEASURED lock={lock}: {found['expected']} lines from {WRITERS} writers "
-          f"(+children) on 2 mounts, {run['seconds']:.1f} s until all written "
-          f"({found['lines_per_s']} lines/s); through a mount: lost {found['lost']}, "
-          f"torn {found['torn']}, duplicated {found['duplicated']}; on the brick: "
-          f"lost {found['brick']['lost']}, torn {found['brick']['torn']}")
+    print(
+        f"\nMEASURED lock={lock}: {found['expected']} lines from {WRITERS} writers "
+        f"(+children) on 2 mounts, {run['seconds']:.1f} s until all written "
+        f"({found['lines_per_s']} lines/s); through a mount: lost {found['lost']}, "
+        f"torn {found['torn']}, duplicated {found['duplicated']}; on the brick: "
+        f"lost {found['brick']['lost']}, torn {found['brick']['torn']}"
+    )
     return run, found, data
 
 
@@ -68,8 +70,7 @@ def test_bed_is_two_clients_whose_locks_exclude_each_other(gluster_bed):
     mount1, mount2 = gluster_bed.mounts
     for mount in (mount1, mount2):
         assert os.statvfs(mount).f_bsize > 0
-        assert "fuse.glusterfs" in next(line for line in open("/proc/mounts")
-                                         if f" {mount} " in line)
+        assert "fuse.glusterfs" in next(line for line in open("/proc/mounts") if f" {mount} " in line)
     path = mount1 / "lock-probe"
     path.write_bytes(b"from mount 1\n")
     assert (mount2 / "lock-probe").read_bytes() == b"from mount 1\n"
@@ -89,10 +90,10 @@ def test_lock_auto_detects_glusterfs_and_not_a_local_disk(gluster_bed, tmp_path)
     result = run_python(f"""
         import skyrl_fdlog
         modes = []
-        for path, lock in (({str(mount1 / 'detect.log')!r}, "auto"),
-                           ({str(tmp_path / 'local.log')!r}, "auto"),
-                           ({str(mount1 / 'never.log')!r}, "never"),
-                           ({str(tmp_path / 'always.log')!r}, "always")):
+        for path, lock in (({str(mount1 / "detect.log")!r}, "auto"),
+                           ({str(tmp_path / "local.log")!r}, "auto"),
+                           ({str(mount1 / "never.log")!r}, "never"),
+                           ({str(tmp_path / "always.log")!r}, "always")):
             r = skyrl_fdlog.redirect(path, lock=lock)
             modes.append(r.locked)
             skyrl_fdlog.restore()
@@ -133,12 +134,17 @@ def test_bed_script_is_idempotent_and_cleans_up_by_pid(tmp_path):
     if reason is not None:
         pytest.skip(f"GLUSTERFS TEST BED CANNOT RUN ON THIS MACHINE: {reason}")
     bed_dir = tmp_path / "bed"
-    env = {**os.environ, "GLUSTER_BED_DIR": str(bed_dir), "GLUSTER_BED_HOST": "127.0.0.3",
-           "GLUSTER_BED_VOLUME": "fdlogidem"}
+    env = {
+        **os.environ,
+        "GLUSTER_BED_DIR": str(bed_dir),
+        "GLUSTER_BED_HOST": "127.0.0.3",
+        "GLUSTER_BED_VOLUME": "fdlogidem",
+    }
 
     def bed(command: str):
-        return subprocess.run(["bash", str(SCRIPT), command], env=env, capture_output=True,
-                              text=True, timeout=300)
+        return subprocess.run(
+            ["bash", str(SCRIPT), command], env=env, capture_output=True, text=True, timeout=300
+        )
 
     def bed_processes() -> list[int]:
         found = []

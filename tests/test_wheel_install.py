@@ -80,13 +80,20 @@ def test_redirect_round_trip_through_the_installed_helper(tmp_path):
     log = tmp_path / "infra.log"
     env = {key: value for key, value in os.environ.items() if key != "SKYRL_FDLOG_HELPER"}
     result = subprocess.run(
-        [sys.executable, "-c",
-         "import sys, skyrl_fdlog\n"
-         f"r = skyrl_fdlog.redirect({str(log)!r}, name='wheeltest')\n"
-         "print('hello from the installed wheel')\n"
-         "skyrl_fdlog.restore()\n"
-         "print(r.helper_pid)\n"],
-        env=env, capture_output=True, text=True, timeout=60)
+        [
+            sys.executable,
+            "-c",
+            "import sys, skyrl_fdlog\n"
+            f"r = skyrl_fdlog.redirect({str(log)!r}, name='wheeltest')\n"
+            "print('hello from the installed wheel')\n"
+            "skyrl_fdlog.restore()\n"
+            "print(r.helper_pid)\n",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stderr
     assert int(result.stdout.split()[-1]) > 0
     records = [line for line in log.read_text().splitlines() if "hello from the installed wheel" in line]
@@ -115,8 +122,11 @@ def test_typing_marker_is_installed():
 def test_console_script_is_declared_and_runs():
     """`skyrl-fdlog` points at skyrl_fdlog.cli:main, and the script installed beside this
     interpreter answers --help."""
-    scripts = {ep.name: ep.value for ep in metadata.distribution("skyrl-fdlog").entry_points
-               if ep.group == "console_scripts"}
+    scripts = {
+        ep.name: ep.value
+        for ep in metadata.distribution("skyrl-fdlog").entry_points
+        if ep.group == "console_scripts"
+    }
     assert scripts == {"skyrl-fdlog": "skyrl_fdlog.cli:main"}
     script = Path(sys.executable).parent / "skyrl-fdlog"
     if not script.exists():
@@ -128,6 +138,7 @@ def test_console_script_is_declared_and_runs():
 
 def test_python_dash_m_runs_the_cli():
     """`python -m skyrl_fdlog --help` is the console script without the script file."""
-    result = subprocess.run([sys.executable, "-m", "skyrl_fdlog", "--help"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, "-m", "skyrl_fdlog", "--help"], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stderr

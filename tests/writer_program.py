@@ -41,7 +41,7 @@ def write_lines(role: str, index: int, count: int, seed: int) -> None:
             elif method == "write":
                 data = (text + "\n").encode()
                 third = len(data) // 3
-                for piece in (data[:third], data[third:2 * third], data[2 * third:]):
+                for piece in (data[:third], data[third : 2 * third], data[2 * third :]):
                     os.write(1, piece)
             else:
                 libc.printf(b"%s\n", text.encode())

@@ -59,24 +59,30 @@ def main(overrides: Sequence[str] = ()) -> int:
     """Run the demo with Hydra-style overrides (e.g. `trainer.log_path=/tmp/logs`); 0 on success."""
     cfg = load_config(overrides, schema=DemoConfig)
     if cfg.demo.fail_at not in FAIL_AT_CHOICES:
-        raise SystemExit(f"demo.fail_at={cfg.demo.fail_at!r} is not one of "
-                         f"{', '.join(repr(choice) for choice in FAIL_AT_CHOICES)}: use "
-                         f"demo.fail_at=engine_start to watch the engine fail at start")
+        raise SystemExit(
+            f"demo.fail_at={cfg.demo.fail_at!r} is not one of "
+            f"{', '.join(repr(choice) for choice in FAIL_AT_CHOICES)}: use "
+            f"demo.fail_at=engine_start to watch the engine fail at start"
+        )
     print("Configuration:")
     print(OmegaConf.to_yaml(cfg), end="", flush=True)
     model_path = cfg.model.path or str(ensure_tiny_model(cfg.model.cache_dir or None))
     print(f"Model: {model_path}")
     problems = load_problems(cfg.data.num_prompts, cfg.trainer.seed)
-    print(f"Loading dataset: {len(problems)} one-digit addition prompts, "
-          f"{cfg.generator.prompts_per_step} per step, "
-          f"{cfg.generator.samples_per_prompt} samples each", flush=True)
+    print(
+        f"Loading dataset: {len(problems)} one-digit addition prompts, "
+        f"{cfg.generator.prompts_per_step} per step, "
+        f"{cfg.generator.samples_per_prompt} samples each",
+        flush=True,
+    )
 
     started = time.monotonic()
     log_file = init_ray(cfg.trainer.log_path)
     try:
         with tempfile.TemporaryDirectory(prefix="skyrl-fdlog-demo-") as scratch:
-            engine_model = (broken_copy(model_path, Path(scratch))
-                            if cfg.demo.fail_at == "engine_start" else model_path)
+            engine_model = (
+                broken_copy(model_path, Path(scratch)) if cfg.demo.fail_at == "engine_start" else model_path
+            )
             rewards = train(cfg, model_path, engine_model, problems)
     except ray.exceptions.RayActorError as error:
         time.sleep(LAST_WORDS_WAIT_S)
@@ -91,18 +97,23 @@ def main(overrides: Sequence[str] = ()) -> int:
     return 0
 
 
-def train(cfg: DictConfig, model_path: str, engine_model: str,
-          problems: list[Problem]) -> list[float]:
+def train(cfg: DictConfig, model_path: str, engine_model: str, problems: list[Problem]) -> list[float]:
     """The RL loop; returns the mean reward of each step.  The engine loads engine_model (the
     policy's model_path, or a broken copy of it with demo.fail_at=engine_start)."""
-    print(f"Starting the vLLM engine and {cfg.trainer.num_policy_workers} policy workers...",
-          flush=True)
-    engine = VLLMEngine.options(name=ENGINE_NAME, num_cpus=1).remote(
-        engine_model, seed=cfg.trainer.seed)
-    workers = create_worker_group(PolicyWorker, cfg.trainer.num_policy_workers, model_path,
-                                  cfg.trainer.learning_rate, cfg.trainer.seed,
-                                  name_prefix=POLICY_NAME_PREFIX,
-                                  num_cpus=1 / cfg.trainer.num_policy_workers)
+    print(f"Starting the vLLM engine and {cfg.trainer.num_policy_workers} policy workers...", flush=True)
+    # mypy does not apply class decorators, so it does not know that @ray.remote made an actor.
+    engine = VLLMEngine.options(name=ENGINE_NAME, num_cpus=1).remote(  # type: ignore[attr-defined]
+        engine_model, seed=cfg.trainer.seed
+    )
+    workers = create_worker_group(
+        PolicyWorker,
+        cfg.trainer.num_policy_workers,
+        model_path,
+        cfg.trainer.learning_rate,
+        cfg.trainer.seed,
+        name_prefix=POLICY_NAME_PREFIX,
+        num_cpus=1 / cfg.trainer.num_policy_workers,
+    )
     ray.get(engine.__ray_ready__.remote())
     print("Engine and workers ready; training.", flush=True)
 
@@ -129,13 +140,17 @@ def broken_copy(model_path: str, copy: Path) -> str:
     return str(copy)
 
 
-def train_step(cfg: DictConfig, engine: Any, workers: list[Any],
-               batch: list[Problem]) -> dict[str, Any]:
+def train_step(cfg: DictConfig, engine: Any, workers: list[Any], batch: list[Problem]) -> dict[str, Any]:
     """Generate, score, train, sync weights; return the step's metrics."""
     t0 = time.monotonic()
-    samples = ray.get(engine.generate.remote(
-        [problem.prompt for problem in batch], n=cfg.generator.samples_per_prompt,
-        max_tokens=cfg.generator.max_tokens, temperature=cfg.generator.temperature))
+    samples = ray.get(
+        engine.generate.remote(
+            [problem.prompt for problem in batch],
+            n=cfg.generator.samples_per_prompt,
+            max_tokens=cfg.generator.max_tokens,
+            temperature=cfg.generator.temperature,
+        )
+    )
     t1 = time.monotonic()
 
     rollouts, scores = [], []
@@ -148,7 +163,7 @@ def train_step(cfg: DictConfig, engine: Any, workers: list[Any],
             rollouts.append({**sample, "advantage": (score - baseline) / spread})
         scores += group_scores
 
-    shards = [rollouts[rank::len(workers)] for rank in range(len(workers))]
+    shards = [rollouts[rank :: len(workers)] for rank in range(len(workers))]
     results = ray.get([worker.train_step.remote(shard) for worker, shard in zip(workers, shards)])
     t2 = time.monotonic()
     # Every rank holds the same weights after the step; rank 0's go to the engine.
@@ -169,17 +184,21 @@ def train_step(cfg: DictConfig, engine: Any, workers: list[Any],
 
 
 def format_metrics(metrics: dict[str, Any]) -> str:
-    return (f"reward {metrics['reward']:.3f} | correct {metrics['correct']}/{metrics['samples']} | "
-            f"loss {metrics['loss']:+.4f} | grad_norm {metrics['grad_norm']:.3f} | "
-            f"response_tokens {metrics['response_tokens']:.1f} | "
-            f"time generate {metrics['generate_s']:.2f}s train {metrics['train_s']:.2f}s "
-            f"sync {metrics['sync_s']:.2f}s")
+    return (
+        f"reward {metrics['reward']:.3f} | correct {metrics['correct']}/{metrics['samples']} | "
+        f"loss {metrics['loss']:+.4f} | grad_norm {metrics['grad_norm']:.3f} | "
+        f"response_tokens {metrics['response_tokens']:.1f} | "
+        f"time generate {metrics['generate_s']:.2f}s train {metrics['train_s']:.2f}s "
+        f"sync {metrics['sync_s']:.2f}s"
+    )
 
 
 def print_infra_summary(log_file: Path | None) -> None:
     if log_file is None:
-        print("SKYRL_DUMP_INFRA_LOG_TO_STDOUT is set: infrastructure output was shown above, "
-              "no infra log was written.")
+        print(
+            "SKYRL_DUMP_INFRA_LOG_TO_STDOUT is set: infrastructure output was shown above, "
+            "no infra log was written."
+        )
         return
     print(f"Infrastructure logs: {log_file}")
     counts = lines_per_actor(log_file)

@@ -88,8 +88,26 @@ def _parse_iso_before_3_11(text: str) -> _dt.datetime:
     match = _ISO_DATETIME.fullmatch(text)
     if match is None:
         raise ValueError(f"Invalid isoformat string: {text!r}")
-    (year, _, month, day, week, weekday, hour, _, minute, second, fraction,
-     zulu, sign, tz_hour, _, tz_minute, tz_second, tz_fraction) = match.groups()
+    (
+        year,
+        _,
+        month,
+        day,
+        week,
+        weekday,
+        hour,
+        _,
+        minute,
+        second,
+        fraction,
+        zulu,
+        sign,
+        tz_hour,
+        _,
+        tz_minute,
+        tz_second,
+        tz_fraction,
+    ) = match.groups()
     if week is not None:
         date = _dt.date.fromisocalendar(int(year), int(week), int(weekday or 1))
     else:
@@ -98,12 +116,23 @@ def _parse_iso_before_3_11(text: str) -> _dt.datetime:
     if zulu is not None:
         zone = _dt.timezone.utc
     elif sign is not None:
-        offset = _dt.timedelta(hours=int(tz_hour), minutes=int(tz_minute or 0),
-                               seconds=int(tz_second or 0),
-                               microseconds=_microseconds(tz_fraction))
+        offset = _dt.timedelta(
+            hours=int(tz_hour),
+            minutes=int(tz_minute or 0),
+            seconds=int(tz_second or 0),
+            microseconds=_microseconds(tz_fraction),
+        )
         zone = _dt.timezone(-offset if sign == "-" else offset)
-    return _dt.datetime(date.year, date.month, date.day, int(hour or 0), int(minute or 0),
-                        int(second or 0), _microseconds(fraction), zone)
+    return _dt.datetime(
+        date.year,
+        date.month,
+        date.day,
+        int(hour or 0),
+        int(minute or 0),
+        int(second or 0),
+        _microseconds(fraction),
+        zone,
+    )
 
 
 def _microseconds(fraction: str | None) -> int:
@@ -154,8 +183,7 @@ class Filters:
 
     def line_test(self) -> Callable[[Record], bool] | None:
         """A predicate on joined lines for time and regex; None when nothing to test."""
-        if (self.since_ms is None and self.until_ms is None and self.grep is None
-                and self.level is None):
+        if self.since_ms is None and self.until_ms is None and self.grep is None and self.level is None:
             return None
         since = self.since_ms
         until = self.until_ms
@@ -208,8 +236,7 @@ class _NameMatcher:
         self.matches = functools.lru_cache(maxsize=4096)(self._match)
 
     def _match(self, name: str) -> bool:
-        hits = {given for given, cleaned in self._patterns.items()
-                if fnmatch.fnmatchcase(name, cleaned)}
+        hits = {given for given, cleaned in self._patterns.items() if fnmatch.fnmatchcase(name, cleaned)}
         self._matched |= hits
         return bool(hits)
 
@@ -218,7 +245,8 @@ class _NameMatcher:
         return [
             f"{self.option} {given!r} matched no writer"
             + (f" (names are written as {cleaned!r})" if cleaned != given else "")
-            for given, cleaned in self._patterns.items() if given not in self._matched
+            for given, cleaned in self._patterns.items()
+            if given not in self._matched
         ]
 
 

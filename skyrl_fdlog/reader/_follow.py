@@ -113,9 +113,11 @@ class Follower:
                         cut_off = reading.finish()  # a record cut off by the truncation
                         if cut_off:
                             yield cut_off
-                        self._notice(f"{self._shown_path()} was truncated; reading it again "
-                                     f"from its start (lines written to it just before it was "
-                                     f"cut may be missing here)")
+                        self._notice(
+                            f"{self._shown_path()} was truncated; reading it again "
+                            f"from its start (lines written to it just before it was "
+                            f"cut may be missing here)"
+                        )
                         reading.stream.seek(0)
                         self._boundary = b""
                         continue
@@ -129,8 +131,10 @@ class Follower:
                         yield from _close(left)
                         left = _LeftFile(reading)
                         reading, self._boundary = RecordReader(replacement), b""
-                        self._notice(f"{self._shown_path()} now names another file (rotated "
-                                     f"or re-created); following it from its start")
+                        self._notice(
+                            f"{self._shown_path()} now names another file (rotated "
+                            f"or re-created); following it from its start"
+                        )
                         continue
                 if left is not None:
                     records = left.reading.read()
@@ -184,8 +188,10 @@ class Follower:
             named = os.stat(self._path)
         except OSError as exc:
             if not self._path_gone:
-                self._notice(f"{shown_path(self._path)} is gone ({exc.strerror}); reading on in "
-                             f"the file it named until a file appears at its path")
+                self._notice(
+                    f"{shown_path(self._path)} is gone ({exc.strerror}); reading on in "
+                    f"the file it named until a file appears at its path"
+                )
             self._path_gone = True
             return None
         self._path_gone = False
@@ -202,8 +208,9 @@ class Follower:
         try:
             return self._open(path, 0)
         except OSError as exc:
-            self._notice(f"cannot read {shown_path(path)} ({exc.strerror or exc}); "
-                         f"staying with {self._shown_path()}")
+            self._notice(
+                f"cannot read {shown_path(path)} ({exc.strerror or exc}); staying with {self._shown_path()}"
+            )
             return None
 
     def _newer_run_file(self) -> Path | None:

@@ -69,11 +69,13 @@ _DECORATION = re.compile(
 # at-start patterns as LNAV_LEVELS; tests check that all three agree.
 #: The level patterns of the lnav format, one anchored regex per lnav level.
 LNAV_LEVELS = dict(_levels.AT_START)
-_AT_START = re.compile("|".join(f"(?P<{level}>{pattern})"
-                                for level, pattern in _levels.AT_START.items()), re.ASCII)
+_AT_START = re.compile(
+    "|".join(f"(?P<{level}>{pattern})" for level, pattern in _levels.AT_START.items()), re.ASCII
+)
 # Highest first: a line that holds two such messages has the graver level.
-_ANYWHERE = [(level, re.compile(pattern, re.ASCII).search)
-             for level, pattern in reversed(_levels.ANYWHERE.items())]
+_ANYWHERE = [
+    (level, re.compile(pattern, re.ASCII).search) for level, pattern in reversed(_levels.ANYWHERE.items())
+]
 _TRACEBACK_START = re.compile(_levels.TRACEBACK_START, re.ASCII).match
 _TRACEBACK_INSIDE = re.compile(_levels.TRACEBACK_INSIDE, re.ASCII).match
 #: The levels from the lowest to the highest.
@@ -95,7 +97,7 @@ def undecorate(payload: bytes, pid: int) -> tuple[str | None, bytes]:
         return None, payload
     name, rank = match.group(1).decode("ascii"), match.group(2)
     role = f"{name}_rank{int(rank)}" if rank is not None else name
-    return role, payload[match.end():]
+    return role, payload[match.end() :]
 
 
 def view(payload: bytes, pid: int) -> tuple[str | None, bytes]:

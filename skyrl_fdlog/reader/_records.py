@@ -150,9 +150,7 @@ class RecordParser:
                 else:
                     self._second, self._second_ms = second, int(epoch) * 1000
         if match is None:
-            return Record(
-                "", 0, "", "", 0, "", ":", line, "truncated" if truncated else "unparsable"
-            )
+            return Record("", 0, "", "", 0, "", ":", line, "truncated" if truncated else "unparsable")
         return Record(
             ts,
             self._second_ms + int(ts[20:23]),

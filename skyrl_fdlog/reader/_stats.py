@@ -63,18 +63,38 @@ class Stats:
 
     def render(self) -> str:
         """A plain-text table, one row per writer in order of first appearance in time."""
-        header = ("actor", "pid", "node", "lines", "bytes", "first", "last",
-                  "partial", "cont", "drops", "malformed")
+        header = (
+            "actor",
+            "pid",
+            "node",
+            "lines",
+            "bytes",
+            "first",
+            "last",
+            "partial",
+            "cont",
+            "drops",
+            "malformed",
+        )
         rows = [header] + [
-            (w.actor, str(w.pid), w.node, str(w.lines), str(w.bytes), _iso(w.first_ms) or "-",
-             _iso(w.last_ms) or "-", str(w.partial), str(w.continuations), str(w.drops),
-             str(w.malformed))
+            (
+                w.actor,
+                str(w.pid),
+                w.node,
+                str(w.lines),
+                str(w.bytes),
+                _iso(w.first_ms) or "-",
+                _iso(w.last_ms) or "-",
+                str(w.partial),
+                str(w.continuations),
+                str(w.drops),
+                str(w.malformed),
+            )
             for w in self._ordered()
         ]
         widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
         text = "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
-            for row in rows
+            "  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows
         )
         return (
             f"{text}\n\n{self.records} records, {len(self.writers)} writers, "

@@ -50,14 +50,16 @@ def read_back(
         window *= 4
 
 
-def tail(source: str | os.PathLike[str], n: int = 20, *, actor: str | None = None,
-         pid: int | None = None) -> list[Record]:
+def tail(
+    source: str | os.PathLike[str], n: int = 20, *, actor: str | None = None, pid: int | None = None
+) -> list[Record]:
     """The last ``n`` whole lines of the log ``source`` written by ``actor`` (a shell-style
     pattern, cleaned as ``skyrl-fdlog --actor`` cleans it) and/or ``pid``, oldest first,
     without reading the whole file (:func:`read_back`).  Lines of every process of the
     actor count, its children's included."""
-    record_test = Filters(actors=(actor,) if actor else (),
-                          pids=(pid,) if pid is not None else ()).record_test()
+    record_test = Filters(
+        actors=(actor,) if actor else (), pids=(pid,) if pid is not None else ()
+    ).record_test()
 
     def select(records: Iterable[Record], joiner: LineJoiner) -> Iterable[Record]:
         return joiner.lines(filter(record_test, records) if record_test else records)

@@ -32,8 +32,14 @@ from ._records import Record
 # DEL, C1 controls, bidirectional marks and overrides, line and paragraph separators, and
 # the bytes that were not UTF-8 (kept by surrogateescape as U+DC80..U+DCFF).
 _UNSAFE_CODES = [
-    *range(0x00, 0x09), *range(0x0B, 0x20), *range(0x7F, 0xA0), 0x061C, 0x200E, 0x200F,
-    *range(0x2028, 0x202F), *range(0x2066, 0x206A),
+    *range(0x00, 0x09),
+    *range(0x0B, 0x20),
+    *range(0x7F, 0xA0),
+    0x061C,
+    0x200E,
+    0x200F,
+    *range(0x2028, 0x202F),
+    *range(0x2066, 0x206A),
 ]
 _ESCAPES = {code: f"\\x{code:02x}" if code < 0x80 else f"\\u{code:04x}" for code in _UNSAFE_CODES}
 _ESCAPES.update({0xDC00 + byte: f"\\x{byte:02x}" for byte in range(0x80, 0x100)})
@@ -61,7 +67,7 @@ def escape_keeping_colours(payload: bytes) -> str:
     position = 0
     for match in COLOUR.finditer(payload):
         # A colour sequence is ASCII, so cutting around it never splits a UTF-8 character.
-        shown.append(escape(payload[position:match.start()]))
+        shown.append(escape(payload[position : match.start()]))
         shown.append(match.group().decode("ascii"))
         position = match.end()
     if not shown:

@@ -6,7 +6,8 @@ Two ranks each redirect() into one log, set NCCL_DEBUG=INFO, initialise
 torch.distributed with NCCL and all-reduce. The check: every line of the log
 is a well-formed record, NCCL's INFO lines are there, each attributed to
 the rank (actor name and pid) that printed it, and none was torn (every
-line holding "NCCL INFO" starts as NCCL starts its lines, host:pid:tid [dev]). Writes OUT_DIR/nccl_check.json and OUT_DIR/nccl.log.
+line holding "NCCL INFO" starts as NCCL starts its lines, host:pid:tid [dev]).
+Writes OUT_DIR/nccl_check.json and OUT_DIR/nccl.log.
 """
 
 from __future__ import annotations
@@ -42,10 +43,18 @@ skyrl_fdlog.restore()
 def main(out: Path) -> int:
     out.mkdir(parents=True, exist_ok=True)
     log = out / "nccl.log"
-    env = {**os.environ, "NCCL_DEBUG": "INFO", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": "29533",
-           "WORLD_SIZE": "2", "PYTHONUNBUFFERED": "1"}
-    ranks = [subprocess.Popen([sys.executable, "-c", RANK, str(log)], env={**env, "RANK": str(r)})
-             for r in range(2)]
+    env = {
+        **os.environ,
+        "NCCL_DEBUG": "INFO",
+        "MASTER_ADDR": "127.0.0.1",
+        "MASTER_PORT": "29533",
+        "WORLD_SIZE": "2",
+        "PYTHONUNBUFFERED": "1",
+    }
+    ranks = [
+        subprocess.Popen([sys.executable, "-c", RANK, str(log)], env={**env, "RANK": str(r)})
+        for r in range(2)
+    ]
     codes = [rank.wait(timeout=300) for rank in ranks]
     records, bad = parse(log.read_bytes())
     lines = lines_by_writer(records)
@@ -57,11 +66,16 @@ def main(out: Path) -> int:
         "records": len(records),
         "malformed_lines": len(bad),
         "nccl_info_lines": len(nccl),
-        "nccl_lines_by_name": {name: sum(1 for pid, _ in nccl if names[pid] == name)
-                               for name in sorted(set(names.values()))},
+        "nccl_lines_by_name": {
+            name: sum(1 for pid, _ in nccl if names[pid] == name) for name in sorted(set(names.values()))
+        },
         "torn_nccl_lines": torn,
-        "all_reduce": [text.decode() for writer in lines.values() for text, _ in writer
-                       if text.startswith(b"all_reduce result")],
+        "all_reduce": [
+            text.decode()
+            for writer in lines.values()
+            for text, _ in writer
+            if text.startswith(b"all_reduce result")
+        ],
         "sample": [text.decode(errors="replace") for _, text in nccl[:5]],
     }
     (out / "nccl_check.json").write_text(json.dumps(result, indent=2))

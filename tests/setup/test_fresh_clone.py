@@ -18,15 +18,28 @@ def test_make_venv_in_a_fresh_clone_takes_torch_from_torch_index(tmp_path):
     clone = tmp_path / "clone"
     subprocess.run(["git", "clone", "--quiet", str(ROOT), str(clone)], check=True)
     wheel_dir = tmp_path / "wheels"  # empty: nothing at hand, so the index must be used
-    result = subprocess.run(["make", "venv", f"TORCH_INDEX={index}", f"TORCH_WHEELS={wheel_dir}"],
-                            cwd=clone, env=unconfigured_pip_env(), capture_output=True, text=True,
-                            timeout=1500)
+    result = subprocess.run(
+        ["make", "venv", f"TORCH_INDEX={index}", f"TORCH_WHEELS={wheel_dir}"],
+        cwd=clone,
+        env=unconfigured_pip_env(),
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
     log = result.stdout + result.stderr
     assert result.returncode == 0, log[-5000:]
     assert f"downloading it from TORCH_INDEX={index}" in log, log[-5000:]
-    imported = subprocess.run([str(clone / ".venv" / "bin" / "python"), "-c",
-                               "import vllm, torch, ray, skyrl_fdlog; print(torch.__version__, skyrl_fdlog.__file__)"],
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    imported = subprocess.run(
+        [
+            str(clone / ".venv" / "bin" / "python"),
+            "-c",
+            "import vllm, torch, ray, skyrl_fdlog; print(torch.__version__, skyrl_fdlog.__file__)",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert imported.returncode == 0, imported.stderr[-3000:]
     version, location = imported.stdout.split()
     assert version == "2.13.0+cpu"

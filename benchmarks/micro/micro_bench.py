@@ -99,7 +99,7 @@ class Helper:
     The fds are the helper's calling convention (csrc/helper/helper.c): 3 the log, 4 and 5
     the socket channels (closed at once here), 6 the status pipe, 7 and 8 the owner's pipes."""
 
-    def __init__(self, program: str, log: Path) -> None:
+    def __init__(self, program: str, log: Path, lock: bool = False) -> None:
         log_fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_TRUNC, 0o644)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -112,7 +112,7 @@ class Helper:
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in handed]
         actions = [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(high)]
         args = ["skyrl-fdlog-helper", "name=bench", "node=node-0", f"path={log}", "raw=0",
-                "lock=0", "idle_ms=1000", "snapshot_ms=5000", "gather_us=300",
+                f"lock={int(lock)}", "idle_ms=1000", "snapshot_ms=5000", "gather_us=300",
                 f"buffer_bytes={4 << 20}", "max_bytes=0", "restarted_after=0",
                 f"owner={os.getpid()}", "surface=0"]
         # The helper detaches (the spawned process forks it and exits); as our subreaper

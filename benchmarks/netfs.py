@@ -22,6 +22,7 @@ import argparse
 import fcntl
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -108,6 +109,43 @@ def fops_per_cycle(env: dict[str, str], path: Path, batches: int, count: int) ->
             "raw": text[-4000:]}
 
 
+def brick_port(env: dict[str, str]) -> int:
+    text = subprocess.run(["gluster", "--mode=script", f"--glusterd-sock={env['SOCKET']}", "volume",
+                           "status", env["VOLUME"], "--xml"], capture_output=True, text=True,
+                          timeout=60).stdout
+    return int(re.search(r"<port>(\d+)</port>", text).group(1))   # type: ignore[union-attr]
+
+
+def delayed(env: dict[str, str], delays_ms: list[float], count: int) -> list[dict[str, Any]]:
+    """Cycles through a third mount whose client reaches the brick through DelayProxy: the
+    client volfile of the bed with remote-port pointing at the relay."""
+    from delay_proxy import DelayProxy
+    bed_dir = Path(env["BED"])
+    volfile = bed_dir / "state" / "vols" / env["VOLUME"] / f"{env['VOLUME']}.tcp-fuse.vol"
+    relay = DelayProxy((env["HOST"], 0), (env["HOST"], brick_port(env)), 0.0)
+    mine = bed_dir / "delayed-client.vol"
+    mine.write_text(volfile.read_text().replace(
+        f"    option remote-host {env['HOST']}\n",
+        f"    option remote-host {env['HOST']}\n    option remote-port {relay.address[1]}\n"))
+    mount = bed_dir / "mnt-delayed"
+    mount.mkdir(exist_ok=True)
+    subprocess.run(["glusterfs", f"--volfile={mine}", f"--log-file={bed_dir / 'log' / 'mnt-delayed.log'}",
+                    str(mount)], check=True, timeout=60)
+    out = []
+    try:
+        for delay in delays_ms:
+            relay.set_delay(delay / 2000)   # half the added RTT each way
+            for batches in (1, 64):
+                out.append(cycles(mount / "delayed.log", batches, count if batches == 1 else count // 3)
+                           | {"added_rtt_ms": delay, "where": "gluster via relay"})
+                print(json.dumps({"added_rtt_ms": delay, "batches": batches,
+                                  "cycle_us": out[-1]["cycle_us"]["median"]}), flush=True)
+    finally:
+        subprocess.run(["umount", str(mount)], timeout=60)
+        relay.close()
+    return out
+
+
 def helper_lines_per_s(directory: Path, lines: int) -> dict[str, Any]:
     """The real helper, lock=1, 120 B lines through the owner's pipe into a file on the mount."""
     sys.path.insert(0, str(HERE / "micro"))
@@ -131,6 +169,9 @@ def main() -> int:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--keep-bed", action="store_true", help="leave the bed up at the end")
+    parser.add_argument("--delays", default="0,0.5,1,2,4",
+                        help="added round-trip times, ms, through the delaying relay")
+    parser.add_argument("--only-delays", action="store_true", help="skip the other measurements")
     args = parser.parse_args()
     busy = subprocess.run(["pgrep", "-a", "glusterfsd"], capture_output=True, text=True).stdout
     started = time.monotonic()
@@ -142,6 +183,9 @@ def main() -> int:
     mount1, mount2 = Path(env["MOUNT1"]), Path(env["MOUNT2"])
     local = Path("/tmp/skyrl-fdlog-netfs-local.log")
     try:
+        saved["delayed"] = delayed(env, [float(x) for x in args.delays.split(",")], 90)
+        if args.only_delays:
+            return 0
         results = saved["cycles"] = []
         for batches in (1, 64):
             for where, path in (("gluster", mount1 / "cycle.log"), ("local ext4", local)):
@@ -159,8 +203,8 @@ def main() -> int:
         local.unlink(missing_ok=True)
         if not args.keep_bed:
             bed("down")
-    saved["minutes"] = (time.monotonic() - started) / 60
-    args.out.write_text(json.dumps(saved, indent=1))
+        saved["minutes"] = (time.monotonic() - started) / 60
+        args.out.write_text(json.dumps(saved, indent=1))
     return 0
 
 

@@ -762,16 +762,49 @@ def gluster_section() -> str:
                 f"together ({contend[0]['cycles_per_s']:.0f} for one alone; these open the file per cycle, and "
                 "at this load the two numbers say little beyond the lock handing over without stalls).\n")
 
+    delayed = d.get("delayed", [])
+    slopes = {}
+    if delayed:
+        out += ("\n**With delay added** (`benchmarks/delay_proxy.py`: a third FUSE mount whose client "
+                "reaches the brick through a relay that holds every chunk back by half the added "
+                "RTT in each direction; only that mount's traffic is delayed). Cycle time, µs, "
+                f"median of {delayed[0]['count']} (1 batch) and {delayed[1]['count'] if len(delayed) > 1 else '?'} "
+                "(64 batches) cycles:\n\n")
+        rtts = sorted({x["added_rtt_ms"] for x in delayed})
+        by = {(x["added_rtt_ms"], x["batches"]): x for x in delayed}
+        rows = []
+        for rtt in rtts:
+            row = [f"+{rtt:g} ms"]
+            for b in (1, 64):
+                x = by.get((rtt, b))
+                row += [f"{x['cycle_us']['median']:,.0f}" if x else "–",
+                        f"{x['lock_us']['median']:,.0f} / {x['fdatasync_us']['median']:,.0f} / "
+                        f"{x['unlock_us']['median']:,.0f}" if x else "–"]
+            rows.append(row)
+        out += table(["added RTT", "cycle, 1 batch", "lock / fdatasync / unlock, 1 batch",
+                      "cycle, 64 batches", "lock / fdatasync / unlock, 64 batches"], rows)
+        for b in (1, 64):
+            pts = [(x["added_rtt_ms"], x["cycle_us"]["median"] / 1000) for x in delayed if x["batches"] == b]
+            if len(pts) >= 2:
+                mx = statistics.fmean(p[0] for p in pts)
+                my = statistics.fmean(p[1] for p in pts)
+                sxx = sum((p[0] - mx) ** 2 for p in pts)
+                slopes[b] = sum((p[0] - mx) * (p[1] - my) for p in pts) / sxx if sxx else None
+        out += ("\nLeast-squares slope of the cycle against the added RTT: "
+                + ", ".join(f"{v:.1f} RTT per cycle ({b} batch{'es' * (b > 1)})"
+                            for b, v in slopes.items() if v is not None)
+                + " — against 4 expected from the requests counted above for one batch.\n")
+
     # the slope: each request the client waits for is one RTT on a real network
     c1 = cyc[("gluster", 1)]["cycle_us"]["median"] / 1000
     c64 = cyc[("gluster", 64)]["cycle_us"]["median"] / 1000
     writes64 = fops.get(64, {}).get("WRITE", 1.0)
     lines_full = 64 * 4096 // 170
     out += f"""
-**Slope against the RTT (a model from the counts above, not measured with delay).** `tc netem`
-is not available in this kernel (`CONFIG_NET_SCH_NETEM` is not set; `tc qdisc add ... netem`
-answers "Specified qdisc kind is unknown"), so no delay was added; the bed's loopback RTT
-(tens of µs) is inside the measured cycle. One lock cycle sends LK, WRITE(s), FSYNC, LK
+**Slope against the RTT (the model, from the counts above).** `tc netem` is not available in
+this kernel (`CONFIG_NET_SCH_NETEM` is not set; `tc qdisc add ... netem` answers "Specified
+qdisc kind is unknown"), hence the relay above; the bed's loopback RTT (tens of µs) is inside
+the measured cycle. One lock cycle sends LK, WRITE(s), FSYNC, LK
 (unlock), each answered before the next is sent: **4 round trips** for one batch. Under
 contention the next holder's lock is granted when the unlock reaches the server, so the
 file-wide critical path per cycle is grant ½ + WRITE 1 + FSYNC 1 + unlock ½ = **3 RTT** plus

@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 import sys
 import time
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     workdir = harness.fresh_workdir(args.workdir)
     cases = [(120, int(w)) for w in args.writers_120.split(",")] + \
             [(8192, int(w)) for w in args.writers_8192.split(",")]
-    saved: dict[str, Any] = {"command": "python benchmarks/scaling.py " + " ".join(argv or sys.argv[1:]),
+    saved: dict[str, Any] = {"command": "python benchmarks/scaling.py " + shlex.join(argv or sys.argv[1:]),
                              "label": args.label, "machine": describe_machine(workdir),
                              "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "results": []}
     print(json.dumps(saved["machine"]), flush=True)

@@ -530,7 +530,8 @@ def goals_section(saved: dict) -> str:
     rows.append(["exact order between an actor's Python and fd-level lines, by default", shown,
                  "not measured" if not seen else "**met**" if not any(r["late"] for r in seen) else
                  "**missed** (the trade is kept: see the order section)"])
-    out += "\n**Aims** (met or missed, with the number):\n\n" + table(["aim", "measured", "verdict"], rows[-3:])
+    out += "\n**Aims** (met or missed, with the number):\n\n"
+    out += table(["aim", "measured", "verdict"], rows[-3:])
     return out
 
 
@@ -553,7 +554,8 @@ def order_section(results: list[dict]) -> str:
                          f"{r['late']:,} ({100 * r['late'] / max(1, r['expected']):.1f}%)",
                          f"{r['late_p50']:,} / {r['late_p99']:,} / {r['late_max']:,}",
                          f"{r['found']:,}" + (f" ({r['unreadable']} unreadable)" if r["unreadable"] else "")])
-    return table(["method", "run", "writers", "lines written", "lines late", "how late, lines: p50 / p99 / max",
+    return table(["method", "run", "writers", "lines written", "lines late",
+                  "how late, lines: p50 / p99 / max",
                   "lines found"], rows)
 
 
@@ -576,7 +578,8 @@ def scaling16_section(results: list[dict]) -> str:
     header = ["line", "writers", "dup2 lines/s"]
     for v in variants:
         tag = f" ({v})" if v else ""
-        header += [f"skyrl_fdlog{tag} lines/s", f"÷ dup2{tag}", f"helper µs/line{tag}", f"peak RSS MiB{tag}"]
+        header += [f"skyrl_fdlog{tag} lines/s", f"÷ dup2{tag}", f"helper µs/line{tag}",
+                   f"peak RSS MiB{tag}"]
     header += ["÷ dup2, issue 16 (before)", "÷ dup2, 2 cores (this run)"]
     rows = []
     points = sorted({(r["size"], r["writers"]) for r in saved16["results"]
@@ -595,7 +598,8 @@ def scaling16_section(results: list[dict]) -> str:
             cpu = [r["helper_cpu_us_per_line"] for r in mine if r.get("helper_cpu_us_per_line")]
             rss = [r["helper_maxrss_kib"] for r in mine if r.get("helper_maxrss_kib")]
             row += [k(statistics.median(r["lines_per_s"] for r in mine)) if mine else "–",
-                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})" if ratios else "–",
+                    f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}–{max(ratios):.2f})"
+                    if ratios else "–",
                     f"{statistics.median(cpu):.2f}" if cpu else "–",
                     f"{max(rss) / MIB:.1f}" if rss else "–"]
         before = ISSUE16_16CORE.get(size, {}).get(writers)
@@ -741,7 +745,8 @@ def gluster_section() -> str:
     d = json.loads(NETFS.read_text())
     cyc = {(c["where"], c["batches"]): c for c in d["cycles"]}
     fops = {f["batches"]: f["per_cycle"] for f in d["fops"]}
-    out = (f"**Measured** by `python benchmarks/netfs.py` ({d['date']}, {d['gluster'][0] if d['gluster'] else 'glusterfs'}, "
+    version = d["gluster"][0] if d["gluster"] else "glusterfs"
+    out = (f"**Measured** by `python benchmarks/netfs.py` ({d['date']}, {version}, "
            f"the bed of tests/glusterfs_bed.sh: one brick on this machine's ext4, two FUSE mounts, "
            f"all on loopback; load average {', '.join(f'{x:.1f}' for x in d['loadavg'])} on 2 cores, so the "
            "absolute times are inflated). One cycle as the helper's writing thread does it with "
@@ -754,17 +759,20 @@ def gluster_section() -> str:
     out += table(["where", "batches", "lock", "writes", "fdatasync", "unlock", "cycle"], rows)
     out += "\nRequests that reached the brick per cycle (gluster's `volume profile`, 100 cycles):\n\n"
     names = sorted({n for f in fops.values() for n in f if max(f2.get(n, 0) for f2 in fops.values()) >= 0.5})
-    out += table(["batches"] + names, [[b] + [f"{fops[b].get(n, 0):.2f}" for n in names] for b in sorted(fops)])
+    out += table(["batches"] + names,
+                 [[b] + [f"{fops[b].get(n, 0):.2f}" for n in names] for b in sorted(fops)])
     helper = d.get("helper", [])
     if len(helper) == 2:
         out += (f"\nThe real helper with lock=1, 50,000 lines of 120 B through its pipe: "
-                f"{k(helper[0]['lines_per_s'])} lines/s into the gluster mount, {k(helper[1]['lines_per_s'])} "
-                f"into /tmp (ext4, same lock and sync cycle); {helper[0]['found']:,} of {helper[0]['lines']:,} "
+                f"{k(helper[0]['lines_per_s'])} lines/s into the gluster mount, "
+                f"{k(helper[1]['lines_per_s'])} into /tmp (ext4, same lock and sync cycle); "
+                f"{helper[0]['found']:,} of {helper[0]['lines']:,} "
                 "lines found.\n")
     contend = d.get("contend", [])
     if len(contend) == 2:
         out += (f"Two processes on the two mounts taking turns: {contend[1]['cycles_per_s']:.0f} cycles/s "
-                f"together ({contend[0]['cycles_per_s']:.0f} for one alone; these open the file per cycle, and "
+                f"together ({contend[0]['cycles_per_s']:.0f} for one alone; these open the file per "
+                "cycle, and "
                 "at this load the two numbers say little beyond the lock handing over without stalls).\n")
 
     delayed = d.get("delayed", [])
@@ -773,7 +781,8 @@ def gluster_section() -> str:
         out += ("\n**With delay added** (`benchmarks/delay_proxy.py`: a third FUSE mount whose client "
                 "reaches the brick through a relay that holds every chunk back by half the added "
                 "RTT in each direction; only that mount's traffic is delayed). Cycle time, µs, "
-                f"median of {delayed[0]['count']} (1 batch) and {delayed[1]['count'] if len(delayed) > 1 else '?'} "
+                f"median of {delayed[0]['count']} (1 batch) and "
+                f"{delayed[1]['count'] if len(delayed) > 1 else '?'} "
                 "(64 batches) cycles:\n\n")
         rtts = sorted({x["added_rtt_ms"] for x in delayed})
         by = {(x["added_rtt_ms"], x["batches"]): x for x in delayed}
@@ -805,6 +814,7 @@ def gluster_section() -> str:
     c64 = cyc[("gluster", 64)]["cycle_us"]["median"] / 1000
     writes64 = fops.get(64, {}).get("WRITE", 1.0)
     lines_full = 64 * 4096 // 170
+    local_rate = k(helper[1]["lines_per_s"]) if len(helper) == 2 else "?"
     out += f"""
 **Slope against the RTT (the model, from the counts above).** `tc netem` is not available in
 this kernel (`CONFIG_NET_SCH_NETEM` is not set; `tc qdisc add ... netem` answers "Specified
@@ -819,7 +829,8 @@ c₁ = {c1:.1f} ms and c₆₄ = {c64:.1f} ms measured here (the brick's `fsync`
 is most of both):
 
 - cycle(RTT), one batch, contended = c₁ + 3 × RTT; file-wide cycles/s = 1 / that;
-- a full cycle carries {lines_full:,} records of 170 B: ceiling lines/s = {lines_full:,} / (c₆₄ + (3 … {2 + writes64:.0f}) × RTT);
+- a full cycle carries {lines_full:,} records of 170 B: ceiling lines/s =
+  {lines_full:,} / (c₆₄ + (3 … {2 + writes64:.0f}) × RTT);
 - with every helper queued (demand above the cycles/s), each waits a **rotation** = helpers × cycle
   before its lines are written: that is the added latency.
 
@@ -847,7 +858,7 @@ is most of both):
   demand passes the cycles/s above (about {1000 / (c1 + 0.6):,.0f} lines/s file-wide at 0.2 ms RTT).
 - *Node-local files, merged on reading* (`skyrl-fdlog cat node1.log node2.log ...` merges by
   time): no lock and no `fdatasync` round trip per batch; each node appends to its own file
-  at local speed (here {k(helper[1]['lines_per_s']) if len(helper) == 2 else '?'} lines/s for one helper even with the
+  at local speed (here {local_rate} lines/s for one helper even with the
   sync cycle), 100 nodes in parallel. Better whenever the run's total output exceeds the
   ceiling of the table, when the RTT is above a millisecond, or when live tailing of one file
   is not needed: the cost moves to the reader, which opens 100 files.
@@ -925,7 +936,8 @@ is. The logging handlers do not use fds 1 and 2, so only their own row applies.
 ## Order between an actor's Python and fd-level lines
 
 One writer process alternates `print(line)` and `os.write(1, line)`, numbering its lines in
-the order written (`benchmarks/order.py`). *Idle*: one writer, {cfg.get('order_interval', 0.002) * 1000:.0f} ms
+the order written (`benchmarks/order.py`). *Idle*: one writer,
+{cfg.get('order_interval', 0.002) * 1000:.0f} ms
 between pairs; *loaded*: {cfg.get('order_load_writers', 4)} such writers at full speed. A line is *late*
 when a line its writer wrote after it appears before it in the log; *how late* counts the
 lines written after it that got ahead. With skyrl_fdlog's default the two go through two

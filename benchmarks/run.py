@@ -9,8 +9,9 @@ target comparisons, repeated and interleaved), channels (the actor's Python outp
 its own pipes, the default, or through fd 1), integrity (buffering modes and C stdio
 writers), scaling (32 and 64 writers), latency (idle and under load), gather (the helper's
 SKYRL_FDLOG_GATHER_US), order (a writer alternating print() and os.write(1, ...): how
-often and how far its Python and fd-level lines swap places).  Progress, with an ETA, goes to the terminal.  Raw results are
-written next to the report as JSON (--json, default benchmarks/results.json).
+often and how far its Python and fd-level lines swap places).  Progress, with an ETA, goes
+to the terminal.  Raw results are written next to the report as JSON (--json, default
+benchmarks/results.json).
 """
 
 from __future__ import annotations

@@ -114,6 +114,17 @@ demo: venv
 bench: venv
 	$(BIN)/python benchmarks/run.py --wait-idle 600
 
+# Micro-benchmarks of the helper's parts (benchmarks/micro/micro_bench.py): measurements, not
+# tests, so neither `make test` nor CI runs them. Compared with the baseline saved for this
+# machine and Python in benchmarks/micro/baseline: a fastest round slower by more than
+# MICRO_MARGIN percent fails the run. MICRO_SAVE=1 saves a new baseline instead.
+MICRO_MARGIN ?= 20
+bench-micro: venv
+	MICRO_MARGIN=$(MICRO_MARGIN) $(PYTEST) -o python_files='micro_*.py' benchmarks/micro/micro_bench.py \
+		--benchmark-only --benchmark-storage=file://$(CURDIR)/benchmarks/micro/baseline \
+		--benchmark-columns=median,iqr,min,max --benchmark-sort=name \
+		$(if $(MICRO_SAVE),--benchmark-save=baseline,--benchmark-compare --benchmark-compare-fail=min:$(MICRO_MARGIN)%)
+
 # One abi3 manylinux_2_17 wheel per architecture (x86_64, aarch64) in wheelhouse/ and an sdist
 # in dist/ (docs/packaging.md).
 wheel:

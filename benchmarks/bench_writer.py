@@ -22,8 +22,9 @@ Buffering modes of the fd methods (filehandler and clh do not use fds 1 and 2):
   cstdio       a C program (printf in a loop, stdio's default buffering) inherits fds 1, 2
   cline        the same C program line-buffered (one write(2) per line, at C speed: this
                loads the helper far more than a Python writer can)
-Roles: "write" (throughput / integrity) and "probe" (latency: timestamped lines, optionally
-with a forked child writing at full speed through the same method).
+Roles: "write" (throughput / integrity), "probe" (latency: timestamped lines, optionally
+with a forked child writing at full speed through the same method) and "order" (print() and
+os.write(1, ...) in turn, numbered, for the order between the two; see order.py).
 """
 
 from __future__ import annotations
@@ -232,6 +233,18 @@ def probe(method: Method, emit, spec: dict) -> dict:
     return {"probes": sent}
 
 
+def order(spec: dict) -> dict:
+    """Alternate print() and os.write(1, ...), numbering the lines in the order written, so
+    the log shows how often the actor's Python and fd-level lines swap places (order.py)."""
+    wid, interval = spec["wid"], spec["interval"]
+    for s in range(spec["pairs"]):
+        print(f"ORD W{wid:03d} S{2 * s:09d} py")
+        os.write(1, b"ORD W%03d S%09d fd\n" % (wid, 2 * s + 1))
+        if interval:
+            time.sleep(interval)
+    return {"lines": 2 * spec["pairs"]}
+
+
 def main() -> None:
     spec = json.loads(sys.argv[1])
     ready_fd, go_fd, result_fd = spec["fds"]
@@ -252,6 +265,8 @@ def main() -> None:
     if spec["role"] == "probe":
         report |= probe(method, emit, spec)
         report["lines"] = 0
+    elif spec["role"] == "order":
+        report |= order(spec)
     elif spec["buffering"] in ("cstdio", "cline"):
         report["lines"] = run_c_writer(spec, spec["lines"])
     else:

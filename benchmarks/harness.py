@@ -242,6 +242,8 @@ class Case:
             counts = {r["wid"]: r["lines"] for r in reports}
             data = self.path.read_bytes()
             res["file_bytes"] = len(data)
+            # issue 16: every record of at most PIPE_BUF (4096) bytes, its newline included
+            res["max_record_bytes"] = max(map(len, data.split(b"\n")), default=0) + 1
             res["check"] = check_log(data, counts, self.size, prefixed="fdlog" in self.method).as_dict()
         self.result = res
         self.cleanup()

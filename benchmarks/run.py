@@ -8,8 +8,10 @@ Sections (--sections a,b,...): throughput (methods x writers x line sizes), key 
 target comparisons, repeated and interleaved), channels (the actor's Python output through
 its own pipes, the default, or through fd 1), integrity (buffering modes and C stdio
 writers), scaling (32 and 64 writers), latency (idle and under load), gather (the helper's
-SKYRL_FDLOG_GATHER_US).  Progress, with an ETA, goes to the terminal.  Raw results are
-written next to the report as JSON (--json, default benchmarks/results.json).
+SKYRL_FDLOG_GATHER_US), order (a writer alternating print() and os.write(1, ...): how
+often and how far its Python and fd-level lines swap places).  Progress, with an ETA, goes
+to the terminal.  Raw results are written next to the report as JSON (--json, default
+benchmarks/results.json).
 """
 
 from __future__ import annotations
@@ -24,9 +26,10 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
+import order  # noqa: E402
 import report  # noqa: E402
 
-SECTIONS = ("throughput", "key", "channels", "integrity", "scaling", "latency", "gather")
+SECTIONS = ("throughput", "key", "channels", "integrity", "scaling", "latency", "gather", "order")
 
 FULL = {
     "writers": [1, 2, 4, 8, 16],
@@ -49,6 +52,11 @@ FULL = {
     "gather_writers": [1, 4],
     "gather_repeats": 3,
     "gather_probes": 300,
+    # order: idle = 1 writer, pairs 2 ms apart; loaded = 4 writers at full speed (issue 16)
+    "order_idle_pairs": 1000,
+    "order_interval": 0.002,
+    "order_load_writers": 4,
+    "order_load_pairs": 4500,
 }
 
 QUICK = FULL | {
@@ -70,6 +78,8 @@ QUICK = FULL | {
     "gather_writers": [1],
     "gather_repeats": 1,
     "gather_probes": 50,
+    "order_idle_pairs": 200,
+    "order_load_pairs": 1000,
 }
 
 
@@ -169,11 +179,26 @@ def plan(config: dict, sections: list[str], methods: list[str]) -> list[dict]:
                                            probes=config["gather_probes"],
                                            interval=config["latency_interval"]),
                               "estimate": 0.8 + config["gather_probes"] * config["latency_interval"]})
+    if "order" in sections:
+        variants = [("fdlog", None), ("fdlog", False), ("dup2", None)]
+        for method, pipes in [v for v in variants if v[0] in methods]:
+            for load in (False, True):
+                writers = config["order_load_writers"] if load else 1
+                pairs = config["order_load_pairs"] if load else config["order_idle_pairs"]
+                interval = 0.0 if load else config["order_interval"]
+                cases.append({"section": "order", "kind": "order",
+                              "args": dict(method=method, writers=writers, pairs=pairs,
+                                           interval=interval, python_pipes=pipes),
+                              "estimate": 1 + writers * 0.1 + pairs * (interval + 2e-5)})
     return cases
 
 
 def describe(item: dict) -> str:
     a = item["args"]
+    if item["kind"] == "order":
+        pipes = {None: "", False: " python_pipes=off"}[a.get("python_pipes")]
+        return (f"order {a['method']}{pipes} {a['writers']}w "
+                f"{'loaded' if a['interval'] == 0 else 'idle'}")
     if item["kind"] == "latency":
         extra = f" gather={a['gather_us']}us" if a.get("gather_us") is not None else ""
         return f"{item['section']} latency {a['method']} {'load' if a['load'] else 'idle'}{extra}"
@@ -187,6 +212,9 @@ def describe(item: dict) -> str:
 def outcome(result: dict) -> str:
     if "error" in result:
         return "ERROR " + result["error"].splitlines()[0]
+    if "late" in result:
+        return (f"{result['late']:,} of {result['expected']:,} lines late, by up to "
+                f"{result['late_max']:,} lines")
     if "p50_us" in result:
         return f"p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us ({result['received']}/{result['probes']})"
     text = f"{result['lines_per_s']:,.0f} lines/s, {result['mb_per_s']:.1f} MB/s"
@@ -207,6 +235,8 @@ def run_all(config: dict, sections: list[str], methods: list[str], workdir: Path
         try:
             if item["kind"] == "latency":
                 result = harness.run_latency(workdir=workdir, **args)
+            elif item["kind"] == "order":
+                result = order.run_order(workdir=workdir, **args)
             else:
                 result = harness.run_case(workdir=workdir, **args)
         except harness.CaseError as error:

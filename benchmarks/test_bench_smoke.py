@@ -94,14 +94,16 @@ def test_latency_probe_sees_every_probe(tmp_path):
 
 
 def test_runner_quick_mode_writes_the_report(tmp_path):
-    """run.py --quick produces benchmarks.md (with the targets section), the PNG and the JSON."""
+    """run.py --quick produces benchmarks.md (with the goals and targets sections), the PNG and
+    the JSON."""
     out = tmp_path / "out"
     subprocess.run([sys.executable, str(HERE / "run.py"), "--quick", "--sections",
                     "throughput,latency", "--methods", "fdlog,dup2,filehandler",
                     "--workdir", str(tmp_path / "work"), "--out", str(out)],
                    check=True, timeout=300)
     text = (out / "benchmarks.md").read_text()
-    assert "## Against the issue's targets" in text and "**Command:**" in text
+    assert "## Issue 16's goals: met or missed" in text and "**Command:**" in text
+    assert "## Against the earlier targets" in text
     assert (out / "benchmarks.png").stat().st_size > 10_000
     saved = json.loads((out / "benchmarks.json").read_text())
     assert not [r for r in saved["results"] if "error" in r]

@@ -28,7 +28,7 @@ TORCH_REQUIREMENT := $(if $(filter x86_64,$(shell uname -m)),torch==2.13.0+cpu)
 # markers are registered in pyproject.toml): the C core, the reader and the CLI.
 FAST_MARKERS := not (ray or vllm or gluster or slow)
 
-.PHONY: venv test test-fast test-setup test-tools lint demo bench wheel lock clean
+.PHONY: venv test test-fast test-setup test-tools lint demo bench bench-micro wheel lock clean
 
 venv: $(DEPS_STAMP) $(PACKAGE_STAMP)
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass, field
 
 from skyrl_fdlog.reader import iter_records, join_lines
 
-HEAD = 16   # "W003 S000001234 "
-TAIL = 11   # " E000001234"
+HEAD = 16  # "W003 S000001234 "
+TAIL = 11  # " E000001234"
 MIN_SIZE = HEAD + TAIL + 2
 
 
@@ -45,14 +45,14 @@ def make_line(wid: int, seq: int, size: int) -> bytes:
 class Check:
     """What a log holds compared with what the writers say they wrote."""
 
-    expected: int = 0          # lines the writers wrote
-    whole: int = 0             # expected lines found whole (each counted once)
-    torn: int = 0              # lines in the file that are not a whole expected line
-    missing: int = 0           # expected lines not found whole (lost, or torn)
-    duplicated: int = 0        # expected lines found more than once
-    reordered: int = 0         # lines of one writer out of sequence order
-    notes: int = 0             # skyrl_fdlog's own records ("dropped ...", restarts)
-    fragments: int = 0         # '+' records rejoined (long lines)
+    expected: int = 0  # lines the writers wrote
+    whole: int = 0  # expected lines found whole (each counted once)
+    torn: int = 0  # lines in the file that are not a whole expected line
+    missing: int = 0  # expected lines not found whole (lost, or torn)
+    duplicated: int = 0  # expected lines found more than once
+    reordered: int = 0  # lines of one writer out of sequence order
+    notes: int = 0  # skyrl_fdlog's own records ("dropped ...", restarts)
+    fragments: int = 0  # '+' records rejoined (long lines)
     examples: list = field(default_factory=list)
 
     @property
@@ -60,9 +60,10 @@ class Check:
         return self.torn == 0 and self.missing == 0 and self.duplicated == 0 and self.reordered == 0
 
     def as_dict(self) -> dict:
-        return {k: getattr(self, k) for k in ("expected", "whole", "torn", "missing", "duplicated",
-                                              "reordered", "notes", "fragments")} | {
-            "examples": self.examples[:3]}
+        return {
+            k: getattr(self, k)
+            for k in ("expected", "whole", "torn", "missing", "duplicated", "reordered", "notes", "fragments")
+        } | {"examples": self.examples[:3]}
 
 
 def _payload_lines(data: bytes, prefixed: bool, check: Check) -> list[bytes]:
@@ -109,8 +110,7 @@ def check_log(data: bytes, counts: dict[int, int], size: int, prefixed: bool) ->
             except ValueError:
                 wid = -1
         p = parts.get(wid)
-        if p is None or not 0 <= seq < counts[wid] or \
-                text != f"{p[0]}{seq:09d}{p[1]}{seq:09d}".encode():
+        if p is None or not 0 <= seq < counts[wid] or text != f"{p[0]}{seq:09d}{p[1]}{seq:09d}".encode():
             check.torn += 1
             if len(check.examples) < 3:
                 check.examples.append(b"torn: " + text[:60])

@@ -88,9 +88,9 @@ class Fdlog(Method):
     def __init__(self, spec):
         super().__init__(spec)
         import skyrl_fdlog
+
         self.fdlog = skyrl_fdlog
-        self.redirection = skyrl_fdlog.redirect(spec["path"], name=f"bench{spec['wid']}",
-                                                node="bench")
+        self.redirection = skyrl_fdlog.redirect(spec["path"], name=f"bench{spec['wid']}", node="bench")
         self.helper_pid = self.redirection.helper_pid
         if spec["buffering"] == "unbuffered":
             # redirect() turns on line buffering; keep PYTHONUNBUFFERED's two writes per print
@@ -119,7 +119,7 @@ class Wurlitzer(Method):
         def write(self, data):
             view = memoryview(data)
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
 
         def flush(self):
             pass
@@ -127,6 +127,7 @@ class Wurlitzer(Method):
     def __init__(self, spec):
         super().__init__(spec)
         import wurlitzer
+
         self.fd = os.open(spec["path"], os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
         sink = self.Sink(self.fd)
         self.context = wurlitzer.pipes(stdout=sink, stderr=sink, encoding=None)
@@ -143,11 +144,13 @@ class LoggingHandler(Method):
 
     def make_handler(self, path):
         import logging
+
         return logging.FileHandler(path)
 
     def __init__(self, spec):
         super().__init__(spec)
         import logging
+
         self.handler = self.make_handler(spec["path"])
         self.handler.setFormatter(logging.Formatter("%(message)s"))
         self.logger = logging.getLogger(f"bench{spec['wid']}")
@@ -169,11 +172,18 @@ class LoggingHandler(Method):
 class ConcurrentLogHandler(LoggingHandler):
     def make_handler(self, path):
         from concurrent_log_handler import ConcurrentRotatingFileHandler
+
         return ConcurrentRotatingFileHandler(path, "a", maxBytes=0, backupCount=0)
 
 
-METHODS = {"fdlog": Fdlog, "dup2": Dup2, "filehandler": LoggingHandler,
-           "clh": ConcurrentLogHandler, "wurlitzer": Wurlitzer, "devnull": DevNull}
+METHODS = {
+    "fdlog": Fdlog,
+    "dup2": Dup2,
+    "filehandler": LoggingHandler,
+    "clh": ConcurrentLogHandler,
+    "wurlitzer": Wurlitzer,
+    "devnull": DevNull,
+}
 
 
 def write_lines(emit, wid: int, size: int, lines: int, deadline: float) -> int:
@@ -211,8 +221,7 @@ def probe(method: Method, emit, spec: dict) -> dict:
         load_pid = os.fork()
         if load_pid == 0:
             try:
-                write_lines(emit, spec["wid"] + 500, size, 1 << 40,
-                            time.monotonic() + spec["duration"] + 0.2)
+                write_lines(emit, spec["wid"] + 500, size, 1 << 40, time.monotonic() + spec["duration"] + 0.2)
                 method.flush()
             finally:
                 os._exit(0)
@@ -249,7 +258,7 @@ def main() -> None:
     spec = json.loads(sys.argv[1])
     ready_fd, go_fd, result_fd = spec["fds"]
     for fd in (ready_fd, go_fd, result_fd):
-        os.set_inheritable(fd, False)   # not into the helper, the C writer or the load child
+        os.set_inheritable(fd, False)  # not into the helper, the C writer or the load child
     method = METHODS[spec["method"]](spec)
     if spec["buffering"] == "block" and method.uses_stdout:
         sys.stdout.reconfigure(line_buffering=False)
@@ -270,8 +279,9 @@ def main() -> None:
     elif spec["buffering"] in ("cstdio", "cline"):
         report["lines"] = run_c_writer(spec, spec["lines"])
     else:
-        report["lines"] = write_lines(emit, spec["wid"], spec["size"], spec["lines"],
-                                      t0 + spec["max_seconds"])
+        report["lines"] = write_lines(
+            emit, spec["wid"], spec["size"], spec["lines"], t0 + spec["max_seconds"]
+        )
     cpu1, t1 = cpu_seconds(), time.monotonic()
     method.drain()
     cpu2, t2 = cpu_seconds(), time.monotonic()

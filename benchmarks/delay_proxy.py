@@ -37,8 +37,9 @@ class DelayProxy:
                 threading.Thread(target=self._receive, args=(a, b, pending), daemon=True).start()
                 threading.Thread(target=self._send, args=(b, pending), daemon=True).start()
 
-    def _receive(self, source: socket.socket, sink: socket.socket,
-                 pending: queue.Queue[tuple[float, bytes]]) -> None:
+    def _receive(
+        self, source: socket.socket, sink: socket.socket, pending: queue.Queue[tuple[float, bytes]]
+    ) -> None:
         while True:
             try:
                 data = source.recv(1 << 20)

@@ -35,9 +35,14 @@ WRITER = HERE / "bench_writer.py"
 C_WRITER_SOURCE = HERE / "c_writer.c"
 
 METHODS = ("fdlog", "dup2", "filehandler", "clh", "wurlitzer", "devnull")
-LABELS = {"fdlog": "skyrl_fdlog.redirect", "dup2": "os.dup2 O_APPEND (SkyRL)",
-          "filehandler": "logging.FileHandler", "clh": "concurrent-log-handler",
-          "wurlitzer": "wurlitzer (pipe + thread)", "devnull": "/dev/null (floor)"}
+LABELS = {
+    "fdlog": "skyrl_fdlog.redirect",
+    "dup2": "os.dup2 O_APPEND (SkyRL)",
+    "filehandler": "logging.FileHandler",
+    "clh": "concurrent-log-handler",
+    "wurlitzer": "wurlitzer (pipe + thread)",
+    "devnull": "/dev/null (floor)",
+}
 FD_METHODS = ("fdlog", "dup2", "wurlitzer", "devnull")
 CHECKABLE = ("fdlog", "dup2", "filehandler", "clh", "wurlitzer")
 
@@ -76,8 +81,9 @@ def build_c_writer(workdir: Path) -> Path:
     """Compile c_writer.c with cc (once per work directory)."""
     target = workdir / "c_writer"
     if not target.exists():
-        subprocess.run([os.environ.get("CC", "cc"), "-O2", "-o", str(target), str(C_WRITER_SOURCE)],
-                       check=True)
+        subprocess.run(
+            [os.environ.get("CC", "cc"), "-O2", "-o", str(target), str(C_WRITER_SOURCE)], check=True
+        )
     return target
 
 
@@ -85,8 +91,7 @@ class CaseError(RuntimeError):
     pass
 
 
-def _writer_env(buffering: str, gather_us: int | None, helper: str | None,
-                python_pipes: bool | None) -> dict:
+def _writer_env(buffering: str, gather_us: int | None, helper: str | None, python_pipes: bool | None) -> dict:
     env = dict(os.environ)
     env.pop("PYTHONUNBUFFERED", None)
     env.pop("SKYRL_LOG_FILE", None)
@@ -113,12 +118,12 @@ class Case:
     method: str
     writers: int
     size: int = 120
-    lines: int = 100_000            # in all, split between the writers
-    max_seconds: float = 5.0        # each writer stops early at this (throughput stays valid)
+    lines: int = 100_000  # in all, split between the writers
+    max_seconds: float = 5.0  # each writer stops early at this (throughput stays valid)
     buffering: str = "line"
     workdir: Path = Path("/tmp/skyrl-fdlog-bench")
     gather_us: int | None = None
-    python_pipes: bool | None = None   # None: redirect()'s default (on)
+    python_pipes: bool | None = None  # None: redirect()'s default (on)
     helper: str | None = None
     role: str = "write"
     probe: dict = field(default_factory=dict)
@@ -129,12 +134,14 @@ class Case:
     reports: list = field(default_factory=list)
     result: dict = field(default_factory=dict)
 
-    def prepare(self) -> "Case":
+    def prepare(self) -> Case:
         global _counter
         become_subreaper()
         self.workdir.mkdir(parents=True, exist_ok=True)
         _counter += 1
-        self.path = self.workdir / f"{_counter:04d}-{self.method}-{self.writers}w-{self.size}B-{self.buffering}.log"
+        self.path = (
+            self.workdir / f"{_counter:04d}-{self.method}-{self.writers}w-{self.size}B-{self.buffering}.log"
+        )
         for stale in (self.path, self._clh_lock()):
             if stale.exists():
                 stale.unlink()
@@ -150,15 +157,29 @@ class Case:
         share, extra = divmod(self.lines, self.writers)
         try:
             for wid in range(self.writers):
-                spec = {"method": self.method, "path": str(self.path), "wid": wid,
-                        "size": self.size, "lines": share + (wid < extra),
-                        "max_seconds": self.max_seconds, "buffering": self.buffering,
-                        "role": self.role, "c_writer": c_writer,
-                        "fds": [ready_w, go_r, result_w]} | self.probe
-                self.procs.append(subprocess.Popen(
-                    [sys.executable, str(WRITER), json.dumps(spec)], stdin=subprocess.DEVNULL,
-                    stdout=subprocess.DEVNULL, stderr=stderr, env=env,
-                    pass_fds=(ready_w, go_r, result_w), cwd=str(self.workdir)))
+                spec = {
+                    "method": self.method,
+                    "path": str(self.path),
+                    "wid": wid,
+                    "size": self.size,
+                    "lines": share + (wid < extra),
+                    "max_seconds": self.max_seconds,
+                    "buffering": self.buffering,
+                    "role": self.role,
+                    "c_writer": c_writer,
+                    "fds": [ready_w, go_r, result_w],
+                } | self.probe
+                self.procs.append(
+                    subprocess.Popen(
+                        [sys.executable, str(WRITER), json.dumps(spec)],
+                        stdin=subprocess.DEVNULL,
+                        stdout=subprocess.DEVNULL,
+                        stderr=stderr,
+                        env=env,
+                        pass_fds=(ready_w, go_r, result_w),
+                        cwd=str(self.workdir),
+                    )
+                )
         finally:
             stderr.close()
             for fd in (ready_w, go_r, result_w):
@@ -222,22 +243,32 @@ class Case:
         end = max(r["t1"] for r in reports)
         elapsed = end - start
         payload = lines * self.size
-        res = {"method": self.method, "writers": self.writers, "size": self.size,
-               "buffering": self.buffering, "gather_us": self.gather_us,
-               "python_pipes": self.python_pipes, "lines": lines,
-               "seconds": elapsed, "lines_per_s": lines / elapsed if elapsed > 0 else 0.0,
-               "mb_per_s": payload / elapsed / 1e6 if elapsed > 0 else 0.0,
-               "write_seconds": max(r["t_written"] for r in reports) - start,
-               "writer_cpu_s": sum(r["cpu_write"] + r["cpu_drain"] for r in reports),
-               "stopped_early": any(r["lines"] < self.lines // self.writers for r in reports)
-               and self.role == "write"}
+        res = {
+            "method": self.method,
+            "writers": self.writers,
+            "size": self.size,
+            "buffering": self.buffering,
+            "gather_us": self.gather_us,
+            "python_pipes": self.python_pipes,
+            "lines": lines,
+            "seconds": elapsed,
+            "lines_per_s": lines / elapsed if elapsed > 0 else 0.0,
+            "mb_per_s": payload / elapsed / 1e6 if elapsed > 0 else 0.0,
+            "write_seconds": max(r["t_written"] for r in reports) - start,
+            "writer_cpu_s": sum(r["cpu_write"] + r["cpu_drain"] for r in reports),
+            "stopped_early": any(r["lines"] < self.lines // self.writers for r in reports)
+            and self.role == "write",
+        }
         res["writer_cpu_us_per_line"] = res["writer_cpu_s"] / lines * 1e6 if lines else None
         if helper_usage:
             cpu = sum(u["cpu_s"] for u in helper_usage)
-            res |= {"helpers": len(helper_usage), "helper_cpu_s": cpu,
-                    "helper_cpu_s_per_gb": cpu / (payload / 1e9) if payload else None,
-                    "helper_cpu_us_per_line": cpu / lines * 1e6 if lines else None,
-                    "helper_maxrss_kib": max(u["maxrss_kib"] for u in helper_usage)}
+            res |= {
+                "helpers": len(helper_usage),
+                "helper_cpu_s": cpu,
+                "helper_cpu_s_per_gb": cpu / (payload / 1e9) if payload else None,
+                "helper_cpu_us_per_line": cpu / lines * 1e6 if lines else None,
+                "helper_maxrss_kib": max(u["maxrss_kib"] for u in helper_usage),
+            }
         if self.role == "write" and self.method in CHECKABLE:
             counts = {r["wid"]: r["lines"] for r in reports}
             data = self.path.read_bytes()
@@ -325,7 +356,7 @@ class FileWatcher(threading.Thread):
                 carry = data[end:]
                 at = data.find(b"PROBE ", 0, end)
                 while at >= 0:
-                    fields = data[at + 6:at + 6 + 27].split(b" ")
+                    fields = data[at + 6 : at + 6 + 27].split(b" ")
                     try:
                         probe_id, sent = int(fields[0]), int(fields[1])
                         self.arrivals.setdefault(probe_id, now)
@@ -344,13 +375,20 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
 
 
-def run_latency(method: str, load: bool, probes: int = 300, interval: float = 0.005,
-                size: int = 120, **kwargs) -> dict:
+def run_latency(
+    method: str, load: bool, probes: int = 300, interval: float = 0.005, size: int = 120, **kwargs
+) -> dict:
     """p50/p99 from write(2) to the line being readable in the file, idle or under load
     (a forked child of the probing process writing at full speed through the same method)."""
-    case = Case(method, 1, size=size, lines=0, role="probe",
-                probe={"probes": probes, "interval": interval, "load": load,
-                       "duration": probes * interval}, **kwargs)
+    case = Case(
+        method,
+        1,
+        size=size,
+        lines=0,
+        role="probe",
+        probe={"probes": probes, "interval": interval, "load": load, "duration": probes * interval},
+        **kwargs,
+    )
     case.prepare()
     watcher = FileWatcher(case.path, probes)
     watcher.start()
@@ -360,14 +398,21 @@ def run_latency(method: str, load: bool, probes: int = 300, interval: float = 0.
     watcher.join()
     res = case.finish()
     latencies_us = [(watcher.arrivals[i] - watcher.sent[i]) / 1000 for i in watcher.arrivals]
-    return {"method": method, "load": load, "probes": probes, "received": len(latencies_us),
-            "p50_us": percentile(latencies_us, 0.50), "p99_us": percentile(latencies_us, 0.99),
-            "max_us": max(latencies_us) if latencies_us else float("nan"),
-            "gather_us": kwargs.get("gather_us"),
-            "helper_maxrss_kib": res.get("helper_maxrss_kib")}
+    return {
+        "method": method,
+        "load": load,
+        "probes": probes,
+        "received": len(latencies_us),
+        "p50_us": percentile(latencies_us, 0.50),
+        "p99_us": percentile(latencies_us, 0.99),
+        "max_us": max(latencies_us) if latencies_us else float("nan"),
+        "gather_us": kwargs.get("gather_us"),
+        "helper_maxrss_kib": res.get("helper_maxrss_kib"),
+    }
 
 
 # ---------------------------------------------------------------- the machine
+
 
 def _filesystem_of(path: Path) -> str:
     path = path.resolve()
@@ -376,7 +421,9 @@ def _filesystem_of(path: Path) -> str:
         for line in mounts:
             dev, mount, fstype = line.split()[:3]
             mount = mount.replace("\\040", " ")
-            if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and len(mount) > len(best):
+            if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and len(mount) > len(
+                best
+            ):
                 best, kind, source = mount, fstype, dev
     return f"{kind} ({source} on {best})"
 
@@ -394,6 +441,7 @@ def machine_info(workdir: Path) -> dict:
     if not helper:
         try:
             from skyrl_fdlog._redirect import helper_executable
+
             helper = helper_executable()
         except Exception:
             helper = "?"
@@ -403,8 +451,9 @@ def machine_info(workdir: Path) -> dict:
 
     def git(*args):
         try:
-            return subprocess.run(["git", *args], cwd=REPO, capture_output=True, text=True,
-                                  timeout=10).stdout.strip()
+            return subprocess.run(
+                ["git", *args], cwd=REPO, capture_output=True, text=True, timeout=10
+            ).stdout.strip()
         except Exception:
             return "?"
 
@@ -422,16 +471,22 @@ def machine_info(workdir: Path) -> dict:
         except md.PackageNotFoundError:
             return "not installed"
 
-    return {"nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
-            "python": platform.python_version(), "filesystem": _filesystem_of(workdir),
-            "workdir": str(workdir), "loadavg": os.getloadavg(),
-            "memory": read("/proc/meminfo").splitlines()[0] if read("/proc/meminfo") != "?" else "?",
-            "wmem_max": read("/proc/sys/net/core/wmem_max"), "helper": helper,
-            "git_commit": git("rev-parse", "--short", "HEAD"),
-            "csrc_dirty": bool(git("status", "--porcelain", "csrc")),
-            "versions": {n: version(n) for n in ("concurrent-log-handler", "wurlitzer",
-                                                 "pytest-benchmark")},
-            "subreaper": become_subreaper() and become_subreaper(False)}
+    return {
+        "nproc": os.cpu_count(),
+        "cpu_model": model,
+        "kernel": platform.release(),
+        "python": platform.python_version(),
+        "filesystem": _filesystem_of(workdir),
+        "workdir": str(workdir),
+        "loadavg": os.getloadavg(),
+        "memory": read("/proc/meminfo").splitlines()[0] if read("/proc/meminfo") != "?" else "?",
+        "wmem_max": read("/proc/sys/net/core/wmem_max"),
+        "helper": helper,
+        "git_commit": git("rev-parse", "--short", "HEAD"),
+        "csrc_dirty": bool(git("status", "--porcelain", "csrc")),
+        "versions": {n: version(n) for n in ("concurrent-log-handler", "wurlitzer", "pytest-benchmark")},
+        "subreaper": become_subreaper() and become_subreaper(False),
+    }
 
 
 def fresh_workdir(workdir: Path) -> Path:

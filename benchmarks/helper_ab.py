@@ -24,8 +24,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import harness  # noqa: E402
 
-CASES = {"1w-120B": (1, 120, 200_000), "4w-120B": (4, 120, 200_000),
-         "1w-8KiB": (1, 8192, 16_000), "2w-8KiB": (2, 8192, 16_000)}
+CASES = {
+    "1w-120B": (1, 120, 200_000),
+    "4w-120B": (4, 120, 200_000),
+    "1w-8KiB": (1, 8192, 16_000),
+    "2w-8KiB": (2, 8192, 16_000),
+}
 
 
 def parse_variant(text: str) -> tuple[str, str, str]:
@@ -38,15 +42,13 @@ def parse_variant(text: str) -> tuple[str, str, str]:
     return name, str(Path(helper).resolve()), surface
 
 
-def run(method: str, case: str, helper: str | None, surface: str | None,
-        max_seconds: float) -> dict:
+def run(method: str, case: str, helper: str | None, surface: str | None, max_seconds: float) -> dict:
     writers, size, lines = CASES[case]
     if surface is None:
         os.environ.pop("SKYRL_FDLOG_SURFACE", None)
     else:
         os.environ["SKYRL_FDLOG_SURFACE"] = surface
-    return harness.run_case(method, writers, size=size, lines=lines, max_seconds=max_seconds,
-                            helper=helper)
+    return harness.run_case(method, writers, size=size, lines=lines, max_seconds=max_seconds, helper=helper)
 
 
 def main() -> None:
@@ -73,16 +75,14 @@ def main() -> None:
                 result = run(method, case, helper, surface, args.max_seconds)
                 result |= {"variant": name, "case": case, "repeat": repeat}
                 runs.append(result)
-                print(f"r{repeat} {case} {name}: {result['lines_per_s'] / 1e3:.0f}k lines/s",
-                      flush=True)
+                print(f"r{repeat} {case} {name}: {result['lines_per_s'] / 1e3:.0f}k lines/s", flush=True)
     print(f"load average after: {os.getloadavg()}")
     if args.json:
         args.json.write_text(json.dumps(runs, indent=1))
     print("| case | variant | ÷ dup2 median (range) | lines/s | helper µs/line | RSS MiB | torn/lost |")
     print("|---|---|---|---|---|---|---|")
     for case in cases:
-        dup2 = {r["repeat"]: r["lines_per_s"] for r in runs if r["case"] == case
-                and r["variant"] == "dup2"}
+        dup2 = {r["repeat"]: r["lines_per_s"] for r in runs if r["case"] == case and r["variant"] == "dup2"}
         print(f"| {case} | dup2 | – | {statistics.median(dup2.values()) / 1e3:.0f}k | – | – | – |")
         for name, _, _ in variants:
             mine = [r for r in runs if r["case"] == case and r["variant"] == name]
@@ -91,10 +91,12 @@ def main() -> None:
             rss = max(r.get("helper_maxrss_kib", 0) for r in mine) / 1024
             torn = sum(r["check"]["torn"] for r in mine)
             lost = sum(r["check"]["missing"] for r in mine)
-            print(f"| {case} | {name} | {statistics.median(ratios):.2f}x "
-                  f"({min(ratios):.2f}–{max(ratios):.2f}) | "
-                  f"{statistics.median(r['lines_per_s'] for r in mine) / 1e3:.0f}k | {cpu:.2f} | "
-                  f"{rss:.1f} | {torn}/{lost} |")
+            print(
+                f"| {case} | {name} | {statistics.median(ratios):.2f}x "
+                f"({min(ratios):.2f}–{max(ratios):.2f}) | "
+                f"{statistics.median(r['lines_per_s'] for r in mine) / 1e3:.0f}k | {cpu:.2f} | "
+                f"{rss:.1f} | {torn}/{lost} |"
+            )
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ def bed(command: str) -> dict[str, str]:
 def cycles(path: Path, batches: int, count: int, lock: bool = True) -> dict[str, Any]:
     """`count` cycles of: lock, `batches` writes of 4 KiB, fdatasync, unlock; times in µs."""
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-    record = (b"x" * (BATCH - 1) + b"\n")
+    record = b"x" * (BATCH - 1) + b"\n"
     steps: dict[str, list[float]] = {"lock": [], "write": [], "fdatasync": [], "unlock": [], "cycle": []}
     try:
         for _ in range(count):
@@ -62,34 +62,65 @@ def cycles(path: Path, batches: int, count: int, lock: bool = True) -> dict[str,
             if lock:
                 fcntl.lockf(fd, fcntl.LOCK_UN)
             t4 = time.perf_counter()
-            for name, a, b in (("lock", t0, t1), ("write", t1, t2), ("fdatasync", t2, t3),
-                               ("unlock", t3, t4), ("cycle", t0, t4)):
+            for name, a, b in (
+                ("lock", t0, t1),
+                ("write", t1, t2),
+                ("fdatasync", t2, t3),
+                ("unlock", t3, t4),
+                ("cycle", t0, t4),
+            ):
                 steps[name].append((b - a) * 1e6)
     finally:
         os.close(fd)
     return {"batches": batches, "count": count, "path": str(path)} | {
-        f"{name}_us": {"median": statistics.median(v), "p90": sorted(v)[int(0.9 * (len(v) - 1))],
-                       "mean": statistics.fmean(v)} for name, v in steps.items()}
+        f"{name}_us": {
+            "median": statistics.median(v),
+            "p90": sorted(v)[int(0.9 * (len(v) - 1))],
+            "mean": statistics.fmean(v),
+        }
+        for name, v in steps.items()
+    }
 
 
 def contend(paths: list[Path], seconds: float, batches: int) -> dict[str, Any]:
     """One process per path (the two mounts), each cycling as fast as it can for `seconds`."""
-    code = ("import sys, time, os; sys.path.insert(0, %r); import netfs\n"
-            "end = time.monotonic() + %f; n = 0\n"
-            "while time.monotonic() < end:\n"
-            "    netfs.cycles(__import__('pathlib').Path(sys.argv[1]), %d, 1); n += 1\n"
-            "print(n)") % (str(HERE), seconds, batches)
-    procs = [subprocess.Popen([sys.executable, "-c", code, str(p)], stdout=subprocess.PIPE, text=True)
-             for p in paths]
+    code = (
+        f"import sys, time, os; sys.path.insert(0, {str(HERE)!r}); import netfs\n"
+        f"end = time.monotonic() + {seconds:f}; n = 0\n"
+        "while time.monotonic() < end:\n"
+        f"    netfs.cycles(__import__('pathlib').Path(sys.argv[1]), {batches:d}, 1); n += 1\n"
+        "print(n)"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(p)], stdout=subprocess.PIPE, text=True)
+        for p in paths
+    ]
     counts = [int(p.communicate(timeout=seconds + 120)[0].strip() or 0) for p in procs]
-    return {"processes": len(paths), "seconds": seconds, "batches": batches, "cycles": counts,
-            "cycles_per_s": sum(counts) / seconds, "us_per_cycle": seconds / max(1, sum(counts)) * 1e6}
+    return {
+        "processes": len(paths),
+        "seconds": seconds,
+        "batches": batches,
+        "cycles": counts,
+        "cycles_per_s": sum(counts) / seconds,
+        "us_per_cycle": seconds / max(1, sum(counts)) * 1e6,
+    }
 
 
 def profile(env: dict[str, str], *command: str) -> str:
-    return subprocess.run(["gluster", "--mode=script", f"--glusterd-sock={env['SOCKET']}",
-                           "volume", "profile", env["VOLUME"], *command],
-                          capture_output=True, text=True, timeout=60).stdout
+    return subprocess.run(
+        [
+            "gluster",
+            "--mode=script",
+            f"--glusterd-sock={env['SOCKET']}",
+            "volume",
+            "profile",
+            env["VOLUME"],
+            *command,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
 
 
 def fops_per_cycle(env: dict[str, str], path: Path, batches: int, count: int) -> dict[str, Any]:
@@ -105,41 +136,69 @@ def fops_per_cycle(env: dict[str, str], path: Path, batches: int, count: int) ->
         # "%-latency Avg-latency Min-Latency Max-Latency No.of-calls Fop"
         if len(parts) >= 6 and parts[-1].isupper() and parts[-2].isdigit():
             calls[parts[-1]] = calls.get(parts[-1], 0) + int(parts[-2])
-    return {"batches": batches, "count": count, "per_cycle": {f: n / count for f, n in calls.items()},
-            "raw": text[-4000:]}
+    return {
+        "batches": batches,
+        "count": count,
+        "per_cycle": {f: n / count for f, n in calls.items()},
+        "raw": text[-4000:],
+    }
 
 
 def brick_port(env: dict[str, str]) -> int:
-    text = subprocess.run(["gluster", "--mode=script", f"--glusterd-sock={env['SOCKET']}", "volume",
-                           "status", env["VOLUME"], "--xml"], capture_output=True, text=True,
-                          timeout=60).stdout
-    return int(re.search(r"<port>(\d+)</port>", text).group(1))   # type: ignore[union-attr]
+    text = subprocess.run(
+        [
+            "gluster",
+            "--mode=script",
+            f"--glusterd-sock={env['SOCKET']}",
+            "volume",
+            "status",
+            env["VOLUME"],
+            "--xml",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout
+    return int(re.search(r"<port>(\d+)</port>", text).group(1))  # type: ignore[union-attr]
 
 
 def delayed(env: dict[str, str], delays_ms: list[float], count: int) -> list[dict[str, Any]]:
     """Cycles through a third mount whose client reaches the brick through DelayProxy: the
     client volfile of the bed with remote-port pointing at the relay."""
     from delay_proxy import DelayProxy
+
     bed_dir = Path(env["BED"])
     volfile = bed_dir / "state" / "vols" / env["VOLUME"] / f"{env['VOLUME']}.tcp-fuse.vol"
     relay = DelayProxy((env["HOST"], 0), (env["HOST"], brick_port(env)), 0.0)
     mine = bed_dir / "delayed-client.vol"
-    mine.write_text(volfile.read_text().replace(
-        f"    option remote-host {env['HOST']}\n",
-        f"    option remote-host {env['HOST']}\n    option remote-port {relay.address[1]}\n"))
+    mine.write_text(
+        volfile.read_text().replace(
+            f"    option remote-host {env['HOST']}\n",
+            f"    option remote-host {env['HOST']}\n    option remote-port {relay.address[1]}\n",
+        )
+    )
     mount = bed_dir / "mnt-delayed"
     mount.mkdir(exist_ok=True)
-    subprocess.run(["glusterfs", f"--volfile={mine}", f"--log-file={bed_dir / 'log' / 'mnt-delayed.log'}",
-                    str(mount)], check=True, timeout=60)
+    subprocess.run(
+        ["glusterfs", f"--volfile={mine}", f"--log-file={bed_dir / 'log' / 'mnt-delayed.log'}", str(mount)],
+        check=True,
+        timeout=60,
+    )
     out = []
     try:
         for delay in delays_ms:
-            relay.set_delay(delay / 2000)   # half the added RTT each way
+            relay.set_delay(delay / 2000)  # half the added RTT each way
             for batches in (1, 64):
-                out.append(cycles(mount / "delayed.log", batches, count if batches == 1 else count // 3)
-                           | {"added_rtt_ms": delay, "where": "gluster via relay"})
-                print(json.dumps({"added_rtt_ms": delay, "batches": batches,
-                                  "cycle_us": out[-1]["cycle_us"]["median"]}), flush=True)
+                out.append(
+                    cycles(mount / "delayed.log", batches, count if batches == 1 else count // 3)
+                    | {"added_rtt_ms": delay, "where": "gluster via relay"}
+                )
+                print(
+                    json.dumps(
+                        {"added_rtt_ms": delay, "batches": batches, "cycle_us": out[-1]["cycle_us"]["median"]}
+                    ),
+                    flush=True,
+                )
     finally:
         subprocess.run(["umount", str(mount)], timeout=60)
         relay.close()
@@ -149,8 +208,11 @@ def delayed(env: dict[str, str], delays_ms: list[float], count: int) -> list[dic
 def helper_lines_per_s(directory: Path, lines: int) -> dict[str, Any]:
     """The real helper, lock=1, 120 B lines through the owner's pipe into a file on the mount."""
     sys.path.insert(0, str(HERE / "micro"))
-    from micro_bench import Helper, lines as make_lines   # noqa: E402
-    from skyrl_fdlog._redirect import helper_executable   # noqa: E402
+    from micro_bench import Helper  # noqa: E402
+    from micro_bench import lines as make_lines
+
+    from skyrl_fdlog._redirect import helper_executable  # noqa: E402
+
     log = directory / f"helper-{os.getpid()}.log"
     data = make_lines(120, lines)
     helper = Helper(helper_executable(), log, lock=True)
@@ -159,27 +221,39 @@ def helper_lines_per_s(directory: Path, lines: int) -> dict[str, Any]:
     elapsed = time.perf_counter() - t0
     found = log.read_bytes().count(b"\n")
     log.unlink()
-    return {"lines": lines, "found": found, "seconds": elapsed, "lines_per_s": lines / elapsed,
-            "helper_cpu_s": helper.cpu_seconds}
+    return {
+        "lines": lines,
+        "found": found,
+        "seconds": elapsed,
+        "lines_per_s": lines / elapsed,
+        "helper_cpu_s": helper.cpu_seconds,
+    }
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--count", type=int, default=300)
     parser.add_argument("--keep-bed", action="store_true", help="leave the bed up at the end")
-    parser.add_argument("--delays", default="0,0.5,1,2,4",
-                        help="added round-trip times, ms, through the delaying relay")
+    parser.add_argument(
+        "--delays", default="0,0.5,1,2,4", help="added round-trip times, ms, through the delaying relay"
+    )
     parser.add_argument("--only-delays", action="store_true", help="skip the other measurements")
     args = parser.parse_args()
     busy = subprocess.run(["pgrep", "-a", "glusterfsd"], capture_output=True, text=True).stdout
     started = time.monotonic()
     env = bed("up")
-    saved: dict[str, Any] = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "loadavg": os.getloadavg(),
-                             "bricks_before": busy, "bed": env,
-                             "gluster": subprocess.run(["gluster", "--version"], capture_output=True,
-                                                       text=True).stdout.splitlines()[:1]}
+    saved: dict[str, Any] = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "loadavg": os.getloadavg(),
+        "bricks_before": busy,
+        "bed": env,
+        "gluster": subprocess.run(
+            ["gluster", "--version"], capture_output=True, text=True
+        ).stdout.splitlines()[:1],
+    }
     mount1, mount2 = Path(env["MOUNT1"]), Path(env["MOUNT2"])
     local = Path("/tmp/skyrl-fdlog-netfs-local.log")
     try:
@@ -194,8 +268,10 @@ def main() -> int:
         saved["fops"] = [fops_per_cycle(env, mount1 / "fops.log", b, 100) for b in (1, 64)]
         for f in saved["fops"]:
             print("fops per cycle", f["batches"], f["per_cycle"], flush=True)
-        saved["contend"] = [contend([mount1 / "contend.log"], 5.0, 1),
-                            contend([mount1 / "contend.log", mount2 / "contend.log"], 5.0, 1)]
+        saved["contend"] = [
+            contend([mount1 / "contend.log"], 5.0, 1),
+            contend([mount1 / "contend.log", mount2 / "contend.log"], 5.0, 1),
+        ]
         print(json.dumps(saved["contend"]), flush=True)
         saved["helper"] = [helper_lines_per_s(mount1, 50_000), helper_lines_per_s(Path("/tmp"), 50_000)]
         print(json.dumps(saved["helper"]), flush=True)

@@ -43,9 +43,17 @@ def late_lines(data: bytes, prefixed: bool) -> tuple[dict[int, list[int]], int, 
 def run_order(method: str, writers: int, pairs: int, interval: float, **kwargs: Any) -> dict:
     """One order case: `writers` processes of `pairs` print()/os.write pairs each, `interval`
     seconds apart (0: full speed, loading the machine and the helper)."""
-    case = harness.Case(method, writers, size=40, lines=2 * pairs * writers, role="order",
-                        probe={"pairs": pairs, "interval": interval}, keep_log=True,
-                        max_seconds=600, **kwargs)
+    case = harness.Case(
+        method,
+        writers,
+        size=40,
+        lines=2 * pairs * writers,
+        role="order",
+        probe={"pairs": pairs, "interval": interval},
+        keep_log=True,
+        max_seconds=600,
+        **kwargs,
+    )
     case.prepare()
     case.go()
     result = case.finish()
@@ -55,8 +63,14 @@ def run_order(method: str, writers: int, pairs: int, interval: float, **kwargs: 
     case.cleanup()
     late, found, unreadable = late_lines(data, prefixed=method == "fdlog")
     distances = sorted(d for ds in late.values() for d in ds)
-    return result | {"pairs": pairs, "interval": interval, "expected": 2 * pairs * writers,
-                     "found": found, "unreadable": unreadable, "late": len(distances),
-                     "late_p50": harness.percentile(distances, 0.5) if distances else 0,
-                     "late_p99": harness.percentile(distances, 0.99) if distances else 0,
-                     "late_max": distances[-1] if distances else 0}
+    return result | {
+        "pairs": pairs,
+        "interval": interval,
+        "expected": 2 * pairs * writers,
+        "found": found,
+        "unreadable": unreadable,
+        "late": len(distances),
+        "late_p50": harness.percentile(distances, 0.5) if distances else 0,
+        "late_p99": harness.percentile(distances, 0.99) if distances else 0,
+        "late_max": distances[-1] if distances else 0,
+    }

@@ -96,8 +96,12 @@ class Progress:
         elapsed = time.monotonic() - self.start
         speed = elapsed / self.done_estimate if self.done_estimate else 1.0
         eta = (self.total_estimate - self.done_estimate) * speed
-        print(f"[{self.done:3d}/{self.count}] {elapsed / 60:4.1f} min, ETA {eta / 60:4.1f} min | "
-              f"{label}: {outcome}", file=self.stream, flush=True)
+        print(
+            f"[{self.done:3d}/{self.count}] {elapsed / 60:4.1f} min, ETA {eta / 60:4.1f} min | "
+            f"{label}: {outcome}",
+            file=self.stream,
+            flush=True,
+        )
 
 
 def estimate_seconds(method: str, writers: int, lines: int, size: int, max_seconds: float) -> float:
@@ -113,11 +117,17 @@ def plan(config: dict, sections: list[str], methods: list[str]) -> list[dict]:
     fd_methods = [m for m in methods if m in harness.FD_METHODS and m != "devnull"]
 
     def case(section, method, writers, size, lines, **extra):
-        cases.append({"section": section, "kind": "case",
-                      "args": dict(method=method, writers=writers, size=size, lines=lines,
-                                   max_seconds=config["max_seconds"]) | extra,
-                      "estimate": estimate_seconds(method, writers, lines, size,
-                                                   config["max_seconds"])})
+        cases.append(
+            {
+                "section": section,
+                "kind": "case",
+                "args": dict(
+                    method=method, writers=writers, size=size, lines=lines, max_seconds=config["max_seconds"]
+                )
+                | extra,
+                "estimate": estimate_seconds(method, writers, lines, size, config["max_seconds"]),
+            }
+        )
 
     if "throughput" in sections:
         for size in config["sizes"]:
@@ -128,28 +138,40 @@ def plan(config: dict, sections: list[str], methods: list[str]) -> list[dict]:
         for repeat in range(config["key_repeats"]):
             for writers in (1, 4):
                 # rotate the order so no method always runs first (or after the same one)
-                rotated = methods[repeat % len(methods):] + methods[:repeat % len(methods)]
+                rotated = methods[repeat % len(methods) :] + methods[: repeat % len(methods)]
                 for method in rotated:
                     case("key", method, writers, 120, config["key_lines"], repeat=repeat)
                 if "fdlog" in methods:
                     # an idea measured beside the rest, not what redirect() does (see report)
-                    case("key", "fdlog", writers, 120, config["key_lines"], repeat=repeat,
-                         buffering="block")
+                    case("key", "fdlog", writers, 120, config["key_lines"], repeat=repeat, buffering="block")
     if "channels" in sections and {"fdlog", "dup2"} <= set(methods):
         # the actor's Python output through its own pipes (the default) or through fd 1
         variants = [("dup2", None), ("fdlog", True), ("fdlog", False)]
         for repeat in range(config["channels_repeats"]):
             for writers in (1, 4):
-                for method, pipes in variants[repeat % 3:] + variants[:repeat % 3]:
-                    case("channels", method, writers, 120, config["key_lines"], repeat=repeat,
-                         python_pipes=pipes)
+                for method, pipes in variants[repeat % 3 :] + variants[: repeat % 3]:
+                    case(
+                        "channels",
+                        method,
+                        writers,
+                        120,
+                        config["key_lines"],
+                        repeat=repeat,
+                        python_pipes=pipes,
+                    )
     if "integrity" in sections:
         for mode in config["integrity_modes"]:
             for size in config["integrity_sizes"]:
                 for writers in config["integrity_writers"]:
                     for method in fd_methods:
-                        case("integrity", method, writers, size, config["integrity_lines"][size],
-                             buffering=mode)
+                        case(
+                            "integrity",
+                            method,
+                            writers,
+                            size,
+                            config["integrity_lines"][size],
+                            buffering=mode,
+                        )
     if "scaling" in sections:
         for writers in config["scaling_writers"]:
             for method in methods:
@@ -159,26 +181,44 @@ def plan(config: dict, sections: list[str], methods: list[str]) -> list[dict]:
             for method in methods:
                 if method == "devnull":
                     continue
-                cases.append({"section": "latency", "kind": "latency",
-                              "args": dict(method=method, load=load,
-                                           probes=config["latency_probes"],
-                                           interval=config["latency_interval"]),
-                              "estimate": 0.8 + config["latency_probes"] * config["latency_interval"]})
+                cases.append(
+                    {
+                        "section": "latency",
+                        "kind": "latency",
+                        "args": dict(
+                            method=method,
+                            load=load,
+                            probes=config["latency_probes"],
+                            interval=config["latency_interval"],
+                        ),
+                        "estimate": 0.8 + config["latency_probes"] * config["latency_interval"],
+                    }
+                )
     if "gather" in sections and "fdlog" in methods:
         for repeat in range(config["gather_repeats"]):
             for writers in config["gather_writers"]:
                 if "dup2" in methods:
                     case("gather", "dup2", writers, 120, config["key_lines"], repeat=repeat)
                 for gather in config["gather_values"]:
-                    case("gather", "fdlog", writers, 120, config["key_lines"], gather_us=gather,
-                         repeat=repeat)
+                    case(
+                        "gather", "fdlog", writers, 120, config["key_lines"], gather_us=gather, repeat=repeat
+                    )
         for load in (False, True):
             for gather in config["gather_values"]:
-                cases.append({"section": "gather", "kind": "latency",
-                              "args": dict(method="fdlog", load=load, gather_us=gather,
-                                           probes=config["gather_probes"],
-                                           interval=config["latency_interval"]),
-                              "estimate": 0.8 + config["gather_probes"] * config["latency_interval"]})
+                cases.append(
+                    {
+                        "section": "gather",
+                        "kind": "latency",
+                        "args": dict(
+                            method="fdlog",
+                            load=load,
+                            gather_us=gather,
+                            probes=config["gather_probes"],
+                            interval=config["latency_interval"],
+                        ),
+                        "estimate": 0.8 + config["gather_probes"] * config["latency_interval"],
+                    }
+                )
     if "order" in sections:
         variants = [("fdlog", None), ("fdlog", False), ("dup2", None)]
         for method, pipes in [v for v in variants if v[0] in methods]:
@@ -186,10 +226,16 @@ def plan(config: dict, sections: list[str], methods: list[str]) -> list[dict]:
                 writers = config["order_load_writers"] if load else 1
                 pairs = config["order_load_pairs"] if load else config["order_idle_pairs"]
                 interval = 0.0 if load else config["order_interval"]
-                cases.append({"section": "order", "kind": "order",
-                              "args": dict(method=method, writers=writers, pairs=pairs,
-                                           interval=interval, python_pipes=pipes),
-                              "estimate": 1 + writers * 0.1 + pairs * (interval + 2e-5)})
+                cases.append(
+                    {
+                        "section": "order",
+                        "kind": "order",
+                        "args": dict(
+                            method=method, writers=writers, pairs=pairs, interval=interval, python_pipes=pipes
+                        ),
+                        "estimate": 1 + writers * 0.1 + pairs * (interval + 2e-5),
+                    }
+                )
     return cases
 
 
@@ -197,8 +243,7 @@ def describe(item: dict) -> str:
     a = item["args"]
     if item["kind"] == "order":
         pipes = {None: "", False: " python_pipes=off"}[a.get("python_pipes")]
-        return (f"order {a['method']}{pipes} {a['writers']}w "
-                f"{'loaded' if a['interval'] == 0 else 'idle'}")
+        return f"order {a['method']}{pipes} {a['writers']}w {'loaded' if a['interval'] == 0 else 'idle'}"
     if item["kind"] == "latency":
         extra = f" gather={a['gather_us']}us" if a.get("gather_us") is not None else ""
         return f"{item['section']} latency {a['method']} {'load' if a['load'] else 'idle'}{extra}"
@@ -213,15 +258,20 @@ def outcome(result: dict) -> str:
     if "error" in result:
         return "ERROR " + result["error"].splitlines()[0]
     if "late" in result:
-        return (f"{result['late']:,} of {result['expected']:,} lines late, by up to "
-                f"{result['late_max']:,} lines")
+        return (
+            f"{result['late']:,} of {result['expected']:,} lines late, by up to {result['late_max']:,} lines"
+        )
     if "p50_us" in result:
-        return f"p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us ({result['received']}/{result['probes']})"
+        received = f"{result['received']}/{result['probes']}"
+        return f"p50 {result['p50_us']:.0f} us, p99 {result['p99_us']:.0f} us ({received})"
     text = f"{result['lines_per_s']:,.0f} lines/s, {result['mb_per_s']:.1f} MB/s"
     check = result.get("check")
     if check:
-        text += ", whole" if check["torn"] == 0 and check["missing"] == 0 else \
-            f", {check['torn']} torn, {check['missing']} missing"
+        text += (
+            ", whole"
+            if check["torn"] == 0 and check["missing"] == 0
+            else f", {check['torn']} torn, {check['missing']} missing"
+        )
     return text
 
 
@@ -255,26 +305,50 @@ def wait_for_quiet(limit_s: float, threshold: float) -> None:
         if load <= threshold or time.monotonic() >= deadline:
             print(f"load average {load:.2f} (threshold {threshold})", file=sys.stderr, flush=True)
             return
-        print(f"load average {load:.2f} > {threshold}: waiting for the machine to quieten "
-              f"({deadline - time.monotonic():.0f} s left)", file=sys.stderr, flush=True)
+        print(
+            f"load average {load:.2f} > {threshold}: waiting for the machine to quieten "
+            f"({deadline - time.monotonic():.0f} s left)",
+            file=sys.stderr,
+            flush=True,
+        )
         time.sleep(15)
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="a few seconds per case")
     parser.add_argument("--sections", default=",".join(SECTIONS))
     parser.add_argument("--methods", default=",".join(harness.METHODS))
-    parser.add_argument("--workdir", type=Path, default=Path("/tmp/skyrl-fdlog-bench"),
-                        help="where the logs are written (its filesystem is reported)")
-    parser.add_argument("--out", type=Path, default=harness.REPO / "docs",
-                        help="directory for benchmarks.md and benchmarks.png")
-    parser.add_argument("--json", type=Path, default=None,
-                        help="raw results (default: benchmarks/results.json, or --out for --quick)")
-    parser.add_argument("--wait-idle", type=float, default=0.0, metavar="SECONDS",
-                        help="first wait up to this long for the load average to fall below 0.5")
-    parser.add_argument("--from-json", type=Path, default=None,
-                        help="only regenerate the report from earlier raw results")
+    parser.add_argument(
+        "--workdir",
+        type=Path,
+        default=Path("/tmp/skyrl-fdlog-bench"),
+        help="where the logs are written (its filesystem is reported)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=harness.REPO / "docs",
+        help="directory for benchmarks.md and benchmarks.png",
+    )
+    parser.add_argument(
+        "--json",
+        type=Path,
+        default=None,
+        help="raw results (default: benchmarks/results.json, or --out for --quick)",
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="first wait up to this long for the load average to fall below 0.5",
+    )
+    parser.add_argument(
+        "--from-json", type=Path, default=None, help="only regenerate the report from earlier raw results"
+    )
     args = parser.parse_args(argv)
     sections = [s for s in args.sections.split(",") if s]
     methods = [m for m in args.methods.split(",") if m]
@@ -283,7 +357,9 @@ def main(argv=None) -> int:
         parser.error(f"unknown sections or methods: {', '.join(sorted(unknown))}")
     config = QUICK if args.quick else FULL
     json_path = args.json or (args.out / "benchmarks.json" if args.quick else harness.HERE / "results.json")
-    command = "python benchmarks/run.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    command = (
+        "python benchmarks/run.py" + (" " + " ".join(argv if argv is not None else sys.argv[1:])).rstrip()
+    )
 
     if args.from_json:
         saved = json.loads(args.from_json.read_text())
@@ -293,22 +369,34 @@ def main(argv=None) -> int:
         workdir = harness.fresh_workdir(args.workdir)
         machine = harness.machine_info(workdir)
         started = time.time()
-        print(f"benchmarks into {workdir} ({machine['filesystem']}), load {machine['loadavg']}, "
-              f"helper {machine['helper']}", file=sys.stderr, flush=True)
+        print(
+            f"benchmarks into {workdir} ({machine['filesystem']}), load {machine['loadavg']}, "
+            f"helper {machine['helper']}",
+            file=sys.stderr,
+            flush=True,
+        )
         results = run_all(config, sections, methods, workdir)
         machine["loadavg_after"] = os.getloadavg()
         machine["wall_minutes"] = (time.time() - started) / 60
         machine["date"] = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(started))
-        saved = {"command": command, "quick": args.quick, "config": config, "machine": machine,
-                 "results": results}
+        saved = {
+            "command": command,
+            "quick": args.quick,
+            "config": config,
+            "machine": machine,
+            "results": results,
+        }
         json_path.parent.mkdir(parents=True, exist_ok=True)
         harness.write_results(json_path, saved)
         harness.fresh_workdir(args.workdir)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "benchmarks.md").write_text(report.markdown(saved))
     report.plot(saved, args.out / "benchmarks.png")
-    print(f"wrote {args.out / 'benchmarks.md'}, {args.out / 'benchmarks.png'}"
-          + ("" if args.from_json else f", {json_path}"), file=sys.stderr)
+    print(
+        f"wrote {args.out / 'benchmarks.md'}, {args.out / 'benchmarks.png'}"
+        + ("" if args.from_json else f", {json_path}"),
+        file=sys.stderr,
+    )
     errors = [r for r in saved["results"] if "error" in r]
     return 1 if errors else 0
 

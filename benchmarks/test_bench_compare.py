@@ -13,9 +13,8 @@ from __future__ import annotations
 
 import statistics
 
-import pytest
-
 import harness
+import pytest
 
 LINES = 100_000
 ROUNDS = 3
@@ -25,16 +24,23 @@ def run_rounds(benchmark, tmp_path, method, writers, size=120, lines=LINES, **kw
     cases = []
 
     def setup():
-        case = harness.Case(method, writers, size=size, lines=lines, max_seconds=10,
-                            workdir=tmp_path, **kwargs).prepare()
+        case = harness.Case(
+            method, writers, size=size, lines=lines, max_seconds=10, workdir=tmp_path, **kwargs
+        ).prepare()
         cases.append(case)
         return (case,), {}
 
     benchmark.pedantic(lambda case: case.go(), setup=setup, rounds=ROUNDS, iterations=1)
     results = [case.finish() for case in cases]
     rates = [r["lines_per_s"] for r in results]
-    benchmark.extra_info.update({"lines_per_s_median": statistics.median(rates),
-                                 "lines_per_s": rates, "writers": writers, "size": size})
+    benchmark.extra_info.update(
+        {
+            "lines_per_s_median": statistics.median(rates),
+            "lines_per_s": rates,
+            "writers": writers,
+            "size": size,
+        }
+    )
     for r in results:
         if "check" in r and method == "fdlog":
             assert r["check"]["torn"] == 0 and r["check"]["missing"] == 0, r["check"]

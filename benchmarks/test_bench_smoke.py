@@ -1,6 +1,6 @@
 """Quick checks that the benchmark suite works (about half a minute; CI can run it).
 
-    .venv/bin/python -m pytest benchmarks/test_bench_smoke.py -q
+.venv/bin/python -m pytest benchmarks/test_bench_smoke.py -q
 """
 
 from __future__ import annotations
@@ -10,9 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import harness
+import pytest
 from bench_lines import check_log, make_line
 
 HERE = Path(__file__).resolve().parent
@@ -31,7 +30,7 @@ def test_checker_counts_whole_lines_and_catches_every_kind_of_damage():
     assert intact.ok and intact.whole == 10
 
     torn = lines[:]
-    torn[2] = lines[2][:20] + lines[7][20:]          # the front of one line, the end of another
+    torn[2] = lines[2][:20] + lines[7][20:]  # the front of one line, the end of another
     result = check_log(b"".join(torn), {0: 5, 1: 5}, size, prefixed=False)
     assert (result.torn, result.missing) == (1, 1)
 
@@ -57,7 +56,7 @@ def test_checker_rejoins_records_and_reports_helper_notes():
     assert check_log(data, {3: 2}, size, prefixed=True).ok
     cut = prefixed(7, line[:30], "+") + prefixed(7, make_line(3, 1, size))
     result = check_log(cut, {3: 2}, size, prefixed=True)
-    assert (result.torn, result.missing) == (1, 2)   # the orphan fragment glues onto line 1
+    assert (result.torn, result.missing) == (1, 2)  # the orphan fragment glues onto line 1
     note = b"2026-11-27T02:47:06.123Z node bench0[9] fdlog: dropped 5 records\n"
     result = check_log(data + note, {3: 2}, size, prefixed=True)
     assert result.ok and result.notes == 1
@@ -80,8 +79,9 @@ def test_each_method_runs_and_keeps_a_single_writers_lines(method, tmp_path):
 def test_skyrl_fdlog_keeps_every_line_whole_under_load(buffering, size, tmp_path):
     """4 writers at full speed, each way of writing, short and long lines: 0 torn, 0 lost."""
     lines = 20000 if size < 1024 else 4000
-    result = harness.run_case("fdlog", 4, size=size, lines=lines, max_seconds=5,
-                              buffering=buffering, workdir=tmp_path)
+    result = harness.run_case(
+        "fdlog", 4, size=size, lines=lines, max_seconds=5, buffering=buffering, workdir=tmp_path
+    )
     check = result["check"]
     assert (check["torn"], check["missing"], check["duplicated"], check["reordered"]) == (0, 0, 0, 0), check
     assert check["notes"] == 0, check["examples"]
@@ -97,10 +97,23 @@ def test_runner_quick_mode_writes_the_report(tmp_path):
     """run.py --quick produces benchmarks.md (with the goals and targets sections), the PNG and
     the JSON."""
     out = tmp_path / "out"
-    subprocess.run([sys.executable, str(HERE / "run.py"), "--quick", "--sections",
-                    "throughput,latency", "--methods", "fdlog,dup2,filehandler",
-                    "--workdir", str(tmp_path / "work"), "--out", str(out)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            str(HERE / "run.py"),
+            "--quick",
+            "--sections",
+            "throughput,latency",
+            "--methods",
+            "fdlog,dup2,filehandler",
+            "--workdir",
+            str(tmp_path / "work"),
+            "--out",
+            str(out),
+        ],
+        check=True,
+        timeout=300,
+    )
     text = (out / "benchmarks.md").read_text()
     assert "## Issue 16's goals: met or missed" in text and "**Command:**" in text
     assert "## Against the earlier targets" in text

@@ -34,8 +34,10 @@ def cpu_model() -> str:
 
 def machine_line() -> str:
     load = ", ".join(f"{x:.2f}" for x in os.getloadavg())
-    return (f"{cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
-            f"Python {platform.python_version()}; load average {load}")
+    return (
+        f"{cpu_model()}, {os.cpu_count()} CPUs, Linux {platform.release()}, "
+        f"Python {platform.python_version()}; load average {load}"
+    )
 
 
 def pytest_report_header() -> list[str]:
@@ -46,8 +48,10 @@ def pytest_report_header() -> list[str]:
         info = json.loads(path.read_text()).get("machine_info", {})
         brand = info.get("cpu", {}).get("brand_raw") or info.get("processor") or "?"
         count = info.get("cpu", {}).get("count", "?")
-        lines.append(f"baseline: {path.relative_to(REPO)} ({brand}, {count} CPUs, "
-                     f"Python {info.get('python_version', '?')})")
+        lines.append(
+            f"baseline: {path.relative_to(REPO)} ({brand}, {count} CPUs, "
+            f"Python {info.get('python_version', '?')})"
+        )
     if not saved:
         lines.append(f"baseline: none saved in {BASELINE.relative_to(REPO)} (make bench-micro MICRO_SAVE=1)")
     return lines
@@ -63,7 +67,7 @@ def build_flags() -> tuple[list[str], list[str]]:
     """The include directories and compile flags of the real build (skyrl_fdlog/_build.py),
     which also regenerates csrc/shared/levels.h."""
     cwd = os.getcwd()
-    os.chdir(REPO)   # _build.py names csrc/ relative to the repository
+    os.chdir(REPO)  # _build.py names csrc/ relative to the repository
     try:
         build = runpy.run_path(str(REPO / "skyrl_fdlog" / "_build.py"))
     finally:
@@ -75,18 +79,35 @@ def build_flags() -> tuple[list[str], list[str]]:
 def micro_lib() -> Iterator[ctypes.CDLL]:
     """driver.c and the helper's shared C (assembler, record format, levels), as one library."""
     includes, flags = build_flags()
-    sources = [HERE / "driver.c"] + [REPO / "csrc" / "shared" / n
-                                     for n in ("assemble.c", "record.c", "levels.c")]
+    sources = [HERE / "driver.c"] + [
+        REPO / "csrc" / "shared" / n for n in ("assemble.c", "record.c", "levels.c")
+    ]
     digest = hashlib.sha256(b"".join(s.read_bytes() for s in sources)).hexdigest()[:12]
     with tempfile.TemporaryDirectory(prefix="skyrl-fdlog-micro-") as tmp:
         target = Path(tmp) / f"libmicro-{digest}.so"
-        command = [os.environ.get("CC", "cc"), "-shared", "-fPIC", "-Wall", "-Wextra", "-Werror",
-                   *flags, *[f"-I{d}" for d in includes], "-o", str(target), *map(str, sources)]
+        command = [
+            os.environ.get("CC", "cc"),
+            "-shared",
+            "-fPIC",
+            "-Wall",
+            "-Wextra",
+            "-Werror",
+            *flags,
+            *[f"-I{d}" for d in includes],
+            "-o",
+            str(target),
+            *map(str, sources),
+        ]
         subprocess.run(command, check=True)
         lib = ctypes.CDLL(str(target))
         lib.micro_assemble.restype = ctypes.c_uint64
-        lib.micro_assemble.argtypes = [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_size_t,
-                                       ctypes.c_int, ctypes.c_int]
+        lib.micro_assemble.argtypes = [
+            ctypes.c_char_p,
+            ctypes.c_size_t,
+            ctypes.c_size_t,
+            ctypes.c_int,
+            ctypes.c_int,
+        ]
         lib.micro_format.restype = ctypes.c_uint64
         lib.micro_format.argtypes = [ctypes.c_int, ctypes.c_size_t]
         lib.micro_levels.restype = ctypes.c_long
@@ -98,6 +119,7 @@ def micro_lib() -> Iterator[ctypes.CDLL]:
 def helper_program() -> str:
     """The helper of the checkout under test (build_ext --inplace, or the installed package)."""
     from skyrl_fdlog._redirect import helper_executable
+
     return helper_executable()
 
 
@@ -124,14 +146,15 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         write("saved as the new baseline: nothing compared")
         return
     if not session.compared_mapping:
-        write("no baseline for this machine and Python in benchmarks/micro/baseline: nothing "
-              "compared (save one with: make bench-micro MICRO_SAVE=1)")
+        write(
+            "no baseline for this machine and Python in benchmarks/micro/baseline: nothing "
+            "compared (save one with: make bench-micro MICRO_SAVE=1)"
+        )
         return
     for path, mapping in session.compared_mapping.items():
         stored = Path(getattr(session.storage, "path", BASELINE)) / path
         info = json.loads(stored.read_text()).get("machine_info", {})
-        write(f"baseline: {Path(path).name}, {info.get('cpu_model', '?')}, "
-              f"{info.get('nproc', '?')} CPUs")
+        write(f"baseline: {Path(path).name}, {info.get('cpu_model', '?')}, {info.get('nproc', '?')} CPUs")
         for bench in session.benchmarks:
             old = mapping.get(bench.fullname)
             if old is None or not bench.stats:
@@ -140,11 +163,20 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
             now, before = bench.stats.min, old["stats"]["min"]
             change = (now - before) / before * 100
             lines = bench.extra_info.get("lines_per_call", 1)
-            verdict = ("SLOWER beyond the margin" if change > margin else
-                       "faster beyond the margin" if change < -margin else "within the margin")
+            verdict = (
+                "SLOWER beyond the margin"
+                if change > margin
+                else "faster beyond the margin"
+                if change < -margin
+                else "within the margin"
+            )
             cpu = ""
             if "helper_cpu_ns_per_line_min" in bench.extra_info:
-                cpu = (f"; helper CPU {old.get('extra_info', {}).get('helper_cpu_ns_per_line_min', 0):,.0f}"
-                       f" -> {bench.extra_info['helper_cpu_ns_per_line_min']:,.0f} ns per line")
-            write(f"  {bench.name}: fastest {before / lines * 1e9:,.0f} -> {now / lines * 1e9:,.0f} "
-                  f"ns per line ({change:+.0f}%): {verdict}{cpu}")
+                cpu = (
+                    f"; helper CPU {old.get('extra_info', {}).get('helper_cpu_ns_per_line_min', 0):,.0f}"
+                    f" -> {bench.extra_info['helper_cpu_ns_per_line_min']:,.0f} ns per line"
+                )
+            write(
+                f"  {bench.name}: fastest {before / lines * 1e9:,.0f} -> {now / lines * 1e9:,.0f} "
+                f"ns per line ({change:+.0f}%): {verdict}{cpu}"
+            )

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-LINE_COUNT = 8192          # lines per timed call of the C loops
+LINE_COUNT = 8192  # lines per timed call of the C loops
 PR_SET_CHILD_SUBREAPER = 36
 
 
@@ -42,12 +42,15 @@ def per_line(benchmark: Any, count: int) -> None:
 
 # ---------------------------------------------------------------- the assembler
 
-@pytest.mark.parametrize(("size", "lines_per_read", "writers"),
-                         [(120, 1, 1), (120, 32, 1), (120, 1, 16), (8192, 1, 1)],
-                         ids=["120B-1line-per-read", "120B-32lines-per-read",
-                              "120B-16writers-interleaved", "8KiB-1line-per-read"])
-def test_assembler_feed(benchmark: Any, micro_lib: ctypes.CDLL, size: int, lines_per_read: int,
-                        writers: int) -> None:
+
+@pytest.mark.parametrize(
+    ("size", "lines_per_read", "writers"),
+    [(120, 1, 1), (120, 32, 1), (120, 1, 16), (8192, 1, 1)],
+    ids=["120B-1line-per-read", "120B-32lines-per-read", "120B-16writers-interleaved", "8KiB-1line-per-read"],
+)
+def test_assembler_feed(
+    benchmark: Any, micro_lib: ctypes.CDLL, size: int, lines_per_read: int, writers: int
+) -> None:
     """fdl_assembler_feed: lines into records of at most PIPE_BUF (an 8 KiB line is three)."""
     count = LINE_COUNT if size < 1024 else LINE_COUNT // 16
     data = lines(size, count)
@@ -58,6 +61,7 @@ def test_assembler_feed(benchmark: Any, micro_lib: ctypes.CDLL, size: int, lines
 
 
 # ---------------------------------------------------------------- record formatting
+
 
 @pytest.mark.parametrize("payload", [119, 3840], ids=["120B", "3840B"])
 def test_record_format(benchmark: Any, micro_lib: ctypes.CDLL, payload: int) -> None:
@@ -70,16 +74,18 @@ def test_record_format(benchmark: Any, micro_lib: ctypes.CDLL, payload: int) -> 
 
 # ---------------------------------------------------------------- level classification
 
-LEVEL_SAMPLE = b"".join([
-    b"step 1200 loss 0.731 reward 0.42 kl 0.013\n",
-    b"INFO 11-27 02:47:06 [engine.py:312] Added request chatcmpl-1234.\n",
-    b"\x1b[33mWARNING\x1b[0m 11-27 02:47:06 [config.py:88] Casting torch.bfloat16 to float16.\n",
-    b"2026-11-27 02:47:06,123 ERROR worker.py:77 -- Task failed\n",
-    b"Traceback (most recent call last):\n",
-    b'  File "/app/train.py", line 10, in <module>\n',
-    b"ValueError: bad shape (3, 4)\n",
-    b"(RayTrainWorker pid=4242) Epoch 3: 100%|##########| 200/200 [00:31<00:00]\n",
-])
+LEVEL_SAMPLE = b"".join(
+    [
+        b"step 1200 loss 0.731 reward 0.42 kl 0.013\n",
+        b"INFO 11-27 02:47:06 [engine.py:312] Added request chatcmpl-1234.\n",
+        b"\x1b[33mWARNING\x1b[0m 11-27 02:47:06 [config.py:88] Casting torch.bfloat16 to float16.\n",
+        b"2026-11-27 02:47:06,123 ERROR worker.py:77 -- Task failed\n",
+        b"Traceback (most recent call last):\n",
+        b'  File "/app/train.py", line 10, in <module>\n',
+        b"ValueError: bad shape (3, 4)\n",
+        b"(RayTrainWorker pid=4242) Epoch 3: 100%|##########| 200/200 [00:31<00:00]\n",
+    ]
+)
 
 
 def test_level_of(benchmark: Any, micro_lib: ctypes.CDLL) -> None:
@@ -92,6 +98,7 @@ def test_level_of(benchmark: Any, micro_lib: ctypes.CDLL) -> None:
 
 
 # ---------------------------------------------------------------- the writer path
+
 
 class Helper:
     """The helper program with a pipe as the owner's stdout channel and `log` as the log.
@@ -106,15 +113,27 @@ class Helper:
         status_r, status_w = os.pipe()
         pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM) for _ in range(2)]
         for _, writing in pairs:
-            writing.close()   # EOF on the socket channels: only the pipe carries lines
+            writing.close()  # EOF on the socket channels: only the pipe carries lines
         handed = [log_fd, pairs[0][0].fileno(), pairs[1][0].fileno(), status_w, out_r, err_r]
         # above every target number first, so no dup2 overwrites a source still to be copied
         high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 100) for fd in handed]
         actions = [(os.POSIX_SPAWN_DUP2, fd, 3 + i) for i, fd in enumerate(high)]
-        args = ["skyrl-fdlog-helper", "name=bench", "node=node-0", f"path={log}", "raw=0",
-                f"lock={int(lock)}", "idle_ms=1000", "snapshot_ms=5000", "gather_us=300",
-                f"buffer_bytes={4 << 20}", "max_bytes=0", "restarted_after=0",
-                f"owner={os.getpid()}", "surface=0"]
+        args = [
+            "skyrl-fdlog-helper",
+            "name=bench",
+            "node=node-0",
+            f"path={log}",
+            "raw=0",
+            f"lock={int(lock)}",
+            "idle_ms=1000",
+            "snapshot_ms=5000",
+            "gather_us=300",
+            f"buffer_bytes={4 << 20}",
+            "max_bytes=0",
+            "restarted_after=0",
+            f"owner={os.getpid()}",
+            "surface=0",
+        ]
         # The helper detaches (the spawned process forks it and exits); as our subreaper
         # adoptee it can still be waited for, which gives its CPU time.
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
@@ -124,7 +143,7 @@ class Helper:
         for reading, _ in pairs:
             reading.close()
         self.status, self.out = status_r, out_w
-        self.pid = int(self.read_until(b"\n").split()[1])   # "READY <pid>"
+        self.pid = int(self.read_until(b"\n").split()[1])  # "READY <pid>"
         self.cpu_seconds = 0.0
 
     def read_until(self, word: bytes, timeout: float = 60.0) -> bytes:
@@ -143,12 +162,12 @@ class Helper:
         """Write data in pieces of `block` bytes, close the pipe, wait for the helper's exit."""
         view = memoryview(data)
         for at in range(0, len(view), block):
-            piece = view[at:at + block]
+            piece = view[at : at + block]
             while piece:
-                piece = piece[os.write(self.out, piece):]
+                piece = piece[os.write(self.out, piece) :]
         os.close(self.out)
         self.read_until(b"EXIT")
-        while os.read(self.status, 4096):   # EOF: the helper is gone, the log complete
+        while os.read(self.status, 4096):  # EOF: the helper is gone, the log complete
             pass
         os.close(self.status)
         _, _, usage = os.wait4(self.pid, 0)
@@ -170,8 +189,9 @@ def test_writer_path(benchmark: Any, helper_program: str, tmp_path: Path, size: 
         helpers.append(Helper(helper_program, log))
         return (helpers[-1],), {}
 
-    benchmark.pedantic(lambda helper: helper.write_all_and_wait(data, size), setup=start,
-                       rounds=10, iterations=1)
+    benchmark.pedantic(
+        lambda helper: helper.write_all_and_wait(data, size), setup=start, rounds=10, iterations=1
+    )
     text = log.read_bytes()
     assert text.count(b"\n") == count * (1 if size < 1024 else 3), "every line, no note"
     per_line(benchmark, count)

@@ -1,5 +1,6 @@
 /*
  * helper_start.c - starting the helper process that writes the log.
+ * Built into the cffi extension (skyrl_fdlog._fdlog) only.
  *
  * The helper is a separate executable started with posix_spawn, not a fork
  * of the actor: it carries none of the actor's memory (its RSS stays small),

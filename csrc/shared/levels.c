@@ -1,6 +1,7 @@
 /*
  * levels.c - the level of a line, from the one table of skyrl_fdlog/levels.json
- * (csrc/levels.h is generated from it at every build; the reader reads the same
+ * Built into both binaries: the cffi extension (skyrl_fdlog._fdlog) and skyrl-fdlog-helper.
+ * (csrc/shared/levels.h is generated from it at every build; the reader reads the same
  * file), so the helper and the reader classify alike.  See _levels.py and
  * _message.py for the rules; a test runs both on the same samples.
  * The helper classifies every line it surfaces errors from, so each pattern comes

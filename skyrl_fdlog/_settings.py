@@ -86,6 +86,23 @@ def _choice(argument: str | None, variable: str | None, choices: tuple[str, ...]
     )
 
 
+def _argument_only(argument: str, default: T, valid: Callable[[Any], bool], must_be: str) -> Setting[T]:
+    """A setting of redirect() that no variable sets."""
+    return Setting(argument, None, default, valid, type(default), must_be=must_be, written="", unset="")
+
+
+def _variable_only(
+    variable: str,
+    default: T,
+    valid: Callable[[Any], bool],
+    parse: Callable[[str], T],
+    written: str,
+    unset: str,
+) -> Setting[T]:
+    """A setting that only its environment variable sets (no argument of redirect())."""
+    return Setting(None, variable, default, valid, parse, must_be="", written=written, unset=unset)
+
+
 def _switch(variable: str, default: bool, meaning: str) -> Setting[bool]:
     def parse(text: str) -> bool:
         if text.lower() in _TRUE_WORDS + _FALSE_WORDS:
@@ -133,28 +150,10 @@ LOCK = _choice("lock", None, ("auto", "always", "never"))
 # "error" (records of level error or graver, skyrl_fdlog/levels.json) or "off".
 SURFACE_CHOICES = ("error", "off")
 SURFACE = _choice("surface", "SKYRL_FDLOG_SURFACE", SURFACE_CHOICES)
-IDLE_FLUSH: Setting[float] = Setting(
-    "idle_flush", None, 1.0, _seconds, float, must_be="a number of seconds, 0 or more", written="", unset=""
-)
-SNAPSHOT_INTERVAL: Setting[float] = Setting(
-    "snapshot_interval",
-    None,
-    5.0,
-    _seconds,
-    float,
-    must_be="a number of seconds, 0 or more",
-    written="",
-    unset="",
-)
-BUFFER_BYTES: Setting[int] = Setting(
-    "buffer_bytes",
-    None,
-    4 << 20,
-    lambda value: _whole(value, 1),
-    int,
-    must_be="a positive number of bytes",
-    written="",
-    unset="",
+IDLE_FLUSH = _argument_only("idle_flush", 1.0, _seconds, "a number of seconds, 0 or more")
+SNAPSHOT_INTERVAL = _argument_only("snapshot_interval", 5.0, _seconds, "a number of seconds, 0 or more")
+BUFFER_BYTES = _argument_only(
+    "buffer_bytes", 4 << 20, lambda value: _whole(value, 1), "a positive number of bytes"
 )
 # New log files get this mode and new directories the same plus search permission where it
 # grants read (0640 -> 0750), both masked by the umask.  0640 keeps other users out; nodes
@@ -182,25 +181,21 @@ MAX_BYTES: Setting[int] = Setting(
     unset="no cap",
 )
 # After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
-GATHER_US: Setting[int] = Setting(
-    None,
+GATHER_US = _variable_only(
     "SKYRL_FDLOG_GATHER_US",
     300,
     lambda value: _whole(value, 0, 1_000_000),
     int,
-    must_be="",
-    written="a whole number of microseconds from 0 to 1000000",
-    unset="the default (300)",
+    "a whole number of microseconds from 0 to 1000000",
+    "the default (300)",
 )
-HELPER: Setting[str] = Setting(
-    None,
+HELPER = _variable_only(
     "SKYRL_FDLOG_HELPER",
     str(Path(__file__).with_name("skyrl-fdlog-helper")),
     lambda value: isinstance(value, str),
     str,
-    must_be="",
-    written="the path of a skyrl-fdlog-helper program",
-    unset="the one installed with skyrl_fdlog",
+    "the path of a skyrl-fdlog-helper program",
+    "the one installed with skyrl_fdlog",
 )
 PYTHON_PIPES = _switch("SKYRL_FDLOG_PYTHON_PIPES", True, "Python output through pipes")
 # The helper's stderr, else /dev/null, kept in LOG.helper-PID.stderr for diagnosis.

@@ -165,7 +165,8 @@ _OWN_LINES = r"^skyrl_fdlog: |^\S+\[\d+\] "
 
 def _keep_own_lines_whole() -> None:
     """Exempt the lines of _OWN_LINES from Ray's deduplication on this driver, keeping the
-    user's RAY_DEDUP_LOGS_ALLOW_REGEX.  A Ray without these (private) objects keeps folding."""
+    user's RAY_DEDUP_LOGS_ALLOW_REGEX.  Private objects: Ray reads that variable once, when it is
+    imported, before init_ray can set it.  A Ray without them keeps folding."""
     try:
         from ray._private.ray_logging import stderr_deduplicator, stdout_deduplicator
     except ImportError:
@@ -270,7 +271,9 @@ def setup_worker() -> None:
     name = os.environ.get(STARTED_ACTOR_VARIABLE)
     if name:
         redirect(name=name)
-    # ActorClass._remote is where both Actor.remote() and Actor.options(...).remote() end.
+    # ActorClass._remote is where both Actor.remote() and Actor.options(...).remote() end. It
+    # is private, but Ray has no public hook on starting an actor, and a runtime_env given per
+    # call would have to be written at every call site.
     original = ray.actor.ActorClass._remote
 
     @functools.wraps(original)

@@ -478,14 +478,17 @@ static int same_writer(const struct writer *w, int pidfd)
 }
 
 /* After a chunk was fed: start tracking the writer of the slot it went to when that slot
- * holds an unfinished line.  Takes pidfd (the chunk's writer, or -1). */
-static void track(struct fdl_slot *slot, int pidfd)
+ * holds an unfinished line, and stop once it holds none (a slot is kept for its writer
+ * after its lines end, but bytes of a new process under the pid then join nothing).
+ * Takes pidfd (the chunk's writer, or -1). */
+static void track(struct fdl_slot *slot, int pidfd, int64_t now)
 {
     struct writer *w = &writers[slot - assembler->slots];
-    if (slot->stream == 0 || (w->stream == slot->stream && w->pid == slot->pid)) {
+    int idle = slot->stream == 0 || fdl_slot_is_idle(assembler, slot, now);
+    if (idle || (w->stream == slot->stream && w->pid == slot->pid)) {
         if (pidfd >= 0)
             close(pidfd);
-        if (slot->stream == 0)
+        if (idle)
             forget(w);
         return;
     }
@@ -517,7 +520,7 @@ static void feed_socket_chunk(int pid, int pidfd, int stream, const unsigned cha
         forget(&writers[held - assembler->slots]);
     }
     fdl_assembler_feed(assembler, pid, stream, data, length, now);
-    track(&assembler->slots[assembler->last_slot], pidfd);
+    track(&assembler->slots[assembler->last_slot], pidfd, now);
 }
 
 /* Once a round, before reading: drop what no slot holds any more, see which writers

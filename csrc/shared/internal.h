@@ -90,11 +90,15 @@ void fdl_assembler_init(struct fdl_assembler *assembler, const char *name, const
                         int raw, int snapshot_ms, fdl_record_sink sink, void *context);
 void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
                         const unsigned char *data, size_t length, int64_t now_ms);
-/* Flush partial lines idle for idle_ms and free the slots of writers that have exited. */
+/* The slot holds nothing its writer's next bytes depend on (no unfinished line). */
+int fdl_slot_is_idle(const struct fdl_assembler *assembler, const struct fdl_slot *slot,
+                     int64_t now_ms);
+/* Flush partial lines idle for idle_ms, free the slots idle that long and those of writers
+ * that have exited. */
 void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idle_ms);
 /* The stream reached EOF (or the helper stops): flush every line of it as it stands. */
 void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int64_t now_ms);
-/* The slot holding an unfinished line of (pid, stream), or NULL. */
+/* The slot of (pid, stream), or NULL. */
 struct fdl_slot *fdl_assembler_held(struct fdl_assembler *assembler, int pid, int stream);
 /* The slot's bytes came from a process that another one now follows under the same pid
  * (pid reuse, or two writers outside the pid namespace): flush its line and end it. */

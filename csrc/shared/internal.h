@@ -47,6 +47,12 @@ size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t no
                          const char *label, size_t label_length, char mark,
                          const unsigned char *payload, size_t length);
 
+/* What appends to the file on fd's filesystem need (open_log.c): a mask of the facts
+ * below, or -errno when fstatfs fails. */
+#define FDL_FS_NEEDS_LOCK 1          /* a lock around each batch (network and FUSE) */
+#define FDL_FS_KEEPS_APPENDS_WHOLE 2 /* one write of many records is never torn */
+int fdl_filesystem_facts(int fd);
+
 /* Receives each finished record. */
 typedef void (*fdl_record_sink)(void *context, const char *record, size_t length, char mark);
 

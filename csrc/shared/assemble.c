@@ -198,6 +198,19 @@ void fdl_assembler_init(struct fdl_assembler *assembler, const char *name, const
     assembler->snapshot_ms = snapshot_ms;
     assembler->sink = sink;
     assembler->context = context;
+    for (size_t i = 0; i < sizeof assembler->drained_ms / sizeof assembler->drained_ms[0]; i++)
+        assembler->drained_ms[i] = INT64_MAX;
+}
+
+/* The index of a slot's channel in drained_ms: out, err, and the owner's two pipes. */
+static int channel_of(int stream)
+{
+    return (FDL_STREAM_OF(stream) == FDL_STREAM_ERR) + (stream & FDL_CHANNEL_PIPE ? 2 : 0);
+}
+
+void fdl_assembler_drained(struct fdl_assembler *assembler, int stream, int64_t now_ms)
+{
+    assembler->drained_ms[channel_of(stream)] = now_ms;
 }
 
 /* The first '\n' or '\r' in data, or data + length. */
@@ -252,7 +265,14 @@ void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idl
 {
     for (int i = 0; i < FDL_SLOT_COUNT; i++) {
         struct fdl_slot *slot = &assembler->slots[i];
-        if (slot->stream == 0 || now_ms - slot->last_data_ms < idle_ms)
+        if (slot->stream == 0)
+            continue;
+        /* Under load a channel may still hold the rest of a line after a round of reads:
+         * its writer is known quiet only up to when the channel was last found empty. */
+        int64_t quiet_until = assembler->drained_ms[channel_of(slot->stream)];
+        if (quiet_until > now_ms)
+            quiet_until = now_ms;
+        if (idle_ms > 0 && quiet_until - slot->last_data_ms < idle_ms)
             continue;
         if (slot->pending_cr) {
             slot->pending_cr = 0;

@@ -12,7 +12,9 @@
  *   progress bar never grows into one huge line.
  *   A line longer than one record's payload leaves in '+' fragments.
  *   A partial line idle for idle_ms leaves as a '+' fragment (or, in a redraw,
- *   as a snapshot) so that output of a hung writer is still seen.
+ *   as a snapshot) so that output of a hung writer is still seen.  Idle: no bytes
+ *   from its writer up to the last time its channel was found empty, so that the
+ *   rest of a line still unread behind other writers' bytes does not count as silence.
  * Slots are freed when idle for idle_ms with their line done, when their writer has
  * exited, and an idle or else the least recently used one is taken when none is free:
  * memory is fixed.

@@ -152,6 +152,21 @@ def test_many_writers_beyond_the_slot_table(assembler_entry):
     assert all(lines[(1000 + i, "out")] == [(f"start {i} end {i}".encode(), ":")] for i in range(300))
 
 
+def test_a_full_table_of_finished_writers_leaves_an_unfinished_line_whole(assembler_entry):
+    """Slots stay with their writers after whole lines (a writer's next line then needs no
+    new slot), so the table fills with them; a new writer takes one of those, never the slot
+    of a line still unfinished, even when that line's writer was heard from least recently."""
+    chunks = [(7, 1, b"unfinished ")]
+    chunks += [(1000 + i, 1, f"whole {i}\n".encode()) for i in range(300)]
+    chunks += [(7, 1, b"line\n")]
+    times = [1_700_000_000_000 + i for i in range(len(chunks))]
+    records, _ = parse(assemble(assembler_entry, chunks, times=times))
+    assert [(r.pid, r.mark) for r in records if r.pid == 7] == [(7, ":")]
+    lines = lines_by_writer(records)
+    assert lines[(7, "out")] == [(b"unfinished line", ":")]
+    assert all(lines[(1000 + i, "out")] == [(f"whole {i}".encode(), ":")] for i in range(300))
+
+
 def test_raw_format_payloads_only(assembler_entry):
     """fmt='raw' records are the bare lines."""
     assert assemble(assembler_entry, [(1, 1, b"one\ntwo\r\n")], raw=True) == b"one\ntwo\n"

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "fdlog.h"
+#include "internal.h"
 
 /* Room for bursts while the helper is busy; the kernel caps it at wmem_max. */
 #define CHANNEL_BUFFER_BYTES (4 * 1024 * 1024)
@@ -106,4 +107,11 @@ int fdl_release(int *saved)
         saved[i] = -1;
     }
     return rc;
+}
+
+/* The extension's view of fdl_filesystem_facts (open_log.c), for choosing lock="auto". */
+int fdl_needs_lock(int fd)
+{
+    int facts = fdl_filesystem_facts(fd);
+    return facts < 0 ? facts : (facts & FDL_FS_NEEDS_LOCK) != 0;
 }

@@ -478,14 +478,17 @@ static int same_writer(const struct writer *w, int pidfd)
 }
 
 /* After a chunk was fed: start tracking the writer of the slot it went to when that slot
- * holds an unfinished line.  Takes pidfd (the chunk's writer, or -1). */
-static void track(struct fdl_slot *slot, int pidfd)
+ * holds an unfinished line, and stop once it holds none (a slot is kept for its writer
+ * after its lines end, but bytes of a new process under the pid then join nothing).
+ * Takes pidfd (the chunk's writer, or -1). */
+static void track(struct fdl_slot *slot, int pidfd, int64_t now)
 {
     struct writer *w = &writers[slot - assembler->slots];
-    if (slot->stream == 0 || (w->stream == slot->stream && w->pid == slot->pid)) {
+    int idle = slot->stream == 0 || fdl_slot_is_idle(assembler, slot, now);
+    if (idle || (w->stream == slot->stream && w->pid == slot->pid)) {
         if (pidfd >= 0)
             close(pidfd);
-        if (slot->stream == 0)
+        if (idle)
             forget(w);
         return;
     }
@@ -517,7 +520,7 @@ static void feed_socket_chunk(int pid, int pidfd, int stream, const unsigned cha
         forget(&writers[held - assembler->slots]);
     }
     fdl_assembler_feed(assembler, pid, stream, data, length, now);
-    track(&assembler->slots[assembler->last_slot], pidfd);
+    track(&assembler->slots[assembler->last_slot], pidfd, now);
 }
 
 /* Once a round, before reading: drop what no slot holds any more, see which writers
@@ -611,7 +614,9 @@ static int read_channel(int fd, int stream)
         if (n < 0) {
             if (errno == EINTR)
                 continue;
-            return 1; /* EAGAIN: drained for now */
+            if (errno == EAGAIN) /* drained for now: its writers' silence counts from here */
+                fdl_assembler_drained(assembler, stream, now_ms());
+            return 1;
         }
         if (n == 0)
             return 0;
@@ -837,13 +842,18 @@ static const int streams[CHANNEL_COUNT] = {FDL_STREAM_OUT | FDL_CHANNEL_PIPE,
                                            FDL_STREAM_ERR | FDL_CHANNEL_PIPE, FDL_STREAM_OUT,
                                            FDL_STREAM_ERR};
 
-/* Read the channels poll found ready; returns how many reached EOF (and are closed now). */
-static int read_ready(struct pollfd *channels)
+/* Read the channels poll (returning at polled_ms) found ready; returns how many reached
+ * EOF (and are closed now).  One found not ready was empty at polled_ms. */
+static int read_ready(struct pollfd *channels, int64_t polled_ms)
 {
     int ended = 0;
     for (int i = 0; i < CHANNEL_COUNT; i++) {
-        if (channels[i].fd < 0 || !(channels[i].revents & (POLLIN | POLLHUP | POLLERR)))
+        if (channels[i].fd < 0)
             continue;
+        if (!(channels[i].revents & (POLLIN | POLLHUP | POLLERR))) {
+            fdl_assembler_drained(assembler, streams[i], polled_ms);
+            continue;
+        }
         if (read_channel(channels[i].fd, streams[i]) == 0) {
             fdl_assembler_close_stream(assembler, streams[i], now_ms());
             close(channels[i].fd);
@@ -872,7 +882,7 @@ static int serve_flush_requests(struct pollfd *channels)
 {
     int ended = 0;
     for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0; round++)
-        ended += read_ready(channels);
+        ended += read_ready(channels, now_ms());
     fdl_assembler_tick(assembler, now_ms(), 0);
     answer_flush_requests(fdl_writer_sync(FLUSH_WAIT_MS) == 0);
     return ended;
@@ -928,6 +938,7 @@ int main(int argc, char **argv)
     int64_t next_tick = 0;
     while (open_channels > 0 && !stop_requested) {
         int ready = poll(channels, CHANNEL_COUNT + 1, poll_timeout());
+        int64_t polled = now_ms();
         if (ready < 0 && errno != EINTR) {
             /* Out of kernel memory for the poll table: no reason to stop reading (writers
              * would fill the channels and wait forever); try again shortly. */
@@ -945,7 +956,7 @@ int main(int argc, char **argv)
         /* Before reading: a writer that exited before this round's bytes were written is
          * seen exited now, so that its pid's next bytes come with their writer's pidfd. */
         watch_writers();
-        open_channels -= read_ready(channels);
+        open_channels -= read_ready(channels, polled);
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);
         if (owner_pidfd >= 0 && channels[CHANNEL_COUNT].revents != 0) {
@@ -956,7 +967,7 @@ int main(int argc, char **argv)
             /* All it wrote is in the channels now: read that first. */
             for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0;
                  round++)
-                open_channels -= read_ready(channels);
+                open_channels -= read_ready(channels, now_ms());
             say_last_words();
         }
         int64_t now = now_ms();

@@ -40,7 +40,6 @@
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/uio.h>
-#include <sys/vfs.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -54,9 +53,6 @@
 #define STALL_MS 1000         /* a full queue that long without progress: the log hangs */
 #define RUN_BYTES (64 * 1024) /* one writev of whole batches, where appends stay whole */
 #define RUN_BATCHES 64
-/* statfs f_type of the filesystems whose appends stay whole (linux/magic.h) */
-#define EXT4_SUPER_MAGIC_ 0xEF53
-#define TMPFS_MAGIC_ 0x01021994
 
 struct batch {
     size_t length;
@@ -350,9 +346,8 @@ static int runs_allowed(void)
 /* The log's filesystem, read again whenever the fd is (re)opened. */
 static void check_filesystem(void)
 {
-    struct statfs fs;
-    w.whole_appends = !w.settings.lock && fstatfs(w.settings.fd, &fs) == 0 &&
-                      (fs.f_type == EXT4_SUPER_MAGIC_ || fs.f_type == TMPFS_MAGIC_);
+    int facts = fdl_filesystem_facts(w.settings.fd);
+    w.whole_appends = !w.settings.lock && facts > 0 && (facts & FDL_FS_KEEPS_APPENDS_WHOLE);
 }
 
 /* Write the head of the queue (queued batches, the first not yet begun) with one writev of

@@ -12,9 +12,12 @@
  *   progress bar never grows into one huge line.
  *   A line longer than one record's payload leaves in '+' fragments.
  *   A partial line idle for idle_ms leaves as a '+' fragment (or, in a redraw,
- *   as a snapshot) so that output of a hung writer is still seen.
- * Slots are freed once their line is done, when their writer has exited,
- * and the least recently used is evicted when all are busy: memory is fixed.
+ *   as a snapshot) so that output of a hung writer is still seen.  Idle: no bytes
+ *   from its writer up to the last time its channel was found empty, so that the
+ *   rest of a line still unread behind other writers' bytes does not count as silence.
+ * Slots are freed when idle for idle_ms with their line done, when their writer has
+ * exited, and an idle or else the least recently used one is taken when none is free:
+ * memory is fixed.
  * A free slot has stream 0: pid 0 is a real writer, one outside the helper's
  * pid namespace.
  */
@@ -120,15 +123,17 @@ static void append(struct fdl_assembler *assembler, struct fdl_slot *slot,
     }
 }
 
-/* Free the slot when it holds nothing the writer's next bytes depend on: no unfinished
- * line, no open fragment chain, no redraw, and no snapshot rate limit still running
- * (else how the bytes were split into reads would change which snapshots appear). */
-static void release_if_idle(const struct fdl_assembler *assembler, struct fdl_slot *slot,
-                            int64_t now_ms)
+/* A slot holds nothing the writer's next bytes depend on: no unfinished line, no open
+ * fragment chain, no redraw, and no snapshot rate limit still running (else how the bytes
+ * were split into reads would change which snapshots appear).  Such a slot may be taken
+ * for another writer; it is kept for its own (with its label) until the idle tick frees
+ * it, since formatting the label and scanning for a slot again on every line cost more
+ * than the line itself. */
+int fdl_slot_is_idle(const struct fdl_assembler *assembler, const struct fdl_slot *slot,
+                     int64_t now_ms)
 {
-    if (slot->length == 0 && !slot->pending_cr && !slot->redraw && !slot->open_chain &&
-        snapshot_due(assembler, slot, now_ms))
-        slot->stream = 0;
+    return slot->length == 0 && !slot->pending_cr && !slot->redraw && !slot->open_chain &&
+           snapshot_due(assembler, slot, now_ms);
 }
 
 
@@ -156,7 +161,7 @@ static struct fdl_slot *find_slot(struct fdl_assembler *assembler, int pid, int 
     struct fdl_slot *last = &assembler->slots[assembler->last_slot];
     if (last->pid == pid && last->stream == stream)
         return last;
-    int free_index = -1, oldest_index = 0;
+    int free_index = -1, idle_index = -1, oldest_index = 0;
     for (int i = 0; i < FDL_SLOT_COUNT; i++) {
         struct fdl_slot *slot = &assembler->slots[i];
         if (slot->pid == pid && slot->stream == stream) {
@@ -165,12 +170,16 @@ static struct fdl_slot *find_slot(struct fdl_assembler *assembler, int pid, int 
         }
         if (slot->stream == 0 && free_index < 0)
             free_index = i;
+        if (slot->stream != 0 && fdl_slot_is_idle(assembler, slot, now_ms) &&
+            (idle_index < 0 || slot->last_data_ms < assembler->slots[idle_index].last_data_ms))
+            idle_index = i;
         if (slot->last_data_ms < assembler->slots[oldest_index].last_data_ms)
             oldest_index = i;
     }
     if (free_index < 0) {
-        /* Every slot busy: the writer heard from least recently gives way. */
-        free_index = oldest_index;
+        /* No free slot: the idle slot heard from least recently is taken (it holds nothing
+         * to flush), else the writer heard from least recently gives way. */
+        free_index = idle_index >= 0 ? idle_index : oldest_index;
         flush_slot(assembler, &assembler->slots[free_index], now_ms);
     }
     struct fdl_slot *slot = &assembler->slots[free_index];
@@ -191,6 +200,19 @@ void fdl_assembler_init(struct fdl_assembler *assembler, const char *name, const
     assembler->snapshot_ms = snapshot_ms;
     assembler->sink = sink;
     assembler->context = context;
+    for (size_t i = 0; i < sizeof assembler->drained_ms / sizeof assembler->drained_ms[0]; i++)
+        assembler->drained_ms[i] = INT64_MAX;
+}
+
+/* The index of a slot's channel in drained_ms: out, err, and the owner's two pipes. */
+static int channel_of(int stream)
+{
+    return (FDL_STREAM_OF(stream) == FDL_STREAM_ERR) + (stream & FDL_CHANNEL_PIPE ? 2 : 0);
+}
+
+void fdl_assembler_drained(struct fdl_assembler *assembler, int stream, int64_t now_ms)
+{
+    assembler->drained_ms[channel_of(stream)] = now_ms;
 }
 
 /* The first '\n' or '\r' in data, or data + length. */
@@ -239,14 +261,20 @@ void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
             slot->pending_cr = 1;
         data = brk + 1;
     }
-    release_if_idle(assembler, slot, now_ms);
 }
 
 void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idle_ms)
 {
     for (int i = 0; i < FDL_SLOT_COUNT; i++) {
         struct fdl_slot *slot = &assembler->slots[i];
-        if (slot->stream == 0 || now_ms - slot->last_data_ms < idle_ms)
+        if (slot->stream == 0)
+            continue;
+        /* Under load a channel may still hold the rest of a line after a round of reads:
+         * its writer is known quiet only up to when the channel was last found empty. */
+        int64_t quiet_until = assembler->drained_ms[channel_of(slot->stream)];
+        if (quiet_until > now_ms)
+            quiet_until = now_ms;
+        if (idle_ms > 0 && quiet_until - slot->last_data_ms < idle_ms)
             continue;
         if (slot->pending_cr) {
             slot->pending_cr = 0;
@@ -260,10 +288,9 @@ void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idl
                 slot->last_snapshot_ms = now_ms;
             }
         }
-        if (kill(slot->pid, 0) != 0 && errno == ESRCH)
+        if ((kill(slot->pid, 0) != 0 && errno == ESRCH) ||
+            fdl_slot_is_idle(assembler, slot, now_ms))
             flush_slot(assembler, slot, now_ms);
-        else
-            release_if_idle(assembler, slot, now_ms);
     }
 }
 
@@ -276,6 +303,9 @@ void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int
 
 struct fdl_slot *fdl_assembler_held(struct fdl_assembler *assembler, int pid, int stream)
 {
+    struct fdl_slot *last = &assembler->slots[assembler->last_slot];
+    if (last->pid == pid && last->stream == stream)
+        return last;
     for (int i = 0; i < FDL_SLOT_COUNT; i++)
         if (assembler->slots[i].pid == pid && assembler->slots[i].stream == stream)
             return &assembler->slots[i];

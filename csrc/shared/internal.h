@@ -47,6 +47,12 @@ size_t fdl_format_record(struct fdl_record_format *format, char *out, int64_t no
                          const char *label, size_t label_length, char mark,
                          const unsigned char *payload, size_t length);
 
+/* What appends to the file on fd's filesystem need (open_log.c): a mask of the facts
+ * below, or -errno when fstatfs fails. */
+#define FDL_FS_NEEDS_LOCK 1          /* a lock around each batch (network and FUSE) */
+#define FDL_FS_KEEPS_APPENDS_WHOLE 2 /* one write of many records is never torn */
+int fdl_filesystem_facts(int fd);
+
 /* Receives each finished record. */
 typedef void (*fdl_record_sink)(void *context, const char *record, size_t length, char mark);
 
@@ -78,6 +84,8 @@ struct fdl_assembler {
     int owner;              /* the pid whose own pipes are read (0: none) */
     int owner_chain[2];     /* per stream (out, err): which of the owner's channels has an
                              * open fragment chain: 0 none, 1 the socket, 2 the pipe */
+    int64_t drained_ms[4];  /* per channel (fdl_assembler_drained): when a read last found
+                             * it empty; INT64_MAX until told, as if every byte were fed */
     /* While the sink runs: the slot whose record it gets (its writer) and the payload's
      * length (the record's last bytes before its '\n'); NULL for the empty record that
      * ends another channel's chain. */
@@ -90,11 +98,20 @@ void fdl_assembler_init(struct fdl_assembler *assembler, const char *name, const
                         int raw, int snapshot_ms, fdl_record_sink sink, void *context);
 void fdl_assembler_feed(struct fdl_assembler *assembler, int pid, int stream,
                         const unsigned char *data, size_t length, int64_t now_ms);
-/* Flush partial lines idle for idle_ms and free the slots of writers that have exited. */
+/* The slot holds nothing its writer's next bytes depend on (no unfinished line). */
+int fdl_slot_is_idle(const struct fdl_assembler *assembler, const struct fdl_slot *slot,
+                     int64_t now_ms);
+/* A read of the channel of `stream` found it empty at now_ms: what its writers wrote
+ * before then has been fed. */
+void fdl_assembler_drained(struct fdl_assembler *assembler, int stream, int64_t now_ms);
+/* Flush partial lines idle for idle_ms, free the slots idle that long and those of writers
+ * that have exited.  Idle: fed nothing for idle_ms up to the last time their channel was
+ * found empty, so that bytes still unread behind other writers' do not count as silence;
+ * idle_ms 0 flushes every line as it stands. */
 void fdl_assembler_tick(struct fdl_assembler *assembler, int64_t now_ms, int idle_ms);
 /* The stream reached EOF (or the helper stops): flush every line of it as it stands. */
 void fdl_assembler_close_stream(struct fdl_assembler *assembler, int stream, int64_t now_ms);
-/* The slot holding an unfinished line of (pid, stream), or NULL. */
+/* The slot of (pid, stream), or NULL. */
 struct fdl_slot *fdl_assembler_held(struct fdl_assembler *assembler, int pid, int stream);
 /* The slot's bytes came from a process that another one now follows under the same pid
  * (pid reuse, or two writers outside the pid namespace): flush its line and end it. */

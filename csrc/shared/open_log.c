@@ -15,8 +15,9 @@
  *     symlink or log file owned by another user (not root): the classic
  *     way to make someone else's program write into a file you control.
  *
- * Also here: fdl_needs_lock, whether appends to the opened log need a lock
- * (the filesystem it lives on).
+ * Also here: fdl_filesystem_facts, what appends to the opened log need on the
+ * filesystem it lives on (a lock; whether a large write stays whole), for the
+ * extension's fdl_needs_lock and the helper's writer.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -28,6 +29,7 @@
 #include <unistd.h>
 
 #include "fdlog.h"
+#include "internal.h"
 
 static int refuse(struct fdl_open_result *result, int refusal, const char *culprit, size_t length,
                   int owner, int error)
@@ -161,31 +163,40 @@ int fdl_open_log(const char *path, int flags, int mode, struct fdl_open_result *
     return fd;
 }
 
-/* statfs magic numbers of filesystems where O_APPEND alone does not keep
- * appends from several machines whole (linux/magic.h and the vendors). */
-static const unsigned long NETWORK_FILESYSTEMS[] = {
-    0x6969,     /* NFS */
-    0xFF534D42, /* CIFS */
-    0xFE534D42, /* SMB2 */
-    0x517B,     /* SMB */
-    0x0BD00BD0, /* Lustre */
-    0x47504653, /* GPFS */
-    0x19830326, /* BeeGFS */
-    0x00C36400, /* CephFS */
-    0x65735546, /* FUSE: GlusterFS, and the rest */
-    0x01021997, /* 9p */
-    0x5346414F, /* AFS */
-    0x7461636F, /* OCFS2 */
-    0x01161970, /* GFS2 */
+/* What appends to a file on each filesystem need, by statfs magic number
+ * (linux/magic.h and the vendors); a filesystem not listed gets neither fact.
+ * Needs a lock: O_APPEND alone does not keep appends from several machines
+ * whole.  Keeps appends whole: the inode lock is held for the whole write, so a
+ * writev of many records is never torn by another appender
+ * (tests/test_core_large_appends.py shows it on these). */
+static const struct {
+    unsigned long magic;
+    int facts;
+} FILESYSTEMS[] = {
+    {0xEF53, FDL_FS_KEEPS_APPENDS_WHOLE},     /* ext4 (ext2, ext3) */
+    {0x01021994, FDL_FS_KEEPS_APPENDS_WHOLE}, /* tmpfs */
+    {0x6969, FDL_FS_NEEDS_LOCK},              /* NFS */
+    {0xFF534D42, FDL_FS_NEEDS_LOCK},          /* CIFS */
+    {0xFE534D42, FDL_FS_NEEDS_LOCK},          /* SMB2 */
+    {0x517B, FDL_FS_NEEDS_LOCK},              /* SMB */
+    {0x0BD00BD0, FDL_FS_NEEDS_LOCK},          /* Lustre */
+    {0x47504653, FDL_FS_NEEDS_LOCK},          /* GPFS */
+    {0x19830326, FDL_FS_NEEDS_LOCK},          /* BeeGFS */
+    {0x00C36400, FDL_FS_NEEDS_LOCK},          /* CephFS */
+    {0x65735546, FDL_FS_NEEDS_LOCK},          /* FUSE: GlusterFS, and the rest */
+    {0x01021997, FDL_FS_NEEDS_LOCK},          /* 9p */
+    {0x5346414F, FDL_FS_NEEDS_LOCK},          /* AFS */
+    {0x7461636F, FDL_FS_NEEDS_LOCK},          /* OCFS2 */
+    {0x01161970, FDL_FS_NEEDS_LOCK},          /* GFS2 */
 };
 
-int fdl_needs_lock(int fd)
+int fdl_filesystem_facts(int fd)
 {
     struct statfs st;
     if (fstatfs(fd, &st) != 0)
         return -errno;
-    for (size_t i = 0; i < sizeof NETWORK_FILESYSTEMS / sizeof NETWORK_FILESYSTEMS[0]; i++)
-        if ((unsigned long)(unsigned int)st.f_type == NETWORK_FILESYSTEMS[i])
-            return 1;
+    for (size_t i = 0; i < sizeof FILESYSTEMS / sizeof FILESYSTEMS[0]; i++)
+        if ((unsigned long)(unsigned int)st.f_type == FILESYSTEMS[i].magic)
+            return FILESYSTEMS[i].facts;
     return 0;
 }

@@ -10,11 +10,14 @@ Two ways in, one mark:
     then re-raised for Ray to report.
   - A plain redirect() called inside an actor's __init__ (watch_actor_init) finds the frame of
     the __init__ that Ray called (the outermost frame of that name on the stack) and checks it
-    when the process exits: a frame that ended at a return instruction returned, any other
-    (one that raised) did not.  Ray 2.60 runs atexit handlers after a failed creation task
-    (and not after ray.kill, which ends the process at once); Python 3.11 has no cheaper way
-    to see a frame unwind (sys.monitoring's PY_UNWIND came in 3.12), and tracing every call
-    of __init__ would slow it down.
+    once it has ended: a frame that ended at a return instruction returned, any other (one
+    that raised) did not.  A thread looks every CHECK_SECONDS whether the frame is still on
+    its thread's stack, and an atexit handler decides in its place if the process ends first
+    (Ray 2.60 runs atexit handlers after a failed creation task, and not after ray.kill, which
+    ends the process at once).  Either drops the frame once it has decided: a finished frame
+    holds __init__'s locals, which must not outlive it (a loaded checkpoint, a GPU tensor).
+    Python 3.11 has no cheaper way to see a frame unwind (sys.monitoring's PY_UNWIND came in
+    3.12), and tracing every call of __init__ would slow it down.
 """
 
 from __future__ import annotations
@@ -22,7 +25,10 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dis
+import os
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from types import FrameType
 
@@ -31,6 +37,7 @@ from skyrl_fdlog._fdlog import lib
 # The instructions a frame that returned ended at: RETURN_CONST exists from Python 3.12 on.
 _RETURNS = {dis.opmap[name] for name in ("RETURN_VALUE", "RETURN_CONST") if name in dis.opmap}
 _guarding = False  # a guarded_init() is running: it marks an exception itself
+CHECK_SECONDS = 0.1  # how often the watch looks whether __init__ is still running
 
 
 def _in_ray_actor() -> bool:
@@ -85,9 +92,35 @@ def _returned(frame: FrameType) -> bool:
     return frame.f_lasti >= 0 and frame.f_code.co_code[frame.f_lasti] in _RETURNS
 
 
-def _check_at_exit(frame: FrameType) -> None:
-    if not _returned(frame):
-        mark_exception()
+class _InitWatch:
+    """One actor __init__ frame, until it is known whether it returned."""
+
+    def __init__(self, frame: FrameType, thread_id: int) -> None:
+        self._frame: FrameType | None = frame
+        self._thread_id = thread_id
+        self._pid = os.getpid()  # a child forked inside __init__ inherits the atexit handler
+        self._lock = threading.Lock()
+
+    def _running(self) -> bool:
+        current = sys._current_frames().get(self._thread_id)
+        while current is not None:
+            if current is self._frame:
+                return True
+            current = current.f_back
+        return False
+
+    def wait(self) -> None:
+        """The watching thread: decide once the frame has left its thread's stack."""
+        while self._frame is not None and self._running():
+            time.sleep(CHECK_SECONDS)
+        self.decide()
+
+    def decide(self) -> None:
+        """Mark an __init__ that raised; either way, let go of its frame.  Once."""
+        with self._lock:
+            frame, self._frame = self._frame, None
+        if frame is not None and os.getpid() == self._pid and not _returned(frame):
+            mark_exception()
 
 
 def watch_actor_init() -> None:
@@ -96,5 +129,8 @@ def watch_actor_init() -> None:
     if _guarding or not _in_ray_actor():
         return
     frame = _outermost_init(sys._getframe(1))
-    if frame is not None:
-        atexit.register(_check_at_exit, frame)
+    if frame is None:
+        return
+    watch = _InitWatch(frame, threading.get_ident())
+    atexit.register(watch.decide)  # when the process ends before the thread has looked
+    threading.Thread(target=watch.wait, name="skyrl-fdlog-init-watch", daemon=True).start()

@@ -311,6 +311,46 @@ def test_redirected_classes_without_an_init_of_their_own(cluster, tmp_path):
         assert line not in run.stdout + run.stderr
 
 
+def test_a_plain_redirect_in_init_keeps_none_of_its_locals_alive(cluster, tmp_path):
+    """redirect() called in an actor's __init__ watches that __init__ for an exception (last
+    words), but once it has returned nothing of it is kept: a large object held only by a local
+    of __init__ (a loaded checkpoint, a GPU tensor) is freed when __init__ returns."""
+    log_path = tmp_path / "logs"
+    run = run_script(
+        """
+        import gc, json, time, weakref, ray
+        from skyrl_fdlog import redirect
+        from skyrl_fdlog.ray import init_ray
+
+        init_ray(LOG_PATH, address=ADDRESS)
+
+        class Checkpoint:
+            pass
+
+        @ray.remote(num_cpus=0)
+        class Engine:
+            def __init__(self):
+                redirect()
+                checkpoint = Checkpoint()  # only this local holds it
+                self.checkpoint = weakref.ref(checkpoint)
+
+            def checkpoint_freed(self):
+                deadline = time.monotonic() + 5
+                while self.checkpoint() is not None and time.monotonic() < deadline:
+                    gc.collect()
+                    time.sleep(0.05)
+                return self.checkpoint() is None
+
+        freed = ray.get(Engine.remote().checkpoint_freed.remote())
+        ray.shutdown()
+        print("RESULT " + json.dumps({"freed": freed}))
+    """,
+        ADDRESS=cluster.address,
+        LOG_PATH=str(log_path),
+    )
+    assert run.result["freed"], run.stderr[-3000:]
+
+
 def test_second_init_ray_keeps_the_file_in_force(cluster, tmp_path):
     """One run, one file (issue 19, case 2): while Ray is initialised, init_ray() with
     ignore_reinit_error=True returns the file in force and makes nothing (no second file, even

@@ -352,8 +352,10 @@ def test_an_overlong_line_without_newline_is_cut_to_bound_memory(tmp_path):
 def test_gigabyte_file_reads_in_constant_memory(tmp_path):
     """A 1 GiB log (1 MiB lines cut into 3840-byte fragments, interleaved with short lines
     from other writers) is read by a child process with every line checked, while its
-    peak RSS stays under 64 MiB (about 22 MiB measured); a deliberately damaged byte is
-    caught."""
+    peak RSS grows by less than 48 MiB over what the interpreter and the reader's imports
+    take (about 8 MiB measured natively; the growth, not the peak, because under QEMU's user
+    emulation, where the aarch64 wheel is tested, the emulator's own memory counts too); a
+    deliberately damaged byte is caught."""
     block = b"".join(
         rec + record(b"short %d" % i, pid=9) for i, rec in enumerate(line_records(pattern(1 << 20, 7), pid=1))
     )
@@ -372,21 +374,24 @@ def test_gigabyte_file_reads_in_constant_memory(tmp_path):
         sys.path.insert(0, {str(Path(__file__).parent)!r})
         from skyrl_fdlog.reader import iter_lines
         from test_reader_helpers import pattern
+
+        def peak_kib():
+            # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the
+            # forked parent (here pytest), while VmHWM belongs to this process image alone.
+            return int(open("/proc/self/status").read().split("VmHWM:")[1].split()[0])
+
         expected = pattern(1 << 20, 7)
+        before_kib = peak_kib()
         long_lines = bad = 0
         for line in iter_lines({str(log)!r}):
             if line.pid == 1:
                 long_lines += 1
                 bad += line.payload != expected
-        # VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss over exec from the
-        # forked parent (here pytest), while VmHWM belongs to this process image alone.
-        status = open("/proc/self/status").read()
-        rss_kib = int(status.split("VmHWM:")[1].split()[0])
-        print(long_lines, bad, rss_kib / 1024)
+        print(long_lines, bad, (peak_kib() - before_kib) / 1024)
     """)
     child = subprocess.run(
         [sys.executable, "-c", script], env=cli_env(), capture_output=True, timeout=120, check=True
     )
-    long_lines, bad, rss_mib = child.stdout.split()
+    long_lines, bad, growth_mib = child.stdout.split()
     assert (int(long_lines), int(bad)) == (repeats, 1)
-    assert float(rss_mib) < 64, f"peak RSS {rss_mib} MiB"
+    assert float(growth_mib) < 48, f"peak RSS grew by {growth_mib} MiB while reading"

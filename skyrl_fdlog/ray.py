@@ -294,7 +294,7 @@ def setup_worker() -> None:
             actor_options["runtime_env"] = ray.runtime_env.RuntimeEnv(**runtime_env)
         return original(self, args, kwargs, **actor_options)
 
-    ray.actor.ActorClass._remote = _remote  # type: ignore[method-assign]  # on purpose
+    ray.actor.ActorClass._remote = _remote
 
 
 def redirected(cls: type[Actor]) -> type[Actor]:

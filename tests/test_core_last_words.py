@@ -140,18 +140,30 @@ def test_a_kernel_oom_kill_prints_the_last_lines(tmp_path, small_memory_cgroup):
     print("\n".join(lines))  # the closing note quotes what the user sees (pytest -s)
 
 
-def test_the_last_error_line_of_each_process_leads_when_the_window_misses_it(tmp_path):
+@pytest.mark.parametrize("gather_us", ["300", "200000"])
+def test_the_last_error_line_of_each_process_leads_when_the_window_misses_it(tmp_path, gather_us):
     """A child's cause followed by more than 20 lines of its parent: the cause still comes,
     first, marked as that process's last error line; a line inside the window is not
-    repeated."""
+    repeated.  (flush() makes the helper read the child's line before the parent's: lines
+    of different channels are read in the order the helper gets to them.)
+
+    With a long gather, the helper wakes on the parent's fd-level line, then sleeps while
+    the parent prints through its Python pipe and dies: the mark and the lines come into
+    one round of reads, in which the pipe was not seen ready.  The lines were written before
+    the mark and must count as before it (they once counted as after it, which pushed the
+    crash report out of the first 20)."""
     log = tmp_path / "infra.log"
     death = (
         "subprocess.run([sys.executable, '-c', \"import sys; print('ERROR 12-02 07:53:52 "
         "SafetensorError: Error while deserializing header', file=sys.stderr)\"])\n"
+        "skyrl_fdlog.flush()\n"
+        "os.write(2, b'loading the weights\\n')\n"
         "for i in range(30):\n    print(f'  File \"x.py\", line {i}', flush=True)\n"
         "print('ERROR 12-02 07:53:53 engine core failed', flush=True)\nos.abort()"
     )
-    result = run_python(CAUSE.format(log=str(log), death=death), check=False)
+    result = run_python(
+        CAUSE.format(log=str(log), death=death), env={"SKYRL_FDLOG_GATHER_US": gather_us}, check=False
+    )
     lines = result.stderr.decode().splitlines()
     start = next(i for i, line in enumerate(lines) if "died of a fatal signal" in line)
     assert "led by the last error line of each process that they miss" in lines[start]
@@ -161,4 +173,11 @@ def test_the_last_error_line_of_each_process_leads_when_the_window_misses_it(tmp
     )
     # the parent's last error line is in the window: not repeated before it
     assert not any("(its last error line) ERROR 12-02 07:53:53" in line for line in lines)
-    assert any(line.endswith("] ERROR 12-02 07:53:53 engine core failed") for line in lines[start:])
+    # before the mark: the parent's last lines ("loading the weights" came through another
+    # channel, so where it sits among them depends on when the helper read it)
+    window = [line.split("] ", 1)[1] for line in lines[start + 2 : start + 22]]
+    printed = [text for text in window if text != "loading the weights"]
+    assert printed == [f'  File "x.py", line {i}' for i in range(31 - len(printed), 30)] + [
+        "ERROR 12-02 07:53:53 engine core failed"
+    ]
+    assert lines[start + 22].endswith("] Fatal Python error: Aborted")  # the first after it

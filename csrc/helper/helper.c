@@ -601,6 +601,10 @@ static void take_flush_request(int answer_fd)
         close(answer_fd); /* the caller sees EOF early and reports a failed flush */
 }
 
+/* A dying mark read but not yet taken: its channel's read stopped at it (read_ready). */
+static int mark_pid;
+static char mark_cause;
+
 /* Read what a channel has; returns 0 at EOF, 1 while it stays open.  The owner's pipes
  * are non-blocking and written by the owner alone: their bytes are the owner's. */
 static int read_channel(int fd, int stream)
@@ -620,10 +624,11 @@ static int read_channel(int fd, int stream)
         }
         if (n == 0)
             return 0;
+        char mark = 0;
         if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D', 'X') */
             if (data[n - 1] == 'D' || data[n - 1] == 'X') {
                 close(passed_fd);
-                note_dying(pid, (char)data[n - 1]);
+                mark = (char)data[n - 1];
             } else {
                 take_flush_request(passed_fd);
             }
@@ -635,6 +640,11 @@ static int read_channel(int fd, int stream)
             feed_socket_chunk(pid, pidfd, stream, data, (size_t)n);
         else if (pidfd >= 0)
             close(pidfd);
+        if (mark != 0 && mark_cause == 0) {
+            mark_pid = pid;
+            mark_cause = mark;
+            return 1; /* what follows the mark waits until the other channels are read */
+        }
     }
     return 1;
 }
@@ -842,6 +852,36 @@ static const int streams[CHANNEL_COUNT] = {FDL_STREAM_OUT | FDL_CHANNEL_PIPE,
                                            FDL_STREAM_ERR | FDL_CHANNEL_PIPE, FDL_STREAM_OUT,
                                            FDL_STREAM_ERR};
 
+/* Read channel i; returns 1 if it reached EOF (and is closed now). */
+static int read_one(struct pollfd *channels, int i)
+{
+    if (read_channel(channels[i].fd, streams[i]) != 0)
+        return 0;
+    fdl_assembler_close_stream(assembler, streams[i], now_ms());
+    close(channels[i].fd);
+    channels[i].fd = -1;
+    return 1;
+}
+
+/* A dying mark arrived on channel i.  What the dying process wrote into its other channels
+ * (its Python pipes above all) it wrote before it sent the mark, but poll may have seen
+ * only the mark's channel ready, or the reads may have reached the mark first: read the
+ * others out before the records start to count as after the mark.  Returns how many of
+ * them reached EOF. */
+static int take_mark(struct pollfd *channels, int i)
+{
+    int ended = 0, fd = channels[i].fd;
+    channels[i].fd = -1; /* poll skips it: what follows the mark stays where it is */
+    for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0; round++)
+        for (int k = 0; k < CHANNEL_COUNT; k++)
+            if (channels[k].fd >= 0 && (channels[k].revents & (POLLIN | POLLHUP | POLLERR)))
+                ended += read_one(channels, k);
+    channels[i].fd = fd;
+    note_dying(mark_pid, mark_cause);
+    mark_cause = 0;
+    return ended;
+}
+
 /* Read the channels poll (returning at polled_ms) found ready; returns how many reached
  * EOF (and are closed now).  One found not ready was empty at polled_ms. */
 static int read_ready(struct pollfd *channels, int64_t polled_ms)
@@ -854,12 +894,9 @@ static int read_ready(struct pollfd *channels, int64_t polled_ms)
             fdl_assembler_drained(assembler, streams[i], polled_ms);
             continue;
         }
-        if (read_channel(channels[i].fd, streams[i]) == 0) {
-            fdl_assembler_close_stream(assembler, streams[i], now_ms());
-            close(channels[i].fd);
-            channels[i].fd = -1;
-            ended++;
-        }
+        ended += read_one(channels, i);
+        if (mark_cause != 0)
+            ended += take_mark(channels, i);
     }
     return ended;
 }
@@ -979,10 +1016,14 @@ int main(int argc, char **argv)
         }
         fdl_writer_flush();
     }
-    /* SIGTERM: take what is already readable, then finish every line as it stands. */
+    /* SIGTERM: take what is already readable, then finish every line as it stands.  A mark
+     * can only come on the err channel, read last: the others are read by then. */
     for (int i = 0; i < CHANNEL_COUNT; i++) {
-        if (channels[i].fd >= 0)
-            read_channel(channels[i].fd, streams[i]);
+        if (channels[i].fd >= 0 && read_channel(channels[i].fd, streams[i]) && mark_cause != 0) {
+            note_dying(mark_pid, mark_cause);
+            mark_cause = 0;
+            read_channel(channels[i].fd, streams[i]); /* what followed the mark */
+        }
         fdl_assembler_close_stream(assembler, streams[i], now_ms());
     }
     if (owner_pidfd >= 0 && !stop_requested)

@@ -41,9 +41,9 @@ enum { CHANNEL_COUNT = 4 };
 
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ROUND 64        /* per channel, so one busy writer cannot starve the other */
-#define GIVE_UP_AFTER_MS 10000
+#define GIVE_UP_AFTER_MS 10000    /* at exit, how long to wait for a failing or hung log */
 #define FLUSH_DRAIN_ROUNDS 64     /* reads of READS_PER_ROUND per channel before answering */
-#define FLUSH_WAIT_MS 5000        /* how long a flush waits for the log before answering no */    /* at exit, how long to wait for a failing or hung log */
+#define FLUSH_WAIT_MS 5000        /* how long a flush waits for the log before answering no */
 #define POLL_RETRY_MS 10          /* after poll itself failed (ENOMEM): try again this soon */
 
 /* The rows of settings.h, each given on the command line as name=value. */
@@ -601,6 +601,13 @@ static void take_flush_request(int answer_fd)
         close(answer_fd); /* the caller sees EOF early and reports a failed flush */
 }
 
+/* Set when a channel still had bytes after READS_PER_ROUND reads: the next round reads on at
+ * once, without the gather.  One read returns one writer's bytes at most (credentials end a
+ * read), so when the children of an actor interleave, a round takes at most that many
+ * lines; gathering after it would only hold back writers that wait for room in the socket
+ * (its send buffer, shared by all of them, holds a few hundred short lines). */
+static int left_behind;
+
 /* A dying mark read but not yet taken: its channel's read stopped at it (read_ready). */
 static int mark_pid;
 static char mark_cause;
@@ -646,6 +653,7 @@ static int read_channel(int fd, int stream)
             return 1; /* what follows the mark waits until the other channels are read */
         }
     }
+    left_behind = 1;
     return 1;
 }
 
@@ -983,7 +991,7 @@ int main(int argc, char **argv)
             nanosleep(&pause, NULL);
             continue;
         }
-        if (ready > 0 && settings.gather_us > 0) {
+        if (ready > 0 && settings.gather_us > 0 && !left_behind) {
             /* Let a burst gather while nobody waits on the channels: writers skip the wakeup,
              * reads come back bigger and batches fuller.  Costs gather_us of latency. */
             struct timespec gather = {settings.gather_us / 1000000,
@@ -993,6 +1001,7 @@ int main(int argc, char **argv)
         /* Before reading: a writer that exited before this round's bytes were written is
          * seen exited now, so that its pid's next bytes come with their writer's pidfd. */
         watch_writers();
+        left_behind = 0;
         open_channels -= read_ready(channels, polled);
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);

@@ -68,6 +68,10 @@ class Method:
         self.flush()
 
 
+class Inherit(Method):
+    """Fds 1 and 2 as the parent left them: the sockets of a hub's redirect()."""
+
+
 class Dup2(Method):
     target = None
 
@@ -183,6 +187,7 @@ METHODS = {
     "clh": ConcurrentLogHandler,
     "wurlitzer": Wurlitzer,
     "devnull": DevNull,
+    "inherit": Inherit,
 }
 
 
@@ -254,7 +259,39 @@ def order(spec: dict) -> dict:
     return {"lines": 2 * spec["pairs"]}
 
 
+def hub(spec: dict) -> None:
+    """One redirect() whose sockets every writer of the case inherits, so that one helper
+    serves them all; reports (as the last line) once restore() has drained it."""
+    import skyrl_fdlog
+
+    fds = spec["writers"][0]["fds"]
+    for fd in fds:
+        os.set_inheritable(fd, False)
+    redirection = skyrl_fdlog.redirect(spec["path"], name="hub", node="bench")
+    writers = [
+        subprocess.Popen([sys.executable, __file__, json.dumps(w)], stdin=subprocess.DEVNULL, pass_fds=fds)
+        for w in spec["writers"]
+    ]
+    failed = [w.returncode for w in writers if w.wait() != 0]
+    skyrl_fdlog.restore(timeout=600)
+    if failed:
+        raise SystemExit(f"writers failed: {failed}")
+    report = {
+        "hub": True,
+        "wid": -1,
+        "lines": 0,
+        "helper_pid": redirection.helper_pid,
+        "t1": time.monotonic(),
+    }
+    os.write(fds[2], (json.dumps(report) + "\n").encode())
+    for fd in fds:
+        os.close(fd)
+
+
 def main() -> None:
+    if sys.argv[1] == "--hub":
+        hub(json.loads(sys.argv[2]))
+        return
     spec = json.loads(sys.argv[1])
     ready_fd, go_fd, result_fd = spec["fds"]
     for fd in (ready_fd, go_fd, result_fd):

@@ -44,7 +44,12 @@ LABELS = {
     "devnull": "/dev/null (floor)",
 }
 FD_METHODS = ("fdlog", "dup2", "wurlitzer", "devnull")
-CHECKABLE = ("fdlog", "dup2", "filehandler", "clh", "wurlitzer")
+# An experiment, not in METHODS (make bench leaves it out): every writer of the case writes
+# into one redirect()'s sockets, so one helper serves them all, as a helper per node would
+# serve every actor of the node (benchmarks/helper_count.py).
+ONE_HELPER = "fdlog-one-helper"
+LABELS[ONE_HELPER] = "skyrl_fdlog, one helper for all writers"
+CHECKABLE = ("fdlog", "dup2", "filehandler", "clh", "wurlitzer", ONE_HELPER)
 
 PR_SET_CHILD_SUBREAPER = 36
 _subreaper = None
@@ -155,10 +160,11 @@ class Case:
         self._stderr_path = self.path.with_suffix(".stderr")
         stderr = open(self._stderr_path, "wb")
         share, extra = divmod(self.lines, self.writers)
+        specs = []
         try:
             for wid in range(self.writers):
                 spec = {
-                    "method": self.method,
+                    "method": "inherit" if self.method == ONE_HELPER else self.method,
                     "path": str(self.path),
                     "wid": wid,
                     "size": self.size,
@@ -169,9 +175,17 @@ class Case:
                     "c_writer": c_writer,
                     "fds": [ready_w, go_r, result_w],
                 } | self.probe
+                specs.append(spec)
+            # one writer process each, or one hub that redirects and starts them all
+            commands = (
+                [[str(WRITER), "--hub", json.dumps({"path": str(self.path), "writers": specs})]]
+                if self.method == ONE_HELPER
+                else [[str(WRITER), json.dumps(spec)] for spec in specs]
+            )
+            for command in commands:
                 self.procs.append(
                     subprocess.Popen(
-                        [sys.executable, str(WRITER), json.dumps(spec)],
+                        [sys.executable, *command],
                         stdin=subprocess.DEVNULL,
                         stdout=subprocess.DEVNULL,
                         stderr=stderr,
@@ -224,7 +238,8 @@ class Case:
         os.close(go_w)
         buffer = b""
         deadline = time.monotonic() + max(120.0, self.max_seconds * 4 + 60)
-        while buffer.count(b"\n") < self.writers:
+        reports = self.writers + (self.method == ONE_HELPER)  # the hub's, once it has drained
+        while buffer.count(b"\n") < reports:
             buffer += self._read(result_r, deadline, "finish")
         os.close(result_r)
         self.reports = [json.loads(line) for line in buffer.splitlines()]
@@ -237,10 +252,11 @@ class Case:
         helpers = [r["helper_pid"] for r in self.reports if r.get("helper_pid")]
         helper_usage = [u for u in (_wait_helper(pid) for pid in helpers) if u is not None]
         become_subreaper(False)
-        reports = self.reports
+        hub = [r for r in self.reports if r.get("hub")]
+        reports = [r for r in self.reports if not r.get("hub")]
         lines = sum(r["lines"] for r in reports)
         start = min(r["t0"] for r in reports)
-        end = max(r["t1"] for r in reports)
+        end = max(r["t1"] for r in reports + hub)  # a hub's writers drain when it restores
         elapsed = end - start
         payload = lines * self.size
         res = {

@@ -1221,6 +1221,31 @@ disk is most of both), and s = {s1:.1f} RTT per cycle:
 # ---------------------------------------------------------------- the document
 
 
+HELPER_COUNT = HERE / "results-helper-count.json"
+
+
+def helper_count_section() -> str:
+    """benchmarks/results-helper-count.json (helper_count.py, run on a machine with more cores)."""
+    import json
+
+    from helper_count import summary
+
+    if not HELPER_COUNT.exists():
+        return "_not run: benchmarks/helper_count.py writes what results-helper-count.json holds_\n"
+    d = json.loads(HELPER_COUNT.read_text())
+    out = (
+        "Issue 16 allows one helper per node instead of one per actor, if it pays. Before "
+        "building it, `benchmarks/helper_count.py` measured what the number of helpers alone "
+        "changes (its docstring says how); the "
+        "choice and its reasons are in the notes below. "
+        f"Measured {d['about']}.\n"
+    )
+    for run in d["runs"]:
+        out += f"\n{run['cpus_usable']} CPUs: `{run['command']}`\n\n"
+        out += table(*summary(run["results"]))
+    return out
+
+
 def markdown(saved: dict) -> str:
     machine, results = saved["machine"], saved["results"]
     cfg = saved["config"]
@@ -1334,7 +1359,10 @@ of the repeats (120 B lines); "÷ dup2" is against SkyRL's dup2 in the same repe
 {nfs_section()}
 ## Network filesystem: the GlusterFS bed, measured, and the slope against the RTT
 
-{gluster_section()}"""
+{gluster_section()}
+## A helper per actor, or one for many
+
+{helper_count_section()}"""
     if NOTES.exists():
         out += "\n" + NOTES.read_text()
     return out

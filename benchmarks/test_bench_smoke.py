@@ -87,6 +87,16 @@ def test_skyrl_fdlog_keeps_every_line_whole_under_load(buffering, size, tmp_path
     assert check["notes"] == 0, check["examples"]
 
 
+def test_one_helper_serves_every_child_of_a_redirect(tmp_path):
+    """helper_count.py's "one helper" case: 8 children of one redirect() at full speed
+    through its sockets, one helper for all, 0 torn or lost."""
+    result = harness.run_case(harness.ONE_HELPER, 8, size=120, lines=16000, max_seconds=5, workdir=tmp_path)
+    check = result["check"]
+    assert (check["whole"], check["torn"], check["missing"]) == (16000, 0, 0), check
+    if harness._subreaper:
+        assert result["helpers"] == 1
+
+
 def test_latency_probe_sees_every_probe(tmp_path):
     """The latency harness finds each timestamped probe line in the file."""
     result = harness.run_latency("fdlog", load=False, probes=20, interval=0.002, workdir=tmp_path)

@@ -42,7 +42,7 @@ enum { CHANNEL_COUNT = 4 };
 #define READ_CHUNK (64 * 1024)
 #define READS_PER_ROUND 64        /* per channel, so one busy writer cannot starve the other */
 #define GIVE_UP_AFTER_MS 10000    /* at exit, how long to wait for a failing or hung log */
-#define FLUSH_DRAIN_ROUNDS 64     /* reads of READS_PER_ROUND per channel before answering */
+#define FLUSH_DRAIN_ROUNDS 64     /* rounds of reads before a drain gives up (drain_channels) */
 #define FLUSH_WAIT_MS 5000        /* how long a flush waits for the log before answering no */
 #define POLL_RETRY_MS 10          /* after poll itself failed (ENOMEM): try again this soon */
 
@@ -871,6 +871,8 @@ static int read_one(struct pollfd *channels, int i)
     return 1;
 }
 
+static int drain_channels(struct pollfd *channels);
+
 /* A dying mark arrived on channel i.  What the dying process wrote into its other channels
  * (its Python pipes above all) it wrote before it sent the mark, but poll may have seen
  * only the mark's channel ready, or the reads may have reached the mark first: read the
@@ -878,15 +880,13 @@ static int read_one(struct pollfd *channels, int i)
  * them reached EOF. */
 static int take_mark(struct pollfd *channels, int i)
 {
-    int ended = 0, fd = channels[i].fd;
-    channels[i].fd = -1; /* poll skips it: what follows the mark stays where it is */
-    for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0; round++)
-        for (int k = 0; k < CHANNEL_COUNT; k++)
-            if (channels[k].fd >= 0 && (channels[k].revents & (POLLIN | POLLHUP | POLLERR)))
-                ended += read_one(channels, k);
-    channels[i].fd = fd;
-    note_dying(mark_pid, mark_cause);
+    int pid = mark_pid, fd = channels[i].fd;
+    char cause = mark_cause;
     mark_cause = 0;
+    channels[i].fd = -1; /* poll skips it: what follows the mark stays where it is */
+    int ended = drain_channels(channels);
+    channels[i].fd = fd;
+    note_dying(pid, cause);
     return ended;
 }
 
@@ -909,6 +909,16 @@ static int read_ready(struct pollfd *channels, int64_t polled_ms)
     return ended;
 }
 
+/* Read until the channels are empty, in a bounded number of rounds (a writer that never
+ * stops cannot hold the caller forever); returns how many channels ended. */
+static int drain_channels(struct pollfd *channels)
+{
+    int ended = 0;
+    for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0; round++)
+        ended += read_ready(channels, now_ms());
+    return ended;
+}
+
 static void answer_flush_requests(int done)
 {
     for (int i = 0; i < flush_request_count; i++) {
@@ -920,14 +930,11 @@ static void answer_flush_requests(int done)
 }
 
 /* Everything written into the channels before the requests was read by now or waits in
- * them: read until they are empty (a bounded number of rounds, so a writer that never
- * stops cannot hold the answer forever), write every unfinished line as it stands (a `+`
- * fragment), wait for the writing thread, then answer.  Returns how many channels ended. */
+ * them: read them out, write every unfinished line as it stands (a `+` fragment), wait for
+ * the writing thread, then answer.  Returns how many channels ended. */
 static int serve_flush_requests(struct pollfd *channels)
 {
-    int ended = 0;
-    for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0; round++)
-        ended += read_ready(channels, now_ms());
+    int ended = drain_channels(channels);
     fdl_assembler_tick(assembler, now_ms(), 0);
     answer_flush_requests(fdl_writer_sync(FLUSH_WAIT_MS) == 0);
     return ended;
@@ -1011,9 +1018,7 @@ int main(int argc, char **argv)
         }
         if (dying && !last_words_said && dying_is_gone()) {
             /* All it wrote is in the channels now: read that first. */
-            for (int round = 0; round < FLUSH_DRAIN_ROUNDS && poll(channels, CHANNEL_COUNT, 0) > 0;
-                 round++)
-                open_channels -= read_ready(channels, now_ms());
+            open_channels -= drain_channels(channels);
             say_last_words();
         }
         int64_t now = now_ms();

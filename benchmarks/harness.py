@@ -51,6 +51,9 @@ ONE_HELPER = "fdlog-one-helper"
 LABELS[ONE_HELPER] = "skyrl_fdlog, one helper for all writers"
 CHECKABLE = ("fdlog", "dup2", "filehandler", "clh", "wurlitzer", ONE_HELPER)
 
+# Lines per case, all writers together, by line size: issue 16's tables (scaling.py, helper_count.py).
+ISSUE16_LINES = {120: 200_000, 8192: 16_000}
+
 PR_SET_CHILD_SUBREAPER = 36
 _subreaper = None
 

@@ -36,7 +36,7 @@ ENTRIES = {
     "a helper each, sockets": ("fdlog", False),
     "one helper, sockets": (harness.ONE_HELPER, None),
 }
-LINES = {120: 200_000, 8192: 16_000}  # all writers together, as in issue 16's table
+LINES = harness.ISSUE16_LINES
 
 
 def main() -> None:

@@ -1225,18 +1225,24 @@ disk is most of both), and s = {s1:.1f} RTT per cycle:
 HELPER_COUNT = HERE / "results-helper-count.json"
 
 
-def idle_two_cpu_ratio(writers: int) -> str | None:
-    """The same goal on 2 idle CPUs of the bigger machine (helper_count.py under taskset):
-    120 B lines, a helper each with the Python pipes, the newest build of the latest run."""
+def helper_count_runs() -> tuple[dict, list[tuple[dict, list[list[str]]]]] | None:
+    """results-helper-count.json and, per run, its summary rows; None if it was not run."""
     import json
 
     from helper_count import summary
 
     if not HELPER_COUNT.exists():
         return None
+    saved = json.loads(HELPER_COUNT.read_text())
+    return saved, [(run, summary(run["results"])[1]) for run in saved["runs"]]
+
+
+def idle_two_cpu_ratio(writers: int) -> str | None:
+    """The same goal on 2 idle CPUs of the bigger machine (helper_count.py under taskset):
+    120 B lines, a helper each with the Python pipes, the newest build of the latest run."""
     found = None
-    for run in json.loads(HELPER_COUNT.read_text())["runs"]:
-        for row in summary(run["results"])[1] if run["cpus_usable"] == 2 else []:
+    for run, rows in (helper_count_runs() or ({}, []))[1]:
+        for row in rows if run["cpus_usable"] == 2 else []:
             if row[0] == str(writers) and row[1] == "120 B" and row[2].startswith("a helper each, pipes"):
                 found = f"{row[3]} on 2 idle CPUs of the 16-CPU machine (results-helper-count.json)"
     return found
@@ -1244,23 +1250,21 @@ def idle_two_cpu_ratio(writers: int) -> str | None:
 
 def helper_count_section() -> str:
     """benchmarks/results-helper-count.json (helper_count.py, run on a machine with more cores)."""
-    import json
-
     from helper_count import summary
 
-    if not HELPER_COUNT.exists():
+    loaded = helper_count_runs()
+    if loaded is None:
         return "_not run: benchmarks/helper_count.py writes what results-helper-count.json holds_\n"
-    d = json.loads(HELPER_COUNT.read_text())
+    saved, runs = loaded
     out = (
         "Issue 16 allows one helper per node instead of one per actor, if it pays. Before "
         "building it, `benchmarks/helper_count.py` measured what the number of helpers alone "
-        "changes (its docstring says how); the "
-        "choice and its reasons are in the notes below. "
-        f"Measured {d['about']}.\n"
+        "changes (its docstring says how); the choice and its reasons are in the notes below. "
+        f"Measured {saved['about']}.\n"
     )
-    for run in d["runs"]:
-        out += f"\n{run['cpus_usable']} CPUs: `{run['command']}`\n\n"
-        out += table(*summary(run["results"]))
+    header = summary([])[0]
+    for run, rows in runs:
+        out += f"\n{run['cpus_usable']} CPUs: `{run['command']}`\n\n" + table(header, rows)
     return out
 
 

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import harness  # noqa: E402
 import order  # noqa: E402
 
-LINES = {120: 200_000, 8192: 16_000}  # all writers together, as in issue 16's table
+LINES = harness.ISSUE16_LINES
 
 
 def describe_machine(workdir: Path) -> dict[str, Any]:

@@ -552,16 +552,23 @@ def test_restarted_task_made_killed_and_detached_actors_keep_the_run_file(cluste
         assert {record.name for record in records if record.payload.startswith(b"phoenix up")} == {"phoenix"}
         # Ray ends the killed actor's children and helper with it; what they wrote is whole.
         assert any(record.payload == b"orphan child" for record in records)
+        # The kill waits until the child has spoken: Ray ends an actor's children with it, and
+        # a child ended before its first echo would leave nothing to find.
         later = run_script(
             """
+            import time
             import ray
             ray.init(address=ADDRESS, namespace="held")
             keeper = ray.get_actor("keeper")
             ray.get(keeper.start_child.remote("called by a later driver"))
+            deadline = time.monotonic() + 30
+            while b"called by a later driver" not in open(LOG, "rb").read() and time.monotonic() < deadline:
+                time.sleep(0.05)
             ray.kill(keeper)
             print("RESULT {}")
         """,
             ADDRESS=cluster.address,
+            LOG=str(log_file),
         )
         assert "called by a later driver" not in later.stdout + later.stderr
         records = wait_for_lines(log_file, ["called by a later driver", "task child"])

@@ -180,14 +180,15 @@ MAX_BYTES: Setting[int] = Setting(
     written="a number of bytes, optionally with a K, M, G or T suffix (20G)",
     unset="no cap",
 )
-# After a wakeup the helper lets output gather this long before reading it (benchmarks/ tune it).
+# The longest the helper lets output gather after a wakeup before reading it; it adapts below
+# this to the writers (csrc/helper/helper.c, "The gather window adapts"; benchmarks/ tune it).
 GATHER_US = _variable_only(
     "SKYRL_FDLOG_GATHER_US",
-    300,
+    2000,
     lambda value: _whole(value, 0, 1_000_000),
     int,
     "a whole number of microseconds from 0 to 1000000",
-    "the default (300)",
+    "the default (2000)",
 )
 HELPER = _variable_only(
     "SKYRL_FDLOG_HELPER",

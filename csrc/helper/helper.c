@@ -86,11 +86,16 @@ static struct writer writers[FDL_SLOT_COUNT];
 static int identifying[2];  /* SO_PASSPIDFD is on for the out (0) and err (1) channel */
 static int outsider_noted;
 
-static int64_t clock_ms(clockid_t clock)
+static int64_t clock_us(clockid_t clock)
 {
     struct timespec ts;
     clock_gettime(clock, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static int64_t clock_ms(clockid_t clock)
+{
+    return clock_us(clock) / 1000;
 }
 
 /* The assembler times idle lines and snapshots on the monotonic clock, which a step of the
@@ -601,12 +606,29 @@ static void take_flush_request(int answer_fd)
         close(answer_fd); /* the caller sees EOF early and reports a failed flush */
 }
 
-/* Set when a channel still had bytes after READS_PER_ROUND reads: the next round reads on at
- * once, without the gather.  One read returns one writer's bytes at most (credentials end a
- * read), so when the children of an actor interleave, a round takes at most that many
- * lines; gathering after it would only hold back writers that wait for room in the socket
- * (its send buffer, shared by all of them, holds a few hundred short lines). */
-static int left_behind;
+/* The gather window adapts to the writers (docs/benchmarks.md, "Tuning the gather window").
+ * Each wakeup costs the helper a few microseconds and a writer a wakeup of its own; a window
+ * lets a burst gather so that one round reads many lines.  How long pays depends on how fast
+ * the writers are: a slow or starved writer (many actors on few cores) needs a long window to
+ * fill a round, a fast one would fill its channel and wait for room while the helper sleeps.
+ * So: a round that read little (under 4 KiB) after a window doubles the next one, up to gather_us; a round in
+ * which a channel came near its capacity halves it and reads on at once; and after a quiet
+ * spell (nothing read for a whole window) the first bytes are read at once, so that a lone
+ * line costs no window at all. */
+#define GATHER_MIN_US 50
+#define ROUND_FEW_BYTES (4 * 1024)
+/* A channel is crowded when one round read half of what it holds, or READS_PER_ROUND reads
+ * did not empty it.  A pipe holds its size (512 KiB asked, less past the user's pipe quota:
+ * asked of the kernel at start).  A socket's send buffer counts each short write at about 1 KiB
+ * of kernel memory, so a default one (208 KiB) holds a few hundred lines: 16 KiB of lines of
+ * 40 B.  And one socket read returns one writer's bytes at most (credentials end a read), so
+ * when the children of an actor interleave, READS_PER_ROUND reads take that many lines. */
+#define SOCKET_NEAR_FULL_BYTES (16 * 1024)
+static size_t pipe_near_full_bytes = 256 * 1024;
+static int64_t gather_window_us; /* the next round's window */
+static size_t round_bytes;        /* read in this round, all channels together */
+static int crowded;               /* a channel came near its capacity, or kept bytes after
+                                   * READS_PER_ROUND reads: read on without a window */
 
 /* A dying mark read but not yet taken: its channel's read stopped at it (read_ready). */
 static int mark_pid;
@@ -618,6 +640,7 @@ static int read_channel(int fd, int stream)
 {
     static unsigned char data[READ_CHUNK];
     int from_pipe = stream & FDL_CHANNEL_PIPE;
+    size_t got = 0, near_full = from_pipe ? pipe_near_full_bytes : SOCKET_NEAR_FULL_BYTES;
     for (int round = 0; round < READS_PER_ROUND; round++) {
         int pid = settings.owner, pidfd = -1, passed_fd = -1;
         ssize_t n = from_pipe ? read(fd, data, sizeof data)
@@ -627,10 +650,11 @@ static int read_channel(int fd, int stream)
                 continue;
             if (errno == EAGAIN) /* drained for now: its writers' silence counts from here */
                 fdl_assembler_drained(assembler, stream, now_ms());
-            return 1;
+            break;
         }
         if (n == 0)
             return 0;
+        got += (size_t)n;
         char mark = 0;
         if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D', 'X') */
             if (data[n - 1] == 'D' || data[n - 1] == 'X') {
@@ -650,10 +674,13 @@ static int read_channel(int fd, int stream)
         if (mark != 0 && mark_cause == 0) {
             mark_pid = pid;
             mark_cause = mark;
-            return 1; /* what follows the mark waits until the other channels are read */
+            break; /* what follows the mark waits until the other channels are read */
         }
+        if (round == READS_PER_ROUND - 1)
+            crowded = 1; /* bytes may be left: the other channels' turn first */
     }
-    left_behind = 1;
+    round_bytes += got;
+    crowded |= got >= near_full;
     return 1;
 }
 
@@ -909,6 +936,37 @@ static int read_ready(struct pollfd *channels, int64_t polled_ms)
     return ended;
 }
 
+/* Before a round's reads: wait for the window unless the channels were quiet for a whole
+ * window before this wakeup or the last round found a channel crowded. */
+static int64_t last_read_us, window_waited_us;
+
+static void gather_before_reading(void)
+{
+    int64_t now = clock_us(CLOCK_MONOTONIC);
+    window_waited_us = 0;
+    if (gather_window_us > 0 && !crowded && now - last_read_us < gather_window_us) {
+        struct timespec gather = {gather_window_us / 1000000, gather_window_us % 1000000 * 1000L};
+        nanosleep(&gather, NULL);
+        window_waited_us = gather_window_us;
+    }
+    crowded = 0;
+    round_bytes = 0;
+}
+
+/* After a round's reads: the next window, as the comment at GATHER_MIN_US says. */
+static void adapt_gather(void)
+{
+    if (round_bytes == 0)
+        return;
+    last_read_us = clock_us(CLOCK_MONOTONIC);
+    int64_t shortest = settings.gather_us < GATHER_MIN_US ? settings.gather_us : GATHER_MIN_US;
+    if (crowded)
+        gather_window_us = gather_window_us / 2 > shortest ? gather_window_us / 2 : shortest;
+    else if (window_waited_us > 0 && round_bytes < ROUND_FEW_BYTES)
+        gather_window_us = gather_window_us * 2 < settings.gather_us ? gather_window_us * 2
+                                                                      : settings.gather_us;
+}
+
 /* Read until the channels are empty, in a bounded number of rounds (a writer that never
  * stops cannot hold the caller forever); returns how many channels ended. */
 static int drain_channels(struct pollfd *channels)
@@ -945,11 +1003,16 @@ int main(int argc, char **argv)
     if (parse_settings(argc, argv) != 0)
         return 2;
     settings.path = absolute(settings.path);
+    gather_window_us = settings.gather_us;
     pid_t intermediate = detach();
     install_signals();
     /* A pipe has no MSG_DONTWAIT: its reads must not block the other channels. */
-    for (int fd = PIPE_OUT_FD; settings.owner > 0 && fd <= PIPE_ERR_FD; fd++)
+    for (int fd = PIPE_OUT_FD; settings.owner > 0 && fd <= PIPE_ERR_FD; fd++) {
         fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+        int size = fcntl(fd, F_GETPIPE_SZ);
+        if (size > 0 && (size_t)size / 2 < pipe_near_full_bytes)
+            pipe_near_full_bytes = (size_t)size / 2;
+    }
     struct fdl_writer_settings writer = {.fd = LOG_FD, .path = settings.path, .name = settings.name,
                                          .node = settings.node, .raw = settings.raw,
                                          .lock = settings.lock, .buffer_bytes = settings.buffer_bytes,
@@ -998,18 +1061,14 @@ int main(int argc, char **argv)
             nanosleep(&pause, NULL);
             continue;
         }
-        if (ready > 0 && settings.gather_us > 0 && !left_behind) {
-            /* Let a burst gather while nobody waits on the channels: writers skip the wakeup,
-             * reads come back bigger and batches fuller.  Costs gather_us of latency. */
-            struct timespec gather = {settings.gather_us / 1000000,
-                                      settings.gather_us % 1000000 * 1000L};
-            nanosleep(&gather, NULL);
-        }
+        if (ready > 0)
+            gather_before_reading();
         /* Before reading: a writer that exited before this round's bytes were written is
          * seen exited now, so that its pid's next bytes come with their writer's pidfd. */
         watch_writers();
-        left_behind = 0;
         open_channels -= read_ready(channels, polled);
+        if (ready > 0)
+            adapt_gather();
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);
         if (owner_pidfd >= 0 && channels[CHANNEL_COUNT].revents != 0) {

@@ -23,7 +23,7 @@
     X(int, lock, NUMBER)            /* 1: fcntl lock + fdatasync around each batch */           \
     X(int, idle_ms, NUMBER)         /* flush a partial line after this idle time */             \
     X(int, snapshot_ms, NUMBER)     /* at most one carriage-return snapshot per this time */    \
-    X(int, gather_us, NUMBER)       /* after a wakeup, let more output arrive for this long */  \
+    X(int, gather_us, NUMBER)       /* after a wakeup, let output arrive for up to this long */ \
     X(long, buffer_bytes, NUMBER)   /* output kept in memory while the log cannot be written */ \
     X(long long, max_bytes, NUMBER) /* 0, or records are dropped once the file holds this */    \
     X(int, restarted_after, NUMBER) /* pid of a helper that died, 0 on first start */           \

@@ -614,7 +614,7 @@ static void take_flush_request(int answer_fd)
  * So: a round that read little (under 4 KiB) after a window doubles the next one, up to gather_us; a round in
  * which a channel came near its capacity halves it and reads on at once; and after a quiet
  * spell (nothing read for a whole window) the first bytes are read at once, so that a lone
- * line costs no window at all. */
+ * line costs no window at all (gather_before_reading). */
 #define GATHER_MIN_US 50
 #define ROUND_FEW_BYTES (4 * 1024)
 /* A channel is crowded when one round read half of what it holds, or READS_PER_ROUND reads
@@ -936,19 +936,27 @@ static int read_ready(struct pollfd *channels, int64_t polled_ms)
     return ended;
 }
 
-/* Before a round's reads: wait for the window unless the channels were quiet for a whole
- * window before this wakeup or the last round found a channel crowded. */
+/* Before a round's reads: wait for the window, except in the first two rounds after a quiet
+ * spell (nothing read for a whole window) or after a round that found a channel crowded.
+ * Two, not one: a writer's line on one channel is often followed at once by one on its other
+ * channel (a print() and a C write); a window opened for that second one would take in the
+ * writer's next line too, and the pipe's is read first (the order of `streams`). */
 static int64_t last_read_us, window_waited_us;
+static int rounds_at_once;
 
 static void gather_before_reading(void)
 {
     int64_t now = clock_us(CLOCK_MONOTONIC);
+    if (now - last_read_us >= gather_window_us)
+        rounds_at_once = 2;
     window_waited_us = 0;
-    if (gather_window_us > 0 && !crowded && now - last_read_us < gather_window_us) {
+    if (gather_window_us > 0 && !crowded && rounds_at_once == 0) {
         struct timespec gather = {gather_window_us / 1000000, gather_window_us % 1000000 * 1000L};
         nanosleep(&gather, NULL);
         window_waited_us = gather_window_us;
     }
+    if (rounds_at_once > 0)
+        rounds_at_once--;
     crowded = 0;
     round_bytes = 0;
 }

@@ -941,19 +941,19 @@ static int read_ready(struct pollfd *channels, int64_t polled_ms)
  * Two, not one: a writer's line on one channel is often followed at once by one on its other
  * channel (a print() and a C write); a window opened for that second one would take in the
  * writer's next line too, and the pipe's is read first (the order of `streams`). */
-static int64_t last_read_us, window_waited_us;
-static int rounds_at_once;
+static int64_t last_read_us;
+static int rounds_at_once, waited_a_window;
 
 static void gather_before_reading(void)
 {
     int64_t now = clock_us(CLOCK_MONOTONIC);
     if (now - last_read_us >= gather_window_us)
         rounds_at_once = 2;
-    window_waited_us = 0;
+    waited_a_window = 0;
     if (gather_window_us > 0 && !crowded && rounds_at_once == 0) {
         struct timespec gather = {gather_window_us / 1000000, gather_window_us % 1000000 * 1000L};
         nanosleep(&gather, NULL);
-        window_waited_us = gather_window_us;
+        waited_a_window = 1;
     }
     if (rounds_at_once > 0)
         rounds_at_once--;
@@ -970,7 +970,7 @@ static void adapt_gather(void)
     int64_t shortest = settings.gather_us < GATHER_MIN_US ? settings.gather_us : GATHER_MIN_US;
     if (crowded)
         gather_window_us = gather_window_us / 2 > shortest ? gather_window_us / 2 : shortest;
-    else if (window_waited_us > 0 && round_bytes < ROUND_FEW_BYTES)
+    else if (waited_a_window && round_bytes < ROUND_FEW_BYTES)
         gather_window_us = gather_window_us * 2 < settings.gather_us ? gather_window_us * 2
                                                                       : settings.gather_us;
 }

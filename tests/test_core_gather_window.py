@@ -79,3 +79,79 @@ def test_a_writer_that_fills_its_channel_does_not_wait_a_window_per_fill(tmp_pat
     took = float(result.stdout)
     print(f"\nMEASURED 8 MiB by {how} with a 1 s window: all in the log after {took:.2f} s")
     assert took < 4.5
+
+
+def test_short_lines_fill_a_default_socket_buffer_before_16_kib(tmp_path):
+    """A socket's send buffer counts each write at its payload plus about 500 B, so a
+    default one (net.core.wmem_max 212992: 416 KiB) holds about 800 writes: 8 KiB of lines
+    of 10 B.  Counted in bytes alone (16 KiB), such a round never looked crowded, and the
+    writer waited out every window: with a 1 s window, 10,000 lines took about one second
+    per 800.  This machine's wmem_max is larger, so the writer asks for the default size.
+    Writer and helper share one CPU (a loaded node), the writer at a lower priority: on two
+    CPUs, or when the woken writer preempts the helper, the helper reads while the writer
+    writes and its 64-read cap hides the stall."""
+    log = tmp_path / "short.log"
+    result = run_python(
+        f"""
+        import os, socket, time, skyrl_fdlog
+        os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})  # the helper too: no chase
+        skyrl_fdlog.redirect({str(log)!r})
+        out = socket.socket(fileno=os.dup(1))
+        out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 212992)
+        os.nice(19)  # the helper (started at 0) reads a round out before the writer runs again
+        time.sleep(0.2)
+        start = time.monotonic()
+        for i in range(10_000):
+            os.write(1, b"s%08d\\n" % i)
+        while b"s%08d" % 9999 not in open({str(log)!r}, "rb").read()[-4096:]:
+            time.sleep(0.01)
+        took = time.monotonic() - start
+        skyrl_fdlog.restore()
+        print(took)
+    """,
+        env=ONE_SECOND,
+    )
+    took = float(result.stdout)
+    print(f"\nMEASURED 10,000 lines of 10 B through a default-sized socket, 1 s window: {took:.2f} s")
+    assert took < 3.5
+
+
+def test_the_window_grows_back_after_a_burst_has_shrunk_it(tmp_path):
+    """A burst fills the socket and halves the window to its floor (50 µs).  Then a writer
+    prints a line every millisecond: the window must grow back towards the setting (50 ms
+    here), not stay at the floor.  It once stayed there: quiet was measured against the
+    current window, so every 1 ms gap looked like a quiet spell, every line was read at once,
+    one wakeup each.  Counted: the helper's voluntary context switches (one or two per
+    round) over the 1,000 paced lines.  Writer and helper share one CPU, where a burst
+    shrinks the window below the gap (on two the helper chases the burst instead)."""
+    log = tmp_path / "grow.log"
+    result = run_python(
+        f"""
+        import os, time, skyrl_fdlog
+        os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})  # the helper too: no chase
+        redirection = skyrl_fdlog.redirect({str(log)!r})
+        def switches():
+            with open(f"/proc/{{redirection.helper_pid}}/status") as status:
+                return next(int(line.split()[1]) for line in status
+                            if line.startswith("voluntary_ctxt_switches"))
+        def wait_for(text):
+            while text not in open({str(log)!r}, "rb").read()[-4096:]:
+                time.sleep(0.01)
+        time.sleep(0.2)
+        for i in range(40_000):
+            os.write(1, b"burst %06d %s\\n" % (i, b"x" * 80))
+        wait_for(b"burst 039999")
+        before = switches()
+        for i in range(1000):
+            print(f"paced {{i:04d}}")
+            time.sleep(0.001)
+        wait_for(b"paced 0999")
+        after = switches()
+        skyrl_fdlog.restore()
+        print(after - before)
+    """,
+        env={"SKYRL_FDLOG_GATHER_US": "50000"},
+    )
+    switched = int(result.stdout)
+    print(f"\nMEASURED the helper switched {switched} times over 1,000 lines a millisecond apart")
+    assert switched < 400

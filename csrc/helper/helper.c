@@ -449,9 +449,13 @@ static void await_owner(void)
         owner_ended();
 }
 
+/* Records made so far (lines, or pieces of long ones): read_channel counts a round's. */
+static size_t records_collected;
+
 static void collect_record(void *context, const char *record, size_t length, char mark)
 {
     (void)context;
+    records_collected++;
     fdl_writer_add(record, length);
     const struct fdl_slot *slot = assembler->emitting;
     if (!settings.surface || slot == NULL)
@@ -611,19 +615,22 @@ static void take_flush_request(int answer_fd)
  * lets a burst gather so that one round reads many lines.  How long pays depends on how fast
  * the writers are: a slow or starved writer (many actors on few cores) needs a long window to
  * fill a round, a fast one would fill its channel and wait for room while the helper sleeps.
- * So: a round that read little (under 4 KiB) after a window doubles the next one, up to gather_us; a round in
- * which a channel came near its capacity halves it and reads on at once; and after a quiet
- * spell (nothing read for a whole window) the first bytes are read at once, so that a lone
- * line costs no window at all (gather_before_reading). */
+ * So: a round that read little (under 4 KiB) after a window doubles the next one, up to
+ * gather_us; a round in which a channel came near its capacity halves it and reads on at
+ * once; and after a quiet spell (nothing read for gather_us) the first two rounds are read
+ * at once, so that a lone line costs no window at all (gather_before_reading). */
 #define GATHER_MIN_US 50
 #define ROUND_FEW_BYTES (4 * 1024)
 /* A channel is crowded when one round read half of what it holds, or READS_PER_ROUND reads
  * did not empty it.  A pipe holds its size (512 KiB asked, less past the user's pipe quota:
- * asked of the kernel at start).  A socket's send buffer counts each short write at about 1 KiB
- * of kernel memory, so a default one (208 KiB) holds a few hundred lines: 16 KiB of lines of
- * 40 B.  And one socket read returns one writer's bytes at most (credentials end a read), so
- * when the children of an actor interleave, READS_PER_ROUND reads take that many lines. */
-#define SOCKET_NEAR_FULL_BYTES (16 * 1024)
+ * asked of the kernel at start).  A socket's send buffer (twice net.core.wmem_max at most:
+ * 416 KiB by default) counts each write at its payload plus about 500 B of kernel memory, so
+ * it holds about 800 short writes whatever their length (8 KiB of lines of 10 B): counted in
+ * lines (a line is a write or two), and in bytes for long ones.  And one socket read returns one writer's bytes at
+ * most (credentials end a read), so when the children of an actor interleave,
+ * READS_PER_ROUND reads take that many lines. */
+#define SOCKET_NEAR_FULL_LINES 128
+#define SOCKET_NEAR_FULL_BYTES (64 * 1024)
 static size_t pipe_near_full_bytes = 256 * 1024;
 static int64_t gather_window_us; /* the next round's window */
 static size_t round_bytes;        /* read in this round, all channels together */
@@ -641,6 +648,8 @@ static int read_channel(int fd, int stream)
     static unsigned char data[READ_CHUNK];
     int from_pipe = stream & FDL_CHANNEL_PIPE;
     size_t got = 0, near_full = from_pipe ? pipe_near_full_bytes : SOCKET_NEAR_FULL_BYTES;
+    size_t records_before = records_collected;
+    int open = 1;
     for (int round = 0; round < READS_PER_ROUND; round++) {
         int pid = settings.owner, pidfd = -1, passed_fd = -1;
         ssize_t n = from_pipe ? read(fd, data, sizeof data)
@@ -652,8 +661,10 @@ static int read_channel(int fd, int stream)
                 fdl_assembler_drained(assembler, stream, now_ms());
             break;
         }
-        if (n == 0)
-            return 0;
+        if (n == 0) {
+            open = 0;
+            break;
+        }
         got += (size_t)n;
         char mark = 0;
         if (passed_fd >= 0) { /* a request, not output: flush ('\0') or dying ('D', 'X') */
@@ -680,8 +691,9 @@ static int read_channel(int fd, int stream)
             crowded = 1; /* bytes may be left: the other channels' turn first */
     }
     round_bytes += got;
-    crowded |= got >= near_full;
-    return 1;
+    crowded |= got >= near_full ||
+               (!from_pipe && records_collected - records_before >= SOCKET_NEAR_FULL_LINES);
+    return open;
 }
 
 static void on_sigterm(int signal_number)
@@ -937,7 +949,9 @@ static int read_ready(struct pollfd *channels, int64_t polled_ms)
 }
 
 /* Before a round's reads: wait for the window, except in the first two rounds after a quiet
- * spell (nothing read for a whole window) or after a round that found a channel crowded.
+ * spell (nothing read for gather_us, the longest window: measured against the current one, a
+ * window shrunk by a burst would see every later gap as quiet and never grow back) or after
+ * a round that found a channel crowded.
  * Two, not one: a writer's line on one channel is often followed at once by one on its other
  * channel (a print() and a C write); a window opened for that second one would take in the
  * writer's next line too, and the pipe's is read first (the order of `streams`). */
@@ -947,7 +961,7 @@ static int rounds_at_once, waited_a_window;
 static void gather_before_reading(void)
 {
     int64_t now = clock_us(CLOCK_MONOTONIC);
-    if (now - last_read_us >= gather_window_us)
+    if (now - last_read_us >= settings.gather_us)
         rounds_at_once = 2;
     waited_a_window = 0;
     if (gather_window_us > 0 && !crowded && rounds_at_once == 0) {

@@ -1376,7 +1376,7 @@ pay for waking it on every line and reads and batches come back bigger. The sett
 longest window; the helper adapts below it (csrc/helper/helper.c, "The gather window adapts"):
 the first two rounds after a quiet spell are read at once (a lone line waits for nothing), a
 round that read under 4 KiB doubles the next window up to the setting, and a round that found a
-channel near full (half a pipe, 16 KiB of a socket) halves it and reads on at once, so a fast
+channel near full (half a pipe; 128 lines or 64 KiB of a socket) halves it and reads on at once, so a fast
 writer never waits out a window for room. Throughput is the median of the repeats (120 B
 lines); "÷ dup2" is against SkyRL's dup2 in the same repeat.
 

@@ -17,6 +17,31 @@ pytestmark = pytest.mark.slow
 ONE_SECOND = {"SKYRL_FDLOG_GATHER_US": "1000000"}
 
 
+def seconds_to_log(log, write_loop: str, last: str, before: str = "", after: str = "") -> float:
+    """In an actor with a 1 s window: `before` redirect(), `after` it, a quiet spell, then
+    `write_loop` (one line of code each); the seconds from the loop's start until `last` is
+    at the log's end."""
+    result = run_python(
+        f"""
+        import os, socket, sys, time, skyrl_fdlog
+        {before}
+        skyrl_fdlog.redirect({str(log)!r})
+        {after}
+        time.sleep(0.2)
+        start = time.monotonic()
+        {write_loop}
+        sys.stdout.flush()
+        while {last.encode()!r} not in open({str(log)!r}, "rb").read()[-4096:]:
+            time.sleep(0.01)
+        took = time.monotonic() - start
+        skyrl_fdlog.restore()
+        print(took)
+    """,
+        env=ONE_SECOND,
+    )
+    return float(result.stdout)
+
+
 def test_a_line_after_a_quiet_spell_is_read_at_once_and_later_ones_gather(tmp_path):
     """The first two rounds after a quiet spell are read at once (a lone line, and the line
     the writer put right behind it on its other channel); a third line that follows within a
@@ -56,27 +81,12 @@ def test_a_writer_that_fills_its_channel_does_not_wait_a_window_per_fill(tmp_pat
     the channel fill and the writer wait out the rest of it (a 512 KiB pipe: 16 windows of a
     second; a socket holds fewer lines than that); now a round that finds a channel near
     full halves the window and reads on at once."""
-    log = tmp_path / "fill.log"
     write = "print(line)" if how == "print" else "os.write(1, (line + '\\n').encode())"
-    result = run_python(
-        f"""
-        import os, sys, time, skyrl_fdlog
-        skyrl_fdlog.redirect({str(log)!r})
-        time.sleep(0.2)
-        start = time.monotonic()
-        for i in range(80_000):
-            line = f"line {{i:06d}} " + "x" * 90
-            {write}
-        sys.stdout.flush()
-        while b"line 079999 " not in open({str(log)!r}, "rb").read()[-4096:]:
-            time.sleep(0.01)
-        took = time.monotonic() - start
-        skyrl_fdlog.restore()
-        print(took)
-    """,
-        env=ONE_SECOND,
+    took = seconds_to_log(
+        tmp_path / "fill.log",
+        f'for i in range(80_000): line = f"line {{i:06d}} " + "x" * 90; {write}',
+        "line 079999 ",
     )
-    took = float(result.stdout)
     print(f"\nMEASURED 8 MiB by {how} with a 1 s window: all in the log after {took:.2f} s")
     assert took < 4.5
 
@@ -90,28 +100,16 @@ def test_short_lines_fill_a_default_socket_buffer_before_16_kib(tmp_path):
     Writer and helper share one CPU (a loaded node), the writer at a lower priority: on two
     CPUs, or when the woken writer preempts the helper, the helper reads while the writer
     writes and its 64-read cap hides the stall."""
-    log = tmp_path / "short.log"
-    result = run_python(
-        f"""
-        import os, socket, time, skyrl_fdlog
-        os.sched_setaffinity(0, {{min(os.sched_getaffinity(0))}})  # the helper too: no chase
-        skyrl_fdlog.redirect({str(log)!r})
-        out = socket.socket(fileno=os.dup(1))
-        out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 212992)
-        os.nice(19)  # the helper (started at 0) reads a round out before the writer runs again
-        time.sleep(0.2)
-        start = time.monotonic()
-        for i in range(10_000):
-            os.write(1, b"s%08d\\n" % i)
-        while b"s%08d" % 9999 not in open({str(log)!r}, "rb").read()[-4096:]:
-            time.sleep(0.01)
-        took = time.monotonic() - start
-        skyrl_fdlog.restore()
-        print(took)
-    """,
-        env=ONE_SECOND,
+    took = seconds_to_log(
+        tmp_path / "short.log",
+        'for i in range(10_000): os.write(1, b"s%08d\\n" % i)',
+        "s00009999",
+        # the helper is started on this CPU too, so it cannot read while the writer writes
+        before="os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})",
+        # the helper (started at 0) reads a round out before the writer runs again
+        after="out = socket.socket(fileno=os.dup(1)); "
+        "out.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 212992); os.nice(19)",
     )
-    took = float(result.stdout)
     print(f"\nMEASURED 10,000 lines of 10 B through a default-sized socket, 1 s window: {took:.2f} s")
     assert took < 3.5
 

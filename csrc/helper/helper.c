@@ -626,9 +626,9 @@ static void take_flush_request(int answer_fd)
  * asked of the kernel at start).  A socket's send buffer (twice net.core.wmem_max at most:
  * 416 KiB by default) counts each write at its payload plus about 500 B of kernel memory, so
  * it holds about 800 short writes whatever their length (8 KiB of lines of 10 B): counted in
- * lines (a line is a write or two), and in bytes for long ones.  And one socket read returns one writer's bytes at
- * most (credentials end a read), so when the children of an actor interleave,
- * READS_PER_ROUND reads take that many lines. */
+ * lines (a line is a write or two), and in bytes for long ones.  And one socket read returns
+ * one writer's bytes at most (credentials end a read), so when the children of an actor
+ * interleave, READS_PER_ROUND reads take that many lines. */
 #define SOCKET_NEAR_FULL_LINES 128
 #define SOCKET_NEAR_FULL_BYTES (64 * 1024)
 static size_t pipe_near_full_bytes = 256 * 1024;
@@ -956,27 +956,29 @@ static int read_ready(struct pollfd *channels, int64_t polled_ms)
  * channel (a print() and a C write); a window opened for that second one would take in the
  * writer's next line too, and the pipe's is read first (the order of `streams`). */
 static int64_t last_read_us;
-static int rounds_at_once, waited_a_window;
+static int rounds_at_once;
 
-static void gather_before_reading(void)
+/* Returns whether it waited for a window. */
+static int gather_before_reading(void)
 {
     int64_t now = clock_us(CLOCK_MONOTONIC);
+    int waited = 0;
     if (now - last_read_us >= settings.gather_us)
         rounds_at_once = 2;
-    waited_a_window = 0;
     if (gather_window_us > 0 && !crowded && rounds_at_once == 0) {
         struct timespec gather = {gather_window_us / 1000000, gather_window_us % 1000000 * 1000L};
         nanosleep(&gather, NULL);
-        waited_a_window = 1;
+        waited = 1;
     }
     if (rounds_at_once > 0)
         rounds_at_once--;
     crowded = 0;
     round_bytes = 0;
+    return waited;
 }
 
 /* After a round's reads: the next window, as the comment at GATHER_MIN_US says. */
-static void adapt_gather(void)
+static void adapt_gather(int waited_a_window)
 {
     if (round_bytes == 0)
         return;
@@ -1083,14 +1085,13 @@ int main(int argc, char **argv)
             nanosleep(&pause, NULL);
             continue;
         }
-        if (ready > 0)
-            gather_before_reading();
+        int waited_a_window = ready > 0 && gather_before_reading();
         /* Before reading: a writer that exited before this round's bytes were written is
          * seen exited now, so that its pid's next bytes come with their writer's pidfd. */
         watch_writers();
         open_channels -= read_ready(channels, polled);
         if (ready > 0)
-            adapt_gather();
+            adapt_gather(waited_a_window);
         if (flush_request_count > 0)
             open_channels -= serve_flush_requests(channels);
         if (owner_pidfd >= 0 && channels[CHANNEL_COUNT].revents != 0) {
